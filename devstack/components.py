@@ -1,0 +1,166 @@
+"""The components of the embedded stack, each a process with a readiness check.
+
+Adding a component (a MongoDB wire-protocol server, a translator) means adding one
+:class:`Component` to :func:`default_components`; the supervisor does the rest.
+"""
+
+import asyncio
+import os
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devstack.binaries import nats_server_path
+from schemas import subjects
+from schemas.bus import Bus, Incoming
+from schemas.heartbeat import ServiceHeartbeat
+
+
+class NotReady(RuntimeError):
+    """A component did not become ready in time."""
+
+
+@dataclass
+class StackPaths:
+    """Project-local folders for data and logs (``.run/``)."""
+
+    root: Path
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def nats_store(self) -> Path:
+        return self.root / "nats"
+
+
+@dataclass
+class Component(ABC):
+    """One process of the stack."""
+
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+    ready_timeout_s: float = 60.0
+
+    @abstractmethod
+    def argv(self) -> list[str]: ...
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line for the operator: where it listens."""
+
+    @abstractmethod
+    async def wait_ready(self, log_path: Path, bus: Bus | None) -> None:
+        """Return once ready; raise :class:`NotReady` on timeout."""
+
+
+@dataclass
+class NatsComponent(Component):
+    """A single nats-server with JetStream, data under ``.run/nats``, loopback only."""
+
+    host: str = "127.0.0.1"
+    port: int = 4222
+    store: Path = Path(".run/nats")
+
+    def argv(self) -> list[str]:
+        return [
+            nats_server_path(),
+            "--jetstream",
+            "--store_dir",
+            str(self.store),
+            "--addr",
+            self.host,
+            "--port",
+            str(self.port),
+            "--server_name",
+            "embedded",
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def describe(self) -> str:
+        return self.url
+
+    async def wait_ready(self, log_path: Path, bus: Bus | None) -> None:
+        deadline = asyncio.get_running_loop().time() + self.ready_timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            if log_path.exists() and b"Server is ready" in log_path.read_bytes():
+                return
+            await asyncio.sleep(0.05)
+        raise NotReady(f"{self.name}: no 'Server is ready' line within {self.ready_timeout_s:g}s")
+
+
+@dataclass
+class ServiceComponent(Component):
+    """One of our services, ready when its heartbeat says ``ready``."""
+
+    module: str = ""
+    kind: str = ""
+    service_id: str = ""
+    url: str = ""
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", self.module]
+
+    def describe(self) -> str:
+        return self.url or self.service_id
+
+    async def wait_ready(self, log_path: Path, bus: Bus | None) -> None:
+        assert bus is not None, "services are started after NATS"
+        ready = asyncio.Event()
+
+        async def on_beat(beat: ServiceHeartbeat, _: Incoming) -> None:
+            if beat.state == "ready":
+                ready.set()
+
+        sub = await bus.subscribe(
+            subjects.service_heartbeat(self.kind, self.service_id), ServiceHeartbeat, on_beat
+        )
+        try:
+            await asyncio.wait_for(ready.wait(), self.ready_timeout_s)
+        except TimeoutError:
+            raise NotReady(
+                f"{self.name}: no 'ready' heartbeat within {self.ready_timeout_s:g}s"
+            ) from None
+        finally:
+            await sub.unsubscribe()
+
+
+def default_components(paths: StackPaths, environ: dict[str, str] | None = None) -> list[Component]:
+    """NATS, then one instance of each service, in start order."""
+    env = dict(os.environ if environ is None else environ)
+    nats_port = int(env.get("STACK_NATS_PORT", "4222"))
+    gw_port = int(env.get("GATEWAY_PORT", "8000"))
+    nats = NatsComponent("nats", port=nats_port, store=paths.nats_store)
+    common = {"NATS_URL": nats.url, "LOG_LEVEL": env.get("LOG_LEVEL", "info")}
+
+    def service(
+        name: str, module: str, kind: str, extra: dict[str, str], url: str = ""
+    ) -> ServiceComponent:
+        service_id = f"{name}-1"
+        return ServiceComponent(
+            name,
+            env={**common, "SERVICE_ID": service_id, **extra},
+            module=module,
+            kind=kind,
+            service_id=service_id,
+            url=url,
+        )
+
+    return [
+        nats,
+        service(
+            "gateway",
+            "gateway",
+            "gateway",
+            {"GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(gw_port)},
+            url=f"http://127.0.0.1:{gw_port}",
+        ),
+        service("media-node", "media_node", "media_node", {}),
+        service("transcriber", "transcriber", "transcriber", {}),
+        service("translator-bridge", "translator_bridge", "translator_bridge", {}),
+    ]

@@ -1,0 +1,1 @@
+"""The gateway: what browsers talk to (REST under ``/api``, Socket.IO signaling)."""

@@ -1,0 +1,1 @@
+"""The media node: an SFU on aiortc that forwards media without re-encoding."""

@@ -1,0 +1,497 @@
+"""The bus helper every service uses to talk to NATS, typed end to end.
+
+- :meth:`Bus.connect` retries with back-off until a deadline, then raises ``BusUnavailable``;
+  once connected it reconnects forever.
+- :meth:`Bus.publish` / :meth:`Bus.subscribe` (optionally in a queue group) move typed
+  messages; :meth:`Bus.request` / :meth:`Bus.serve` do typed request/reply with typed errors.
+- :meth:`Bus.js_publish` writes to a JetStream stream with an ack and de-duplication id;
+  :meth:`Bus.consume` runs a durable pull consumer.
+- :meth:`Bus.kv` gives a typed key-value bucket with compare-and-set.
+
+A message that does not decode never kills a subscriber: it is logged once with its
+subject and reason, counted, and parked on ``dlq.<subject>`` with the error.
+"""
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import ConsumerConfig
+from nats.js.client import JetStreamContext
+
+from schemas import subjects
+from schemas.codec import decoder_for, encode, type_name
+from schemas.dead_letter import DeadLetter, FailureKind
+from schemas.errors import (
+    BadReply,
+    BusUnavailable,
+    NoResponders,
+    RequestTimeout,
+    RpcFailed,
+)
+from schemas.kv import TypedKv
+from schemas.logs import get_logger
+from schemas.rpc import RpcError, RpcErrorCode
+from schemas.settings import BusSettings, redact_url
+
+T = TypeVar("T")
+R = TypeVar("R", bound=msgspec.Struct)
+
+RPC_STATUS_HEADER = "Meeshy-Rpc-Status"
+_ERROR_HEADERS = {RPC_STATUS_HEADER: "error"}
+_MAX_REASON = 500
+
+log = get_logger("schemas.bus")
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """Where a delivered message came from."""
+
+    subject: str
+    headers: dict[str, str] | None = None
+    reply: str = ""
+
+
+Handler = Callable[[T, Incoming], Awaitable[None]]
+Responder = Callable[[T, Incoming], Awaitable[msgspec.Struct]]
+
+
+@dataclass(slots=True)
+class BusStats:
+    """Counters a service reports in its heartbeat."""
+
+    published: int = 0
+    received: int = 0
+    decode_failures: int = 0
+    handler_failures: int = 0
+    dead_lettered: int = 0
+    requests_timed_out: int = 0
+
+    def as_gauges(self) -> dict[str, float]:
+        return {
+            "bus_published": float(self.published),
+            "bus_received": float(self.received),
+            "bus_decode_failures": float(self.decode_failures),
+            "bus_handler_failures": float(self.handler_failures),
+            "bus_dead_lettered": float(self.dead_lettered),
+            "bus_requests_timed_out": float(self.requests_timed_out),
+        }
+
+
+class RpcFailure(Exception):
+    """Raise from a :meth:`Bus.serve` responder to answer with a typed error."""
+
+    def __init__(self, code: RpcErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Consumer:
+    """A running durable pull consumer; :meth:`stop` finishes the message in hand."""
+
+    name: str
+    task: asyncio.Task[None]
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+class Bus:
+    """A typed facade over one nats-py connection. Create with :meth:`connect`."""
+
+    def __init__(self, nc: NatsClient, service_id: str) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.service_id = service_id
+        self.stats = BusStats()
+        self._logged_failures: set[tuple[str, str]] = set()
+        self._consumers: list[Consumer] = []
+        self._mark_closing: Callable[[], None] = lambda: None
+
+    # --- connection ---------------------------------------------------------------------
+    @classmethod
+    async def connect(cls, settings: BusSettings, service_id: str) -> "Bus":
+        """Connect, retrying with exponential back-off until ``nats_connect_deadline_s``."""
+        servers = settings.servers()
+        shown = ", ".join(redact_url(s) for s in servers)
+        deadline = time.monotonic() + settings.nats_connect_deadline_s
+        delay = 0.2
+        attempt = 0
+
+        closing = False
+        connected = False
+
+        async def on_error(exc: Exception) -> None:
+            if connected:  # failed first attempts are reported by the retry loop below
+                log.warning("bus.error", error=type(exc).__name__, detail=str(exc)[:_MAX_REASON])
+
+        async def on_disconnected() -> None:
+            if not closing:
+                log.warning("bus.disconnected", servers=shown)
+
+        async def on_reconnected() -> None:
+            log.info("bus.reconnected", servers=shown)
+
+        while True:
+            attempt += 1
+            left = deadline - time.monotonic()
+            try:
+                # One pass over the servers per attempt (nats-py would otherwise retry
+                # forever inside connect); reconnecting forever is switched on below.
+                nc = await asyncio.wait_for(
+                    nats.connect(
+                        servers=servers,
+                        name=service_id,
+                        user=settings.nats_user,
+                        password=settings.nats_password,
+                        token=settings.nats_token,
+                        connect_timeout=2,
+                        allow_reconnect=True,
+                        max_reconnect_attempts=1,
+                        reconnect_time_wait=0.2,
+                        error_cb=on_error,
+                        disconnected_cb=on_disconnected,
+                        reconnected_cb=on_reconnected,
+                    ),
+                    timeout=max(left, 0.5) + 2.5,
+                )
+            except Exception as exc:  # nats-py raises several unrelated types here
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BusUnavailable(
+                        f"no NATS server answered at {shown} within "
+                        f"{settings.nats_connect_deadline_s:g}s ({attempt} attempts, "
+                        f"last error: {type(exc).__name__})"
+                    ) from None
+                wait = min(delay, left)
+                log.warning(
+                    "bus.connect_retry",
+                    servers=shown,
+                    attempt=attempt,
+                    retry_in_s=round(wait, 2),
+                    error=type(exc).__name__,
+                )
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, 5.0) * (0.8 + 0.4 * random.random())
+                continue
+            connected = True
+            nc.options["max_reconnect_attempts"] = -1
+            nc.options["reconnect_time_wait"] = 1
+            log.info("bus.connected", servers=shown, attempts=attempt)
+            bus = cls(nc, service_id)
+
+            def mark_closing() -> None:
+                nonlocal closing
+                closing = True
+
+            bus._mark_closing = mark_closing
+            return bus
+
+    @property
+    def is_connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    async def drain(self) -> None:
+        """Stop consumers, let subscriptions finish what they hold, flush, close."""
+        self._mark_closing()
+        for consumer in self._consumers:
+            await consumer.stop()
+        if not self.nc.is_closed:
+            with contextlib.suppress(nats.errors.ConnectionClosedError):
+                await self.nc.drain()
+
+    async def close(self) -> None:
+        self._mark_closing()
+        for consumer in self._consumers:
+            consumer.task.cancel()
+        if not self.nc.is_closed:
+            await self.nc.close()
+
+    # --- core publish / subscribe -----------------------------------------------------
+    async def publish(
+        self, subject: str, message: msgspec.Struct, headers: dict[str, str] | None = None
+    ) -> None:
+        """Publish one typed message (fire and forget)."""
+        await self.nc.publish(subject, encode(message), headers=headers)
+        self.stats.published += 1
+
+    async def subscribe(
+        self,
+        subject: str,
+        type_: type[T] | Any,
+        handler: Handler[T],
+        *,
+        queue: str = "",
+    ) -> Subscription:
+        """Deliver each message on ``subject`` decoded as ``type_`` to ``handler``.
+
+        With ``queue``, instances in the same group share the messages (one each).
+        Decode failures go to the dead-letter subject; handler exceptions are logged and
+        counted; neither stops the subscription.
+        """
+        decoder = decoder_for(type_)
+        expected = type_name(type_)
+        stats = self.stats
+
+        async def on_message(msg: Msg) -> None:
+            stats.received += 1
+            try:
+                value = decoder.decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self._reject(msg.subject, msg.data, expected, "decode", str(exc))
+                return
+            try:
+                await handler(value, Incoming(msg.subject, msg.headers, msg.reply))
+            except Exception as exc:
+                stats.handler_failures += 1
+                log.exception("bus.handler_failed", subject=msg.subject, error=type(exc).__name__)
+
+        return await self.nc.subscribe(subject, queue=queue, cb=on_message)
+
+    async def _reject(
+        self,
+        subject: str,
+        payload: bytes,
+        expected: str,
+        failure: FailureKind,
+        reason: str,
+        *,
+        attempts: int = 1,
+    ) -> None:
+        """Count, log once per (subject, reason), and park the message as a dead letter."""
+        if failure == "decode":
+            self.stats.decode_failures += 1
+        reason = reason[:_MAX_REASON]
+        key = (subject, reason)
+        if key not in self._logged_failures:
+            if len(self._logged_failures) > 10_000:
+                self._logged_failures.clear()
+            self._logged_failures.add(key)
+            log.warning(
+                "bus.message_rejected",
+                subject=subject,
+                failure=failure,
+                reason=reason,
+                expected_type=expected,
+            )
+        letter = DeadLetter(
+            original_subject=subject,
+            failure=failure,
+            reason=reason,
+            payload=bytes(payload),
+            service_id=self.service_id,
+            expected_type=expected,
+            delivery_attempts=attempts,
+        )
+        try:
+            await self.nc.publish(subjects.dead_letter(subject), encode(letter))
+            self.stats.dead_lettered += 1
+        except Exception as exc:  # never let parking a letter kill the subscriber
+            log.error("bus.dead_letter_failed", subject=subject, error=type(exc).__name__)
+
+    # --- request / reply ------------------------------------------------------------
+    async def request(
+        self,
+        subject: str,
+        message: msgspec.Struct,
+        reply_type: type[T] | Any,
+        *,
+        timeout: float = 2.0,
+    ) -> T:
+        """Send a typed request and decode the typed reply.
+
+        Raises ``RequestTimeout``, ``NoResponders``, ``RpcFailed`` (typed error reply) or
+        ``BadReply``.
+        """
+        try:
+            msg = await self.nc.request(subject, encode(message), timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise NoResponders(subject) from None
+        except nats.errors.TimeoutError:
+            self.stats.requests_timed_out += 1
+            raise RequestTimeout(subject, timeout) from None
+        if msg.headers and msg.headers.get(RPC_STATUS_HEADER) == "error":
+            try:
+                err: RpcError = decoder_for(RpcError).decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise BadReply(f"{subject}: undecodable error reply: {exc}") from None
+            raise RpcFailed(subject, err.code, err.message)
+        try:
+            return cast("T", decoder_for(reply_type).decode(msg.data))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise BadReply(f"{subject}: reply is not {type_name(reply_type)}: {exc}") from None
+
+    async def serve(
+        self,
+        subject: str,
+        request_type: type[T] | Any,
+        responder: Responder[T],
+        *,
+        queue: str = "",
+    ) -> Subscription:
+        """Answer requests on ``subject``; the responder returns the reply Struct.
+
+        Undecodable requests get ``RpcError(code="bad_request")`` (and a dead letter); a
+        responder raising :class:`RpcFailure` gets that code; any other exception gets
+        ``internal`` with no detail (the traceback goes to the log only).
+        """
+        decoder = decoder_for(request_type)
+        expected = type_name(request_type)
+        stats = self.stats
+
+        async def on_request(msg: Msg) -> None:
+            stats.received += 1
+            try:
+                value = decoder.decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self._reject(msg.subject, msg.data, expected, "decode", str(exc))
+                await self._answer_error(msg, "bad_request", f"not a valid {expected}: {exc}")
+                return
+            try:
+                reply = await responder(value, Incoming(msg.subject, msg.headers, msg.reply))
+            except RpcFailure as failure:
+                await self._answer_error(msg, failure.code, failure.message)
+                return
+            except Exception as exc:
+                stats.handler_failures += 1
+                log.exception("bus.responder_failed", subject=msg.subject, error=type(exc).__name__)
+                await self._answer_error(msg, "internal", "internal error")
+                return
+            if msg.reply:
+                await self.nc.publish(msg.reply, encode(reply))
+                stats.published += 1
+
+        return await self.nc.subscribe(subject, queue=queue, cb=on_request)
+
+    async def _answer_error(self, msg: Msg, code: RpcErrorCode, message: str) -> None:
+        if not msg.reply:
+            return
+        error = RpcError(code=code, message=message[:_MAX_REASON])
+        await self.nc.publish(msg.reply, encode(error), headers=_ERROR_HEADERS)
+
+    # --- JetStream ----------------------------------------------------------------------
+    async def js_publish(
+        self, subject: str, message: msgspec.Struct, *, msg_id: str | None = None
+    ) -> int:
+        """Publish into a stream and wait for its ack; returns the stream sequence.
+
+        ``msg_id`` (the event id) makes a retried publish a no-op within the stream's
+        de-duplication window.
+        """
+        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
+        ack = await self.js.publish(subject, encode(message), headers=headers)
+        self.stats.published += 1
+        return int(ack.seq)
+
+    async def consume(
+        self,
+        *,
+        stream: str,
+        durable: str,
+        filter_subject: str,
+        type_: type[T] | Any,
+        handler: Handler[T],
+        max_deliver: int = 5,
+        ack_wait_s: float = 30.0,
+        batch: int = 32,
+    ) -> Consumer:
+        """Run a durable pull consumer; instances sharing ``durable`` share the work.
+
+        A message is acked after its handler returns. A handler exception naks it with a
+        back-off; after ``max_deliver`` attempts it goes to the dead-letter subject. An
+        undecodable message goes there at once.
+        """
+        config = ConsumerConfig(
+            durable_name=durable,
+            filter_subject=filter_subject,
+            ack_wait=ack_wait_s,
+            max_deliver=max_deliver,
+        )
+        psub = await self.js.pull_subscribe(
+            filter_subject, durable=durable, stream=stream, config=config
+        )
+        decoder = decoder_for(type_)
+        expected = type_name(type_)
+        stopping = asyncio.Event()
+
+        async def handle(msg: Msg) -> None:
+            self.stats.received += 1
+            attempts = msg.metadata.num_delivered
+            try:
+                value = decoder.decode(msg.data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                await self._reject(
+                    msg.subject, msg.data, expected, "decode", str(exc), attempts=attempts
+                )
+                await msg.term()
+                return
+            try:
+                await handler(value, Incoming(msg.subject, msg.headers, msg.reply))
+            except Exception as exc:
+                self.stats.handler_failures += 1
+                log.exception(
+                    "bus.consumer_handler_failed",
+                    subject=msg.subject,
+                    durable=durable,
+                    attempt=attempts,
+                    error=type(exc).__name__,
+                )
+                if attempts >= max_deliver:
+                    await self._reject(
+                        msg.subject,
+                        msg.data,
+                        expected,
+                        "handler",
+                        type(exc).__name__,
+                        attempts=attempts,
+                    )
+                    await msg.term()
+                else:
+                    await msg.nak(delay=min(0.2 * 2**attempts, 10.0))
+                return
+            await msg.ack()
+
+        async def loop() -> None:
+            while not stopping.is_set():
+                try:
+                    msgs = await psub.fetch(batch, timeout=0.5)
+                except nats.errors.TimeoutError:
+                    continue
+                except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+                    return
+                except Exception as exc:
+                    log.warning("bus.fetch_failed", durable=durable, error=type(exc).__name__)
+                    await asyncio.sleep(0.5)
+                    continue
+                for msg in msgs:
+                    await handle(msg)
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+        consumer = Consumer(
+            durable, asyncio.create_task(loop(), name=f"consumer:{durable}"), stopping
+        )
+        self._consumers.append(consumer)
+        return consumer
+
+    # --- key-value ----------------------------------------------------------------------
+    async def kv(self, bucket: str, type_: type[T] | Any) -> "TypedKv[T]":
+        """A typed handle on an existing bucket (see :mod:`schemas.provisioning`)."""
+        return TypedKv(await self.js.key_value(bucket), bucket, type_)

@@ -1,0 +1,157 @@
+"""Call lifecycle events, published on ``call.evt.<call_id>.<name>`` into ``CALL_EVENTS``.
+
+The stream is the history of every call: replaying it in order rebuilds the live state.
+Each event names the call, has a unique ``event_id`` (also used as the JetStream
+de-duplication id) and the time it happened.
+"""
+
+from datetime import datetime
+from typing import ClassVar, Literal
+
+import msgspec
+
+from schemas.ids import Id, Lang, new_id
+from schemas.message import Message, utc_now
+
+ConversationType = Literal["DIRECT", "GROUP"]
+"""DIRECT: one-to-one, never more than two people, always peer-to-peer.
+GROUP: up to 50 people, peer-to-peer while two are active, SFU from the third."""
+
+CallMode = Literal["p2p", "sfu"]
+MediaKind = Literal["audio", "video"]
+ParticipantKind = Literal["user", "guest"]
+
+LeaveReason = Literal[
+    "left", "declined", "removed", "connection_lost", "heartbeat_timeout", "call_ended"
+]
+"""Why one participant stopped being part of a call."""
+
+EndReason = Literal[
+    "completed",
+    "missed",
+    "declined",
+    "failed",
+    "connection_lost",
+    "heartbeat_timeout",
+    "max_duration",
+]
+"""Why a whole call ended (the design document's end reasons)."""
+
+
+class Participant(msgspec.Struct, frozen=True, kw_only=True):
+    """Who takes part in a call. Guests have no ``user_id``."""
+
+    participant_id: Id
+    kind: ParticipantKind
+    user_id: Id | None = None
+    display_name: str = ""
+    language: Lang = "en"
+
+
+class CallEvent(Message, frozen=True, kw_only=True):
+    """Fields every call event carries."""
+
+    #: The last token of the subject the event is published on.
+    subject_name: ClassVar[str] = ""
+
+    call_id: Id
+    event_id: Id = msgspec.field(default_factory=new_id)
+    occurred_at: datetime = msgspec.field(default_factory=utc_now)
+
+
+class CallInitiated(CallEvent, frozen=True, kw_only=True, tag="call.initiated"):
+    """Someone started a call in a conversation."""
+
+    subject_name: ClassVar[str] = "initiated"
+
+    conversation_id: Id
+    conversation_type: ConversationType
+    initiator: Participant
+    media: MediaKind = "video"
+    mode: CallMode = "p2p"
+
+
+class CallRinging(CallEvent, frozen=True, kw_only=True, tag="call.ringing"):
+    """The other members of the conversation are being rung."""
+
+    subject_name: ClassVar[str] = "ringing"
+
+    ringing_user_ids: list[Id]
+    ring_timeout_s: float
+
+
+class ParticipantJoined(CallEvent, frozen=True, kw_only=True, tag="participant.joined"):
+    """A person (member or guest) is now active in the call."""
+
+    subject_name: ClassVar[str] = "participant_joined"
+
+    participant: Participant
+    active_count: int
+
+
+class ParticipantLeft(CallEvent, frozen=True, kw_only=True, tag="participant.left"):
+    """A person stopped being active in the call."""
+
+    subject_name: ClassVar[str] = "participant_left"
+
+    participant_id: Id
+    reason: LeaveReason
+    active_count: int
+
+
+class MediaStateChanged(CallEvent, frozen=True, kw_only=True, tag="media.state_changed"):
+    """A participant muted or unmuted their microphone or camera."""
+
+    subject_name: ClassVar[str] = "media_state_changed"
+
+    participant_id: Id
+    audio_enabled: bool
+    video_enabled: bool
+
+
+class CallModeChanged(CallEvent, frozen=True, kw_only=True, tag="call.mode_changed"):
+    """The call finished migrating between peer-to-peer and SFU.
+
+    ``duration_ms`` runs from the decision to the last participant's acknowledgement;
+    ``max_gap_ms`` is the longest media interruption any participant reported.
+    """
+
+    subject_name: ClassVar[str] = "mode_changed"
+
+    from_mode: CallMode
+    to_mode: CallMode
+    epoch: int
+    duration_ms: float
+    max_gap_ms: float = 0.0
+
+
+class CallEnded(CallEvent, frozen=True, kw_only=True, tag="call.ended"):
+    """The call is over for everyone."""
+
+    subject_name: ClassVar[str] = "ended"
+
+    reason: EndReason
+    duration_s: float = 0.0
+    ended_by: Id | None = None
+
+
+AnyCallEvent = (
+    CallInitiated
+    | CallRinging
+    | ParticipantJoined
+    | ParticipantLeft
+    | MediaStateChanged
+    | CallModeChanged
+    | CallEnded
+)
+"""Every call event; decode one with ``msgspec.json.decode(data, type=AnyCallEvent)``."""
+
+CALL_EVENT_TYPES: tuple[type[CallEvent], ...] = (
+    CallInitiated,
+    CallRinging,
+    ParticipantJoined,
+    ParticipantLeft,
+    MediaStateChanged,
+    CallModeChanged,
+    CallEnded,
+)

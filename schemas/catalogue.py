@@ -1,0 +1,94 @@
+"""The catalogue: every message family, the subject it travels on, and its JSON Schema.
+
+``python -m schemas export [PATH]`` writes :func:`json_schema` to a file so analysts can
+decode the stream from any language.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from schemas import subjects
+from schemas.call_commands import CALL_COMMAND_TYPES, AnyCallCommand
+from schemas.call_events import CALL_EVENT_TYPES, AnyCallEvent
+from schemas.dead_letter import DeadLetter
+from schemas.heartbeat import ServiceHeartbeat
+from schemas.rpc import RpcError
+from schemas.version import PACKAGE_VERSION, SCHEMA_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One family of messages: a union decoded in one call, and where it is published."""
+
+    name: str
+    subject_pattern: str
+    union: Any
+    members: tuple[type[msgspec.Struct], ...]
+    description: str
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        "call_event",
+        "call.evt.<call_id>.<name>",
+        AnyCallEvent,
+        CALL_EVENT_TYPES,
+        "Call lifecycle events (JetStream stream CALL_EVENTS).",
+    ),
+    Family(
+        "call_command",
+        "call.cmd.<call_id>.<name>",
+        AnyCallCommand,
+        CALL_COMMAND_TYPES,
+        "Commands from the mode selector to gateways and media nodes.",
+    ),
+    Family(
+        "service_heartbeat",
+        "svc.heartbeat.<kind>.<service_id>",
+        ServiceHeartbeat,
+        (ServiceHeartbeat,),
+        "Liveness, state and load of each service instance.",
+    ),
+    Family(
+        "dead_letter",
+        subjects.ALL_DEAD_LETTERS,
+        DeadLetter,
+        (DeadLetter,),
+        "Messages that could not be decoded or handled (JetStream stream DEAD_LETTERS).",
+    ),
+    Family(
+        "rpc_error",
+        "reply to any media.rpc.* request",
+        RpcError,
+        (RpcError,),
+        "The typed error reply of every request/reply exchange.",
+    ),
+)
+
+
+def json_schema() -> dict[str, Any]:
+    """One JSON Schema document: ``$defs`` for every type, plus a family index."""
+    unions = [family.union for family in FAMILIES]
+    schemas, components = msgspec.json.schema_components(unions, ref_template="#/$defs/{name}")
+    families = {
+        family.name: {
+            "subject": family.subject_pattern,
+            "description": family.description,
+            "schema": schema,
+            "types": {
+                msgspec.inspect.type_info(m).tag: m.__name__  # type: ignore[attr-defined]
+                for m in family.members
+            },
+        }
+        for family, schema in zip(FAMILIES, schemas, strict=True)
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Meeshy calls event catalogue",
+        "x-schema-version": SCHEMA_VERSION,
+        "x-package-version": PACKAGE_VERSION,
+        "x-families": families,
+        "$defs": components,
+    }

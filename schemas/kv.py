@@ -1,0 +1,76 @@
+"""A typed view of one JetStream key-value bucket, changed only by compare-and-set."""
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import msgspec
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from schemas.codec import decoder_for, encode
+from schemas.errors import CorruptEntry, KeyExists, RevisionMismatch
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class KvEntry(Generic[T]):
+    """A decoded value and the revision to pass back to :meth:`TypedKv.update`."""
+
+    key: str
+    value: T
+    revision: int
+
+
+class TypedKv(Generic[T]):
+    """Get / create / update-with-revision over a bucket whose values are one type."""
+
+    def __init__(self, kv: KeyValue, bucket: str, type_: type[T] | Any) -> None:
+        self._kv = kv
+        self.bucket = bucket
+        self._decoder = decoder_for(type_)
+
+    async def get(self, key: str) -> KvEntry[T] | None:
+        """The current value, or ``None`` if the key is absent or deleted."""
+        try:
+            entry = await self._kv.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        if entry.value is None or entry.revision is None:
+            return None
+        try:
+            value = self._decoder.decode(entry.value)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise CorruptEntry(self.bucket, key, str(exc)) from None
+        return KvEntry(key, value, int(entry.revision))
+
+    async def create(self, key: str, value: msgspec.Struct) -> int:
+        """Write a new key; raises :class:`KeyExists` if it already has a value."""
+        try:
+            return int(await self._kv.create(key, encode(value)))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise KeyExists(self.bucket, key) from None
+
+    async def update(self, key: str, value: msgspec.Struct, revision: int) -> int:
+        """Compare-and-set: write only if the key is still at ``revision``.
+
+        Raises :class:`RevisionMismatch` when someone else changed it first; re-read and
+        retry the decision.
+        """
+        try:
+            return int(await self._kv.update(key, encode(value), last=revision))
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise RevisionMismatch(self.bucket, key, revision) from None
+
+    async def delete(self, key: str, revision: int | None = None) -> None:
+        """Delete (optionally only if still at ``revision``)."""
+        try:
+            await self._kv.delete(key, last=revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            raise RevisionMismatch(self.bucket, key, revision or 0) from None
+
+    async def keys(self) -> list[str]:
+        try:
+            return list(await self._kv.keys())
+        except nats.js.errors.NoKeysError:
+            return []

@@ -1,0 +1,132 @@
+"""Idempotent creation of the JetStream streams and KV buckets the system needs.
+
+Every service runs :func:`provision` at start-up, so whichever starts first creates them
+and the rest find them as they are. A resource that exists with the same configuration is
+left untouched; one whose managed limits differ is updated in place (never deleted).
+"""
+
+from dataclasses import dataclass
+
+import nats.js.errors
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.client import JetStreamContext
+
+from schemas import subjects
+from schemas.logs import get_logger
+from schemas.settings import BusSettings
+
+log = get_logger("schemas.provisioning")
+
+#: JetStream de-duplication window for ``Nats-Msg-Id`` (event ids).
+DUPLICATE_WINDOW_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionReport:
+    """What :func:`provision` did, per resource: ``created``, ``updated`` or ``unchanged``."""
+
+    actions: dict[str, str]
+
+
+def stream_configs(settings: BusSettings) -> list[StreamConfig]:
+    """The streams, as configured for these settings."""
+    return [
+        StreamConfig(
+            name=subjects.CALL_EVENTS_STREAM,
+            description="Every call lifecycle event, in order; the history of every call.",
+            subjects=[subjects.ALL_CALL_EVENTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=settings.call_events_max_age_s,
+            max_bytes=settings.call_events_max_bytes,
+            discard=DiscardPolicy.OLD,
+            num_replicas=settings.nats_stream_replicas,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        ),
+        StreamConfig(
+            name=subjects.DEAD_LETTER_STREAM,
+            description="Messages a subscriber could not decode or handle, with the reason.",
+            subjects=[subjects.ALL_DEAD_LETTERS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=settings.dead_letters_max_age_s,
+            max_bytes=256 * 1024 * 1024,
+            discard=DiscardPolicy.OLD,
+            num_replicas=settings.nats_stream_replicas,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        ),
+    ]
+
+
+def kv_configs(settings: BusSettings) -> list[KeyValueConfig]:
+    """The key-value buckets, as configured for these settings."""
+    return [
+        KeyValueConfig(
+            bucket=subjects.CALLS_BUCKET,
+            description="Live state of every active call; changed only by compare-and-set.",
+            history=5,
+            storage=StorageType.FILE,
+            replicas=settings.nats_stream_replicas,
+        ),
+    ]
+
+
+_MANAGED_STREAM_FIELDS = ("subjects", "max_age", "max_bytes", "discard", "duplicate_window")
+
+
+def _plain(value: object) -> object:
+    """Enums come back from the server as plain strings; compare their values."""
+    return getattr(value, "value", value)
+
+
+async def _ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> str:
+    assert wanted.name is not None
+    try:
+        info = await js.stream_info(wanted.name)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(wanted)
+        return "created"
+    current = info.config
+    differs = [
+        f
+        for f in _MANAGED_STREAM_FIELDS
+        if getattr(wanted, f) is not None
+        and _plain(getattr(current, f)) != _plain(getattr(wanted, f))
+    ]
+    if not differs:
+        return "unchanged"
+    log.info("bus.stream_config_differs", stream=wanted.name, fields=differs)
+    # Replicas and storage cannot always change in place; keep the live ones.
+    wanted.num_replicas = current.num_replicas
+    wanted.storage = current.storage
+    await js.update_stream(wanted)
+    return "updated"
+
+
+async def _ensure_kv(js: JetStreamContext, wanted: KeyValueConfig) -> str:
+    try:
+        await js.key_value(wanted.bucket)
+    except nats.js.errors.BucketNotFoundError:
+        await js.create_key_value(wanted)
+        return "created"
+    return "unchanged"
+
+
+async def provision(js: JetStreamContext, settings: BusSettings) -> ProvisionReport:
+    """Create what is missing; safe to run from every instance at every start."""
+    actions: dict[str, str] = {}
+    for stream in stream_configs(settings):
+        assert stream.name is not None
+        actions[f"stream:{stream.name}"] = await _ensure_stream(js, stream)
+    for bucket in kv_configs(settings):
+        actions[f"kv:{bucket.bucket}"] = await _ensure_kv(js, bucket)
+    for resource, action in actions.items():
+        if action != "unchanged":
+            log.info("bus.provisioned", resource=resource, action=action)
+    return ProvisionReport(actions)

@@ -1,0 +1,223 @@
+"""The life of a service process: connect, provision, serve, heartbeat, drain, exit.
+
+Each service implements :class:`Service`; :func:`launch` does the rest the same way for all:
+
+1. read its settings (a bad variable: a clear message on stderr, exit code 2);
+2. connect to NATS, retrying until the deadline (none answered: exit code 3);
+3. provision streams and KV buckets (idempotent), start the service, heartbeat ``ready``;
+4. on SIGTERM or SIGINT: heartbeat ``draining``, stop taking new work, let work in hand
+   finish (up to ``DRAIN_TIMEOUT_S``), heartbeat ``stopped``, drain the connection, exit 0.
+"""
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from abc import ABC, abstractmethod
+from datetime import datetime
+from typing import ClassVar, Generic, TypeVar
+
+import psutil
+
+from schemas import subjects
+from schemas.bus import Bus
+from schemas.errors import BusUnavailable, SettingsError
+from schemas.heartbeat import ServiceHeartbeat, ServiceKind, ServiceLoad, ServiceState
+from schemas.logs import configure_logging, get_logger
+from schemas.message import utc_now
+from schemas.provisioning import provision
+from schemas.settings import ServiceSettings, default_service_id
+from schemas.version import PACKAGE_VERSION
+
+S = TypeVar("S", bound=ServiceSettings)
+
+EXIT_OK = 0
+EXIT_BAD_SETTINGS = 2
+EXIT_BUS_UNAVAILABLE = 3
+EXIT_FAILED = 1
+
+log = get_logger("schemas.runtime")
+
+
+class InFlight:
+    """Counts work in hand so draining can wait for it to finish."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def __enter__(self) -> "InFlight":
+        self.count += 1
+        self.total += 1
+        self._idle.clear()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
+class Service(ABC, Generic[S]):
+    """One kind of worker. Subclasses set ``kind`` and implement start / stop_accepting."""
+
+    kind: ClassVar[ServiceKind]
+
+    def __init__(self, settings: S, service_id: str) -> None:
+        self.settings = settings
+        self.service_id = service_id
+        self.in_flight = InFlight()
+        self.accepting = False
+
+    @abstractmethod
+    async def start(self, bus: Bus) -> None:
+        """Subscribe and start serving. Called once the bus is connected and provisioned."""
+
+    async def stop_accepting(self) -> None:
+        """Stop taking new work (unsubscribe, close listeners); work in hand continues."""
+        self.accepting = False
+
+    async def wait_idle(self) -> None:
+        """Return when the work in hand is done."""
+        await self.in_flight.wait_idle()
+
+    async def close(self) -> None:
+        """Release what is left after draining (sockets, executors)."""
+
+    def load_extra(self) -> dict[str, float]:
+        """Kind-specific gauges for the heartbeat."""
+        return {}
+
+
+class Heartbeater:
+    """Publishes the instance's heartbeat on a timer and at each state change."""
+
+    def __init__(self, bus: Bus, service: Service[ServiceSettings]) -> None:
+        self.bus = bus
+        self.service = service
+        self.state: ServiceState = "starting"
+        self.started_at: datetime = utc_now()
+        self.subject = subjects.service_heartbeat(service.kind, service.service_id)
+        self._process = psutil.Process(os.getpid())
+        self._process.cpu_percent(None)
+        self._task: asyncio.Task[None] | None = None
+
+    def snapshot(self) -> ServiceHeartbeat:
+        svc = self.service
+        extra = {**self.bus.stats.as_gauges(), **svc.load_extra()}
+        return ServiceHeartbeat(
+            service_id=svc.service_id,
+            kind=svc.kind,
+            version=PACKAGE_VERSION,
+            state=self.state,
+            started_at=self.started_at,
+            interval_s=svc.settings.heartbeat_interval_s,
+            load=ServiceLoad(
+                in_flight=svc.in_flight.count,
+                handled_total=svc.in_flight.total,
+                cpu_percent=self._process.cpu_percent(None),
+                rss_bytes=self._process.memory_info().rss,
+                extra=extra,
+            ),
+        )
+
+    async def beat(self, state: ServiceState | None = None) -> None:
+        if state is not None:
+            self.state = state
+        try:
+            await self.bus.publish(self.subject, self.snapshot())
+            await self.bus.nc.flush(timeout=2)
+        except Exception as exc:  # a missed beat is not worth dying for
+            log.warning("heartbeat.failed", error=type(exc).__name__)
+
+    def start(self) -> None:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self.service.settings.heartbeat_interval_s)
+                await self.beat()
+
+        self._task = asyncio.create_task(loop(), name="heartbeat")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def run_service(service: Service[S], stop: asyncio.Event | None = None) -> int:
+    """Run one service until ``stop`` is set or SIGTERM/SIGINT arrives; returns the exit code."""
+    settings = service.settings
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    log.info(
+        "service.starting", kind=service.kind, version=PACKAGE_VERSION, settings=settings.redacted()
+    )
+    try:
+        bus = await Bus.connect(settings, service.service_id)
+    except BusUnavailable as exc:
+        log.error("service.bus_unavailable", kind=service.kind, reason=str(exc))
+        print(f"{service.kind}: {exc}", file=sys.stderr)
+        return EXIT_BUS_UNAVAILABLE
+
+    heart = Heartbeater(bus, service)  # type: ignore[arg-type]
+    try:
+        await provision(bus.js, settings)
+        await heart.beat("starting")
+        service.accepting = True
+        await service.start(bus)
+        await heart.beat("ready")
+        heart.start()
+        log.info("service.ready", kind=service.kind)
+        await stop.wait()
+
+        started = time.monotonic()
+        log.info("service.draining", kind=service.kind, in_flight=service.in_flight.count)
+        await heart.stop()
+        await heart.beat("draining")
+        await service.stop_accepting()
+        try:
+            await asyncio.wait_for(service.wait_idle(), settings.drain_timeout_s)
+        except TimeoutError:
+            log.warning(
+                "service.drain_deadline",
+                kind=service.kind,
+                abandoned=service.in_flight.count,
+                deadline_s=settings.drain_timeout_s,
+            )
+        await service.close()
+        await heart.beat("stopped")
+        await bus.drain()
+        log.info("service.stopped", kind=service.kind, drain_s=round(time.monotonic() - started, 3))
+        return EXIT_OK
+    except Exception as exc:
+        log.exception("service.failed", kind=service.kind, error=type(exc).__name__)
+        await heart.stop()
+        with contextlib.suppress(Exception):
+            await service.close()
+            await bus.close()
+        return EXIT_FAILED
+
+
+def launch(service_type: type[Service[S]], settings_type: type[S]) -> int:
+    """Entry point body of ``python -m <service>``: settings, logging, run; the exit code."""
+    try:
+        settings = settings_type.from_env()
+    except SettingsError as exc:
+        print(f"{service_type.kind}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
+    service_id = settings.service_id or default_service_id(service_type.kind)
+    configure_logging(service_type.kind, service_id, settings.log_level)
+    service = service_type(settings, service_id)
+    return asyncio.run(run_service(service))

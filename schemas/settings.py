@@ -1,0 +1,120 @@
+"""Typed settings read once from environment variables.
+
+Each service has one settings Struct; a field ``nats_url`` is read from ``NATS_URL``. A bad
+value raises :class:`schemas.errors.SettingsError` naming the variable and what was expected,
+never the value itself (it may be a secret).
+"""
+
+import os
+import re
+import socket
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+import msgspec
+
+from schemas.errors import SettingsError
+from schemas.ids import ID_PATTERN, new_id
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+
+_FIELD_RE = re.compile(r"\s*-\s*at\s*`\$\.([a-z0-9_]+)`")
+_QUOTED_RE = re.compile(r"\s*'[^']*'")
+
+
+def default_service_id(kind: str) -> str:
+    """``<kind>-<host>-<random>``: unique per process, readable in heartbeats."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40] or "host"
+    return f"{kind.replace('_', '-')}-{host}-{new_id()[:6]}"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every settings object: :meth:`from_env`, redacted ``repr``."""
+
+    #: Fields whose values are never printed.
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def env_vars(cls) -> tuple[str, ...]:
+        """Every environment variable this settings object reads."""
+        return tuple(name.upper() for name in cls.__struct_fields__)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        env = os.environ if environ is None else environ
+        raw: dict[str, Any] = {}
+        for name in cls.__struct_fields__:
+            value = env.get(name.upper())
+            if value is not None and value != "":
+                raw[name] = value
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            reason = str(exc)
+            match = _FIELD_RE.search(reason)
+            var = match.group(1).upper() if match else "?"
+            # msgspec may quote the bad value (enums); values can be secrets, so drop it.
+            reason = _QUOTED_RE.sub("", _FIELD_RE.sub("", reason))
+            raise SettingsError(f"environment variable {var}: {reason}") from None
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict, secrets replaced by ``***`` (safe to log)."""
+        out: dict[str, Any] = {}
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if name in self.secret_fields and value:
+                value = "***"
+            elif name == "nats_url" and isinstance(value, str):
+                value = redact_url(value)
+            out[name] = value
+        return out
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.redacted().items())
+        return f"{type(self).__name__}({fields})"
+
+    __str__ = __repr__
+
+
+def redact_url(url: str) -> str:
+    """Hide a password embedded in a URL (``nats://user:pw@host`` -> ``nats://user:***@host``)."""
+    return re.sub(r"(//[^:/@]+:)[^@]+@", r"\1***@", url)
+
+
+ServiceId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+
+
+class BusSettings(Settings, frozen=True, kw_only=True):
+    """How a service reaches NATS, and the JetStream resources it provisions."""
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"nats_password", "nats_token"})
+
+    #: Comma-separated server URLs, e.g. ``nats://n1:4222,nats://n2:4222``.
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_user: str | None = None
+    nats_password: str | None = None
+    nats_token: str | None = None
+    #: Give up (exit non-zero) if no server answers within this many seconds at start.
+    nats_connect_deadline_s: PositiveFloat = 30.0
+    #: Replicas of streams and KV buckets (3 on a three-node cluster).
+    nats_stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+    #: How long call events are kept in ``CALL_EVENTS``.
+    call_events_max_age_s: PositiveFloat = 7 * 24 * 3600.0
+    call_events_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 1024 * 1024 * 1024
+    dead_letters_max_age_s: PositiveFloat = 14 * 24 * 3600.0
+
+    def servers(self) -> list[str]:
+        return [s.strip() for s in self.nats_url.split(",") if s.strip()]
+
+
+class ServiceSettings(BusSettings, frozen=True, kw_only=True):
+    """What every service reads, on top of the bus settings."""
+
+    #: This instance's id; defaults to ``<kind>-<host>-<random>``.
+    service_id: ServiceId | None = None
+    log_level: LogLevel = "info"
+    heartbeat_interval_s: PositiveFloat = 5.0
+    #: On SIGTERM, how long to let work in hand finish before exiting anyway.
+    drain_timeout_s: PositiveFloat = 20.0

@@ -1,0 +1,121 @@
+"""Every NATS subject of the system, and nothing else.
+
+No other module writes a subject as a string literal: it calls a function here, which
+validates each id it puts into a token. Wildcard patterns for subscribers are constants.
+
+| subject | kind | producer -> consumer |
+|---|---|---|
+| ``call.evt.<call_id>.<name>`` | JetStream ``CALL_EVENTS`` | gateway, selector -> everyone |
+| ``call.cmd.<call_id>.<name>`` | core | selector -> gateways, media nodes |
+| ``media.rpc.<node_id>.<verb>`` | request/reply | gateway -> one media node |
+| ``media.node.heartbeat`` | core | media nodes -> placement |
+| ``audio.chunk.<call_id>.<participant_id>`` | core, queue group | media node -> transcribers |
+| ``transcript.segment.<call_id>`` | core | transcriber, gateway -> translator bridge |
+| ``caption.<call_id>.<lang>`` | core | translator bridge -> gateways |
+| ``client.<gateway_id>.deliver`` | core | anyone -> the gateway holding a socket |
+| ``user.<user_id>.signal`` | core | anyone -> whichever gateway holds that user's sockets |
+| ``svc.heartbeat.<kind>.<service_id>`` | core | every service -> operators, supervisors |
+| ``dlq.<subject>`` | JetStream ``DEAD_LETTERS`` | a subscriber that could not cope -> ops |
+"""
+
+import re
+
+from schemas.ids import LANG_PATTERN, check_id
+
+_LANG_RE = re.compile(LANG_PATTERN)
+
+# --- JetStream streams and KV buckets ---------------------------------------------------
+CALL_EVENTS_STREAM = "CALL_EVENTS"
+DEAD_LETTER_STREAM = "DEAD_LETTERS"
+CALLS_BUCKET = "calls"
+
+# --- wildcard patterns (for subscribers and stream definitions) -------------------------
+ALL_CALL_EVENTS = "call.evt.>"
+ALL_CALL_COMMANDS = "call.cmd.>"
+ALL_SERVICE_HEARTBEATS = "svc.heartbeat.>"
+ALL_DEAD_LETTERS = "dlq.>"
+ALL_AUDIO_CHUNKS = "audio.chunk.>"
+ALL_TRANSCRIPT_SEGMENTS = "transcript.segment.*"
+MEDIA_NODE_HEARTBEAT = "media.node.heartbeat"
+
+_DLQ_PREFIX = "dlq."
+
+
+def _token(value: str, what: str) -> str:
+    return check_id(value, what)
+
+
+def call_event(call_id: str, name: str) -> str:
+    """Where an event of one call is published (captured by the ``CALL_EVENTS`` stream)."""
+    return f"call.evt.{_token(call_id, 'call_id')}.{_token(name, 'event name')}"
+
+
+def call_events_of(call_id: str) -> str:
+    """Every event of one call."""
+    return f"call.evt.{_token(call_id, 'call_id')}.*"
+
+
+def call_command(call_id: str, name: str) -> str:
+    """A command addressed to whoever serves one call."""
+    return f"call.cmd.{_token(call_id, 'call_id')}.{_token(name, 'command name')}"
+
+
+def call_commands_of(call_id: str) -> str:
+    """Every command of one call."""
+    return f"call.cmd.{_token(call_id, 'call_id')}.*"
+
+
+def media_rpc(node_id: str, verb: str) -> str:
+    """A request to one media node."""
+    return f"media.rpc.{_token(node_id, 'node_id')}.{_token(verb, 'verb')}"
+
+
+def media_rpc_all(node_id: str) -> str:
+    """Every request to one media node."""
+    return f"media.rpc.{_token(node_id, 'node_id')}.*"
+
+
+def audio_chunk(call_id: str, participant_id: str) -> str:
+    """Audio of one speaker, for the transcriber queue group."""
+    return f"audio.chunk.{_token(call_id, 'call_id')}.{_token(participant_id, 'participant_id')}"
+
+
+def transcript_segment(call_id: str) -> str:
+    """Source-language transcript segments of one call."""
+    return f"transcript.segment.{_token(call_id, 'call_id')}"
+
+
+def caption(call_id: str, lang: str) -> str:
+    """Captions of one call in one language."""
+    if not _LANG_RE.fullmatch(lang):
+        raise ValueError(f"lang must match {LANG_PATTERN}")
+    # A region separator is a dash, which is a valid token character; nothing to escape.
+    return f"caption.{_token(call_id, 'call_id')}.{lang}"
+
+
+def captions_of(call_id: str) -> str:
+    """Every caption of one call, whatever the language."""
+    return f"caption.{_token(call_id, 'call_id')}.*"
+
+
+def gateway_deliver(gateway_id: str) -> str:
+    """What must be pushed to a socket held by one gateway."""
+    return f"client.{_token(gateway_id, 'gateway_id')}.deliver"
+
+
+def user_signal(user_id: str) -> str:
+    """What must reach every socket of one user, wherever it is connected."""
+    return f"user.{_token(user_id, 'user_id')}.signal"
+
+
+def service_heartbeat(kind: str, service_id: str) -> str:
+    """Periodic liveness and load of one service instance."""
+    return f"svc.heartbeat.{_token(kind, 'kind')}.{_token(service_id, 'service_id')}"
+
+
+def dead_letter(original_subject: str) -> str:
+    """Where a message that could not be decoded or handled is parked, with the error."""
+    if original_subject.startswith(_DLQ_PREFIX):
+        # A dead letter that itself fails is parked once, never re-wrapped forever.
+        return original_subject
+    return _DLQ_PREFIX + original_subject

@@ -1,0 +1,48 @@
+"""Session-wide real servers, and per-test buses."""
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from schemas.bus import Bus
+from schemas.ids import new_id
+from schemas.settings import BusSettings
+from tests.support.nats_server import NatsCluster, NatsServer
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    """One real nats-server with JetStream for the whole session."""
+    server = NatsServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def nats_cluster() -> Iterator[NatsCluster]:
+    """A real three-node JetStream cluster (started only by tests that ask for it)."""
+    cluster = NatsCluster().start()
+    yield cluster
+    cluster.cleanup()
+
+
+@pytest.fixture
+def bus_settings(nats_server: NatsServer) -> BusSettings:
+    return BusSettings(nats_url=nats_server.url, nats_connect_deadline_s=5)
+
+
+@pytest.fixture
+async def bus(bus_settings: BusSettings) -> AsyncIterator[Bus]:
+    """A connected bus with streams provisioned; closed after the test."""
+    from schemas.provisioning import provision
+
+    b = await Bus.connect(bus_settings, f"test-{new_id()[:8]}")
+    await provision(b.js, bus_settings)
+    yield b
+    await b.close()
+
+
+@pytest.fixture
+def uid() -> str:
+    """A unique id, so each test uses its own subjects and keys."""
+    return new_id()[:12]

@@ -1,0 +1,241 @@
+"""The bus helper against a real nats-server."""
+
+import asyncio
+
+import msgspec
+import pytest
+
+from schemas import subjects
+from schemas.bus import Bus, Incoming, RpcFailure
+from schemas.call_events import AnyCallEvent, CallEnded, CallInitiated, Participant
+from schemas.catalogue import FAMILIES
+from schemas.codec import decode
+from schemas.dead_letter import DeadLetter
+from schemas.errors import (
+    KeyExists,
+    NoResponders,
+    RequestTimeout,
+    RevisionMismatch,
+    RpcFailed,
+)
+from schemas.heartbeat import ServiceHeartbeat
+from schemas.kv import TypedKv
+from schemas.rpc import RpcError
+from tests.support.samples import samples
+
+
+class Collector:
+    """Collects delivered messages; ``wait(n)`` waits for n of them (with a timeout)."""
+
+    def __init__(self) -> None:
+        self.items: list[object] = []
+        self._changed = asyncio.Event()
+
+    async def __call__(self, item: object, _: Incoming) -> None:
+        self.items.append(item)
+        self._changed.set()
+
+    async def wait(self, n: int, timeout: float = 5.0) -> list[object]:
+        async def until() -> None:
+            while len(self.items) < n:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(until(), timeout)
+        return self.items
+
+
+async def test_typed_round_trip_of_every_family(bus: Bus, uid: str) -> None:
+    for family in FAMILIES:
+        got = Collector()
+        subject = f"test.{uid}.{family.name}"
+        await bus.subscribe(subject, family.union, got)
+        sent = [m for m in samples(uid) if type(m) in family.members]
+        for message in sent:
+            await bus.publish(subject, message)
+        assert await got.wait(len(sent)) == sent
+
+
+async def test_garbage_goes_to_dead_letter_and_subscriber_keeps_serving(bus: Bus, uid: str) -> None:
+    subject = subjects.call_event(uid, "ended")
+    good = Collector()
+    letters = Collector()
+    await bus.subscribe(subject, AnyCallEvent, good)
+    await bus.subscribe(subjects.dead_letter(subject), DeadLetter, letters)
+
+    await bus.nc.publish(subject, b"{not json")
+    await bus.nc.publish(subject, b'{"type":"call.ended","call_id":"x"}')  # missing reason
+    await bus.publish(subject, CallEnded(call_id=uid, reason="completed"))
+
+    [letter1, letter2] = await letters.wait(2)
+    assert isinstance(letter1, DeadLetter) and letter1.payload == b"{not json"
+    assert letter1.failure == "decode" and letter1.original_subject == subject
+    assert isinstance(letter2, DeadLetter) and "reason" in letter2.reason
+    [delivered] = await good.wait(1)
+    assert isinstance(delivered, CallEnded) and delivered.reason == "completed"
+    assert bus.stats.decode_failures >= 2
+
+    # The dead letters are also kept in the DEAD_LETTERS stream: nothing is lost.
+    info = await bus.js.get_last_msg(subjects.DEAD_LETTER_STREAM, subjects.dead_letter(subject))
+    assert decode(info.data or b"", DeadLetter).original_subject == subject
+
+
+async def test_handler_exception_does_not_stop_the_subscription(bus: Bus, uid: str) -> None:
+    seen: list[str] = []
+    done = asyncio.Event()
+
+    async def flaky(evt: CallEnded, _: Incoming) -> None:
+        seen.append(evt.reason)
+        if evt.reason == "failed":
+            raise RuntimeError("boom")
+        if len(seen) == 2:
+            done.set()
+
+    await bus.subscribe(f"test.{uid}", CallEnded, flaky)
+    await bus.publish(f"test.{uid}", CallEnded(call_id=uid, reason="failed"))
+    await bus.publish(f"test.{uid}", CallEnded(call_id=uid, reason="completed"))
+    await asyncio.wait_for(done.wait(), 5)
+    assert seen == ["failed", "completed"]
+    assert bus.stats.handler_failures == 1
+
+
+async def test_queue_group_delivers_each_message_once(bus: Bus, uid: str) -> None:
+    a, b = Collector(), Collector()
+    subject = subjects.audio_chunk(uid, "p1")
+    await bus.subscribe(subject, CallEnded, a, queue="workers")
+    await bus.subscribe(subject, CallEnded, b, queue="workers")
+    for _ in range(40):
+        await bus.publish(subject, CallEnded(call_id=uid, reason="completed"))
+    await bus.nc.flush()
+
+    async def total() -> None:
+        while len(a.items) + len(b.items) < 40:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(total(), 5)
+    assert len(a.items) + len(b.items) == 40
+
+
+class Echo(msgspec.Struct, frozen=True, kw_only=True, tag="test.echo"):
+    text: str
+
+
+async def test_request_reply_with_typed_errors(bus: Bus, uid: str) -> None:
+    subject = subjects.media_rpc(f"node-{uid}", "echo")
+
+    async def responder(req: Echo, _: Incoming) -> Echo:
+        if req.text == "missing":
+            raise RpcFailure("not_found", "no such session")
+        if req.text == "crash":
+            raise ZeroDivisionError("secret internals")
+        return Echo(text=req.text.upper())
+
+    await bus.serve(subject, Echo, responder)
+    assert await bus.request(subject, Echo(text="hi"), Echo) == Echo(text="HI")
+
+    with pytest.raises(RpcFailed) as missing:
+        await bus.request(subject, Echo(text="missing"), Echo)
+    assert missing.value.code == "not_found"
+
+    with pytest.raises(RpcFailed) as crashed:
+        await bus.request(subject, Echo(text="crash"), Echo)
+    assert crashed.value.code == "internal" and "secret" not in crashed.value.message
+
+    reply = await bus.nc.request(subject, b'{"type":"test.echo"}', timeout=2)
+    error: RpcError = decode(reply.data, RpcError)
+    assert error.code == "bad_request" and "text" in error.message
+    # Still serving after all that.
+    assert await bus.request(subject, Echo(text="ok"), Echo) == Echo(text="OK")
+
+
+async def test_request_timeout_and_no_responders_are_typed(bus: Bus, uid: str) -> None:
+    with pytest.raises(NoResponders):
+        await bus.request(f"test.{uid}.nobody", Echo(text="x"), Echo, timeout=1)
+
+    async def slow(req: Echo, _: Incoming) -> Echo:
+        await asyncio.sleep(1)
+        return req
+
+    await bus.serve(f"test.{uid}.slow", Echo, slow)
+    with pytest.raises(RequestTimeout):
+        await bus.request(f"test.{uid}.slow", Echo(text="x"), Echo, timeout=0.1)
+
+
+async def test_jetstream_publish_and_durable_consumer(bus: Bus, uid: str) -> None:
+    got = Collector()
+    evt = CallInitiated(
+        call_id=uid,
+        conversation_id="conv",
+        conversation_type="DIRECT",
+        initiator=Participant(participant_id="p1", kind="user", user_id="u1"),
+    )
+    seq = await bus.js_publish(subjects.call_event(uid, evt.subject_name), evt, msg_id=evt.event_id)
+    # Same event id again: de-duplicated by the stream, same sequence.
+    assert (
+        await bus.js_publish(subjects.call_event(uid, evt.subject_name), evt, msg_id=evt.event_id)
+        == seq
+    )
+
+    consumer = await bus.consume(
+        stream=subjects.CALL_EVENTS_STREAM,
+        durable=f"test-{uid}",
+        filter_subject=subjects.call_events_of(uid),
+        type_=AnyCallEvent,
+        handler=got,
+    )
+    assert await got.wait(1) == [evt]
+    await consumer.stop()
+
+
+async def test_consumer_parks_a_message_its_handler_keeps_failing(bus: Bus, uid: str) -> None:
+    letters = Collector()
+    subject = subjects.call_event(uid, "ended")
+    await bus.subscribe(subjects.dead_letter(subject), DeadLetter, letters)
+    attempts = 0
+
+    async def always_fails(evt: object, _: Incoming) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise RuntimeError("handler bug")
+
+    await bus.js_publish(subject, CallEnded(call_id=uid, reason="completed"))
+    consumer = await bus.consume(
+        stream=subjects.CALL_EVENTS_STREAM,
+        durable=f"fail-{uid}",
+        filter_subject=subject,
+        type_=AnyCallEvent,
+        handler=always_fails,
+        max_deliver=2,
+    )
+    [letter] = await letters.wait(1, timeout=10)
+    assert isinstance(letter, DeadLetter)
+    assert letter.failure == "handler" and letter.delivery_attempts == 2 and attempts == 2
+    await consumer.stop()
+
+
+async def test_kv_compare_and_set_rejects_a_stale_revision(bus: Bus, uid: str) -> None:
+    kv: TypedKv[CallEnded] = await bus.kv(subjects.CALLS_BUCKET, CallEnded)
+    first = CallEnded(call_id=uid, reason="completed")
+    rev1 = await kv.create(uid, first)
+    with pytest.raises(KeyExists):
+        await kv.create(uid, first)
+
+    entry = await kv.get(uid)
+    assert entry is not None and entry.value == first and entry.revision == rev1
+
+    second = CallEnded(call_id=uid, reason="missed")
+    rev2 = await kv.update(uid, second, rev1)
+    assert rev2 > rev1
+    with pytest.raises(RevisionMismatch):
+        await kv.update(uid, CallEnded(call_id=uid, reason="failed"), rev1)  # stale
+    latest = await kv.get(uid)
+    assert latest is not None and latest.value == second
+    assert await kv.get(f"{uid}-absent") is None
+
+
+async def test_heartbeat_decodes_from_raw_json(bus: Bus, uid: str) -> None:
+    got = Collector()
+    await bus.subscribe(f"test.{uid}.hb", ServiceHeartbeat, got)
+    hb = next(m for m in samples() if isinstance(m, ServiceHeartbeat))
+    await bus.publish(f"test.{uid}.hb", hb)
+    assert await got.wait(1) == [hb]

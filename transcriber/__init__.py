@@ -1,0 +1,1 @@
+"""Transcriber workers: audio chunks in, transcript segments out (faster-whisper)."""

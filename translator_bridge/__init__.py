@@ -1,0 +1,1 @@
+"""The translator bridge: transcript segments in, one caption per listener language out."""
