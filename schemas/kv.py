@@ -9,6 +9,7 @@ from nats.js.kv import KeyValue
 
 from schemas.codec import decoder_for, encode
 from schemas.errors import CorruptEntry, KeyExists, RevisionMismatch
+from schemas.js_retry import retry_transient
 
 T = TypeVar("T")
 
@@ -46,8 +47,12 @@ class TypedKv(Generic[T]):
 
     async def create(self, key: str, value: msgspec.Struct) -> int:
         """Write a new key; raises :class:`KeyExists` if it already has a value."""
+        data = encode(value)
         try:
-            return int(await self._kv.create(key, encode(value)))
+            rev = await retry_transient(
+                lambda: self._kv.create(key, data), what=f"kv:{self.bucket}", idempotent=True
+            )
+            return int(rev)
         except nats.js.errors.KeyWrongLastSequenceError:
             raise KeyExists(self.bucket, key) from None
 
@@ -57,8 +62,14 @@ class TypedKv(Generic[T]):
         Raises :class:`RevisionMismatch` when someone else changed it first; re-read and
         retry the decision.
         """
+        data = encode(value)
         try:
-            return int(await self._kv.update(key, encode(value), last=revision))
+            rev = await retry_transient(
+                lambda: self._kv.update(key, data, last=revision),
+                what=f"kv:{self.bucket}",
+                idempotent=True,  # a CAS cannot apply twice: a replay gets RevisionMismatch
+            )
+            return int(rev)
         except nats.js.errors.KeyWrongLastSequenceError:
             raise RevisionMismatch(self.bucket, key, revision) from None
 

