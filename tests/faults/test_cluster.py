@@ -44,7 +44,7 @@ async def test_events_and_kv_survive_the_loss_of_one_node(nats_cluster: NatsClus
             subjects.CALL_EVENTS_STREAM, subjects.call_event("c-fault", "ended")
         )
         assert last.data is not None
-        latest = decode(last.data, AnyCallEvent)
+        latest: object = decode(last.data, AnyCallEvent)
         assert isinstance(latest, CallEnded) and latest.reason == "failed"
     finally:
         await bus.close()
