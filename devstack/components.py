@@ -5,6 +5,7 @@ Adding a component (a MongoDB wire-protocol server, a translator) means adding o
 """
 
 import asyncio
+import json
 import os
 import sys
 from abc import ABC, abstractmethod
@@ -15,6 +16,32 @@ from devstack.binaries import nats_server_path
 from schemas import subjects
 from schemas.bus import Bus, Incoming
 from schemas.heartbeat import ServiceHeartbeat
+
+#: Development-only identity settings of the embedded gateway (never used in production:
+#: compose.yaml sets real secrets and leaves dev tokens off).
+DEV_JWT_SECRET = "embedded-stack-dev-only-jwt-secret-0123456789"
+DEV_OPERATOR_TOKEN = "embedded-stack-dev-operator-token"
+DEV_SEED_CONVERSATIONS = json.dumps(
+    [
+        {
+            "conversation_id": "demo-direct",
+            "type": "DIRECT",
+            "members": [{"user_id": "alice"}, {"user_id": "bob"}],
+            "title": "Alice and Bob",
+        },
+        {
+            "conversation_id": "demo-group",
+            "type": "GROUP",
+            "members": [
+                {"user_id": "alice", "role": "admin"},
+                {"user_id": "bob"},
+                {"user_id": "carol"},
+                {"user_id": "dave"},
+            ],
+            "title": "Demo group",
+        },
+    ]
+)
 
 
 class NotReady(RuntimeError):
@@ -157,7 +184,16 @@ def default_components(paths: StackPaths, environ: dict[str, str] | None = None)
             "gateway",
             "gateway",
             "gateway",
-            {"GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(gw_port)},
+            {
+                "GATEWAY_HOST": "127.0.0.1",
+                "GATEWAY_PORT": str(gw_port),
+                "PUBLIC_BASE_URL": f"http://127.0.0.1:{gw_port}",
+                # Embedded stack only: log in as a named user, seed conversations.
+                "DEV_TOKENS_ENABLED": env.get("DEV_TOKENS_ENABLED", "true"),
+                "JWT_SECRET": env.get("JWT_SECRET", DEV_JWT_SECRET),
+                "OPERATOR_TOKEN": env.get("OPERATOR_TOKEN", DEV_OPERATOR_TOKEN),
+                "SEED_CONVERSATIONS": env.get("SEED_CONVERSATIONS", DEV_SEED_CONVERSATIONS),
+            },
             url=f"http://127.0.0.1:{gw_port}",
         ),
         service("media-node", "media_node", "media_node", {}),

@@ -1,11 +1,17 @@
 """The gateway's ASGI application (FastAPI), kept thin: routes call into typed services."""
 
 import msgspec
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from gateway.errors import CallError
 from gateway.health import Readiness
+from gateway.routes import admin, calls, guests
+from schemas.logs import get_logger
 from schemas.version import PACKAGE_VERSION
+
+log = get_logger("gateway.http")
 
 
 class Health(msgspec.Struct, frozen=True, kw_only=True):
@@ -14,9 +20,36 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
     reasons: list[str] = []
 
 
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
 def create_app(readiness: Readiness, service_id: str) -> FastAPI:
-    """Build the application around the gateway's live state (injected, not global)."""
+    """Build the application around the gateway's live state (injected, not global).
+
+    ``app.state.ctx`` (a :class:`gateway.context.GatewayContext`) is set by the service once
+    the bus is up; until then the API answers 503.
+    """
     app = FastAPI(title="Meeshy calls gateway", version=PACKAGE_VERSION)
+    app.state.ctx = None
+
+    @app.exception_handler(CallError)
+    async def call_error(_: Request, exc: CallError) -> JSONResponse:
+        body = {"error": exc.as_dict()}
+        return JSONResponse(body, status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        reasons = [
+            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+            for err in exc.errors()[:5]
+        ]
+        return _error(422, "bad_request", "; ".join(reasons) or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("http.unhandled", path=request.url.path, error=type(exc).__name__)
+        return _error(500, "internal", "internal error")
 
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
@@ -32,4 +65,7 @@ def create_app(readiness: Readiness, service_id: str) -> FastAPI:
         body = {"status": "ready" if not reasons else "not_ready", "reasons": reasons}
         return JSONResponse(body, status_code=200 if not reasons else 503)
 
+    app.include_router(calls.router)
+    app.include_router(guests.router)
+    app.include_router(admin.router)
     return app

@@ -1,16 +1,37 @@
-"""The gateway service: HTTP (and, later, Socket.IO) in front, the bus behind."""
+"""The gateway service: HTTP and Socket.IO in front (one ASGI app), the bus behind.
+
+Start-up: typed KV handles, the call mirror (KV watch), the sweeper, the REST context and
+the Socket.IO server, then the listener. Draining: stop the listener and the sweeper (other
+gateways keep sweeping), let requests in hand finish.
+"""
 
 import asyncio
 import contextlib
+import logging
 import socket
+from typing import Any
 
+import socketio
 import uvicorn
 
 from gateway.app import create_app
+from gateway.call_store import CallStore
+from gateway.calls import CallService
+from gateway.context import GatewayContext
+from gateway.conversations import Conversations
+from gateway.delivery import Delivery
+from gateway.guests import Guests
 from gateway.health import Readiness
 from gateway.http_server import EmbeddedServer
+from gateway.rate_limit import RateLimiter
 from gateway.settings import GatewaySettings
+from gateway.signaling import Signaling
+from gateway.timers import CallMirror, Sweeper
+from gateway.tokens import TokenService
+from schemas import subjects
 from schemas.bus import Bus
+from schemas.call_state import ActiveCallClaim, CallState, ConversationRecord, ShareLinkRecord
+from schemas.kv import TypedKv
 from schemas.logs import get_logger
 from schemas.runtime import Service
 
@@ -24,14 +45,70 @@ class GatewayService(Service[GatewaySettings]):
         super().__init__(settings, service_id)
         self.readiness = Readiness()
         self.app = create_app(self.readiness, service_id)
+        self.tokens = TokenService(settings)
+        self.limiter = RateLimiter(settings)
+        self.signaling: Signaling | None = None
+        self.delivery: Delivery | None = None
+        self.mirror: CallMirror | None = None
+        self.sweeper: Sweeper | None = None
+        self.store: CallStore | None = None
         self._server: EmbeddedServer | None = None
         self._server_task: asyncio.Task[None] | None = None
+
+    async def _build(self, bus: Bus) -> socketio.ASGIApp:
+        settings = self.settings
+        calls_kv: TypedKv[CallState] = await bus.kv(subjects.CALLS_BUCKET, CallState)
+        claims_kv: TypedKv[ActiveCallClaim] = await bus.kv(
+            subjects.CALL_CLAIMS_BUCKET, ActiveCallClaim
+        )
+        conversations = Conversations(
+            await bus.kv(subjects.CONVERSATIONS_BUCKET, ConversationRecord)
+        )
+        if settings.seed_conversations:
+            await conversations.seed(settings.seed_conversations)
+        guests = Guests(
+            settings,
+            await bus.kv(subjects.SHARE_LINKS_BUCKET, ShareLinkRecord),
+            conversations,
+            self.tokens,
+        )
+        self.mirror = CallMirror(await bus.js.key_value(subjects.CALLS_BUCKET))
+        await self.mirror.start()
+        self.delivery = Delivery(bus, self._emit)
+        self.store = CallStore(bus, calls_kv, claims_kv, self.delivery)
+        calls = CallService(settings, self.store, conversations, self.mirror)
+        self.signaling = Signaling(settings, self.tokens, calls, self.limiter)
+        self.signaling.attach(self.delivery)
+        self.app.state.ctx = GatewayContext(
+            settings=settings,
+            tokens=self.tokens,
+            conversations=conversations,
+            guests=guests,
+            calls=calls,
+            limiter=self.limiter,
+        )
+        self.sweeper = Sweeper(
+            self.store,
+            self.mirror,
+            settings.call_sweep_interval_s,
+            settings.call_ended_retention_s,
+            settings.call_outbox_grace_s,
+        )
+        self.sweeper.start()
+        return socketio.ASGIApp(self.signaling.sio, other_asgi_app=self.app)
+
+    async def _emit(self, event: str, payload: dict[str, Any], sid: str) -> None:
+        if self.signaling is not None:
+            await self.signaling.emit(event, payload, sid)
 
     async def start(self, bus: Bus) -> None:
         self.readiness.bus = bus
         self.readiness.provisioned = True  # the runtime provisions before start()
+        asgi = await self._build(bus)
+        # One line per WebSocket open/close at info level is noise with thousands of sockets.
+        logging.getLogger("uvicorn.error").setLevel(max(logging.WARNING, logging.getLogger().level))
         config = uvicorn.Config(
-            self.app,
+            asgi,
             host=self.settings.gateway_host,
             port=self.settings.gateway_port,
             log_config=None,
@@ -72,8 +149,14 @@ class GatewayService(Service[GatewaySettings]):
     async def stop_accepting(self) -> None:
         await super().stop_accepting()
         self.readiness.draining = True
+        if self.sweeper is not None:
+            await self.sweeper.stop()
         if self._server is not None:
             self._server.should_exit = True
+
+    async def close(self) -> None:
+        if self.mirror is not None:
+            await self.mirror.stop()
 
     async def wait_idle(self) -> None:
         await super().wait_idle()
@@ -83,4 +166,19 @@ class GatewayService(Service[GatewaySettings]):
 
     def load_extra(self) -> dict[str, float]:
         connections = len(self._server.server_state.connections) if self._server else 0
-        return {"http_connections": float(connections)}
+        extra = {"http_connections": float(connections)}
+        if self.delivery is not None:
+            extra["sockets"] = float(self.delivery.socket_count)
+            extra["deliveries"] = float(self.delivery.delivered)
+        if self.signaling is not None:
+            extra["signals_relayed"] = float(self.signaling.relayed)
+        if self.store is not None:
+            extra["cas_conflicts"] = float(self.store.cas_conflicts)
+            extra["call_events_published"] = float(self.store.events_published)
+        if self.sweeper is not None:
+            extra["timers_fired"] = float(self.sweeper.fired)
+            extra["outbox_recovered"] = float(self.sweeper.recovered)
+        if self.mirror is not None:
+            extra["calls_known"] = float(len(self.mirror.calls))
+        extra["rate_limited"] = float(self.limiter.refused)
+        return extra

@@ -1,12 +1,110 @@
-"""Gateway settings, read once from the environment."""
+"""Gateway settings, read once from the environment (variable = field name upper-cased)."""
 
-from schemas.settings import Port, ServiceSettings
+from typing import Annotated, ClassVar, Literal
+
+import msgspec
+
+from schemas.settings import Port, PositiveFloat, ServiceSettings
+
+JwtAlgorithm = Literal["HS256", "RS256"]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
     """``GATEWAY_HOST``/``GATEWAY_PORT``: where browsers and probes reach this gateway."""
 
+    secret_fields: ClassVar[frozenset[str]] = frozenset(
+        {
+            "nats_password",
+            "nats_token",
+            "jwt_secret",
+            "guest_token_secret",
+            "operator_token",
+            "turn_secret",
+        }
+    )
+
     gateway_host: str = "127.0.0.1"
     gateway_port: Port = 8000
     #: Seconds a request in hand may still run once draining has begun.
     gateway_graceful_timeout_s: float = 10.0
+    #: Comma-separated origins allowed to open Socket.IO (``*`` for any).
+    cors_origins: str = "*"
+
+    # --- identity ------------------------------------------------------------------------
+    #: Shared secret of HS256 user tokens (the messenger's), also signs dev tokens.
+    jwt_secret: str = ""
+    #: PEM public key of RS256 user tokens (``\n`` escapes allowed).
+    jwt_public_key: str = ""
+    #: Comma-separated accepted algorithms of user tokens.
+    jwt_algorithms: str = "HS256"
+    jwt_issuer: str = "meeshy"
+    jwt_audience: str = "meeshy-calls"
+    #: Lifetime of development tokens.
+    dev_token_ttl_s: PositiveFloat = 12 * 3600.0
+    #: Enables ``POST /api/dev/token`` (log in as a named user). Never in production.
+    dev_tokens_enabled: bool = False
+    #: Bearer token of the operator endpoints (``/api/admin/...``); empty disables them.
+    operator_token: str = ""
+    #: JSON file (or inline JSON list) of conversations created at start if absent.
+    seed_conversations: str = ""
+
+    # --- guests --------------------------------------------------------------------------
+    #: Signs share links and guest tokens (gateway-owned); defaults to ``jwt_secret``.
+    guest_token_secret: str = ""
+    guest_token_ttl_s: PositiveFloat = 6 * 3600.0
+    share_link_default_ttl_s: PositiveFloat = 24 * 3600.0
+    share_link_max_ttl_s: PositiveFloat = 30 * 24 * 3600.0
+    #: Base of the links handed out (``<base>?link=<token>``).
+    public_base_url: str = "http://127.0.0.1:8000"
+
+    # --- call timers (design document defaults) --------------------------------------------
+    call_ring_timeout_s: PositiveFloat = 30.0
+    #: How often clients are asked to send ``call:heartbeat``.
+    call_heartbeat_interval_s: PositiveFloat = 5.0
+    #: No heartbeat for this long: the participant leaves (``heartbeat_timeout``).
+    call_heartbeat_timeout_s: PositiveFloat = 30.0
+    #: A lost socket may resume its place for this long (``connection_lost`` after).
+    call_reconnect_grace_s: PositiveFloat = 15.0
+    call_max_duration_s: PositiveFloat = 4 * 3600.0
+    #: Period of the deadline sweeper that runs on every gateway.
+    call_sweep_interval_s: PositiveFloat = 0.25
+    #: An event its writer did not confirm published is published by a sweeper after this.
+    call_outbox_grace_s: PositiveFloat = 2.0
+    #: Ended calls stay readable (GET /api/calls/{id}) this long, then are removed.
+    call_ended_retention_s: PositiveFloat = 3600.0
+    call_max_participants: Annotated[int, msgspec.Meta(ge=2, le=50)] = 50
+
+    # --- ICE -----------------------------------------------------------------------------
+    stun_urls: str = "stun:stun.l.google.com:19302"
+    #: Comma-separated TURN URLs (``turn:host:3478?transport=udp``); empty: STUN only.
+    turn_urls: str = ""
+    #: coturn ``static-auth-secret`` (REST API shared secret).
+    turn_secret: str = ""
+    #: Lifetime of TURN credentials; longer than the longest call by default.
+    turn_ttl_s: PositiveFloat = 6 * 3600.0
+
+    # --- limits --------------------------------------------------------------------------
+    #: Largest SDP accepted in ``call:signal``.
+    max_sdp_bytes: Annotated[int, msgspec.Meta(ge=256)] = 32 * 1024
+    max_candidate_bytes: Annotated[int, msgspec.Meta(ge=64)] = 1024
+    #: Per user, per event family: sustained rate (per second) and burst.
+    rate_initiate_per_s: PositiveFloat = 0.5
+    rate_initiate_burst: NonNegativeInt = 5
+    rate_signal_per_s: PositiveFloat = 50.0
+    rate_signal_burst: NonNegativeInt = 200
+    rate_heartbeat_per_s: PositiveFloat = 2.0
+    rate_heartbeat_burst: NonNegativeInt = 10
+    rate_default_per_s: PositiveFloat = 10.0
+    rate_default_burst: NonNegativeInt = 40
+
+    def algorithms(self) -> list[str]:
+        return [a.strip() for a in self.jwt_algorithms.split(",") if a.strip()]
+
+    def guest_secret(self) -> str:
+        return self.guest_token_secret or self.jwt_secret
+
+    def origins(self) -> str | list[str]:
+        if self.cors_origins.strip() == "*":
+            return "*"
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]

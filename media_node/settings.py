@@ -1,10 +1,10 @@
 """MediaNode settings, read once from the environment."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
-from schemas.settings import ServiceSettings
+from schemas.settings import PositiveFloat, ServiceSettings
 
 
 class MediaNodeSettings(ServiceSettings, frozen=True, kw_only=True):
@@ -14,3 +14,20 @@ class MediaNodeSettings(ServiceSettings, frozen=True, kw_only=True):
     media_node_public_ip: str = "127.0.0.1"
     #: Most participants this node accepts before placement must pick another node.
     media_node_max_participants: Annotated[int, msgspec.Meta(ge=1)] = 50
+    #: Load report on ``media.node.heartbeat`` every this many seconds.
+    media_node_report_interval_s: PositiveFloat = 2.0
+    #: Fewest seconds between two keyframe requests to one publisher.
+    media_node_keyframe_interval_s: PositiveFloat = 0.3
+    #: Longest a missing video packet may block a publisher's stream before the node drops
+    #: the damaged frame and asks for a keyframe (its retransmission was lost too).
+    media_node_max_hole_s: PositiveFloat = 0.5
+    #: Voice activity detector of the transcription tap.
+    media_node_vad: Literal["silero", "energy"] = "silero"
+    #: Threads decoding tapped audio (shared by every tapped participant).
+    media_node_tap_threads: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
+    #: Opus packets (20 ms each) a tap may queue before it drops audio.
+    media_node_tap_queue_packets: Annotated[int, msgspec.Meta(ge=10)] = 250
+    #: Encoded video frames queued per subscriber before the node drops to the next keyframe.
+    media_node_video_queue_frames: Annotated[int, msgspec.Meta(ge=2)] = 64
+    #: How often the active speaker of each call is re-evaluated.
+    media_node_speaker_interval_s: PositiveFloat = 0.1

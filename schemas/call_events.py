@@ -135,6 +135,23 @@ class CallEnded(CallEvent, frozen=True, kw_only=True, tag="call.ended"):
     ended_by: Id | None = None
 
 
+class ActiveSpeakerChanged(
+    CallEvent, frozen=True, kw_only=True, tag="media.active_speaker_changed"
+):
+    """The loudest participant of an SFU call changed (the media node applies hysteresis).
+
+    ``participant_id`` is ``None`` when nobody is speaking any more. ``level_dbov`` is the
+    new speaker's smoothed audio level (0 = loudest, -127 = silence).
+    """
+
+    subject_name: ClassVar[str] = "active_speaker_changed"
+
+    participant_id: Id | None
+    previous_participant_id: Id | None = None
+    level_dbov: float = -127.0
+    node_id: Id | None = None
+
+
 AnyCallEvent = (
     CallInitiated
     | CallRinging
@@ -143,6 +160,7 @@ AnyCallEvent = (
     | MediaStateChanged
     | CallModeChanged
     | CallEnded
+    | ActiveSpeakerChanged
 )
 """Every call event; decode one with ``msgspec.json.decode(data, type=AnyCallEvent)``."""
 
@@ -154,4 +172,5 @@ CALL_EVENT_TYPES: tuple[type[CallEvent], ...] = (
     MediaStateChanged,
     CallModeChanged,
     CallEnded,
+    ActiveSpeakerChanged,
 )

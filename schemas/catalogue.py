@@ -12,9 +12,19 @@ import msgspec
 from schemas import subjects
 from schemas.call_commands import CALL_COMMAND_TYPES, AnyCallCommand
 from schemas.call_events import CALL_EVENT_TYPES, AnyCallEvent
+from schemas.call_lifecycle import LIFECYCLE_EVENT_TYPES, AnyLifecycleEvent
 from schemas.dead_letter import DeadLetter
 from schemas.heartbeat import ServiceHeartbeat
+from schemas.media import (
+    MEDIA_REPLY_TYPES,
+    MEDIA_REQUEST_TYPES,
+    AnyMediaReply,
+    AnyMediaRequest,
+    AudioChunk,
+    MediaNodeHeartbeat,
+)
 from schemas.rpc import RpcError
+from schemas.signaling import SocketDelivery
 from schemas.version import PACKAGE_VERSION, SCHEMA_VERSION
 
 
@@ -64,6 +74,49 @@ FAMILIES: tuple[Family, ...] = (
         RpcError,
         (RpcError,),
         "The typed error reply of every request/reply exchange.",
+    ),
+    Family(
+        "media_rpc_request",
+        "media.rpc.<node_id>.<verb>",
+        AnyMediaRequest,
+        MEDIA_REQUEST_TYPES,
+        "Requests to one media node: open a session, publish, subscribe, close.",
+    ),
+    Family(
+        "media_rpc_reply",
+        "reply to a media.rpc.<node_id>.<verb> request",
+        AnyMediaReply,
+        MEDIA_REPLY_TYPES,
+        "Successful replies of a media node (failures are rpc_error).",
+    ),
+    Family(
+        "media_node_heartbeat",
+        subjects.MEDIA_NODE_HEARTBEAT,
+        MediaNodeHeartbeat,
+        (MediaNodeHeartbeat,),
+        "Load of each media node (sessions, forwarded streams, CPU, draining), for placement.",
+    ),
+    Family(
+        "audio_chunk",
+        "audio.chunk.<call_id>.<participant_id>",
+        AudioChunk,
+        (AudioChunk,),
+        "A speaker's utterances as 16 kHz mono PCM, cut by voice activity detection.",
+    ),
+    Family(
+        "call_lifecycle_event",
+        "call.evt.<call_id>.<name>",
+        AnyLifecycleEvent,
+        LIFECYCLE_EVENT_TYPES,
+        "More call events (status changes, connection loss and resumption, end of rings); "
+        "decode the whole call.evt stream with schemas.call_lifecycle.AnyCallLifecycleEvent.",
+    ),
+    Family(
+        "socket_delivery",
+        "user.<principal_id>.signal",
+        SocketDelivery,
+        (SocketDelivery,),
+        "A Socket.IO event for the sockets of one user or guest, wherever they are connected.",
     ),
 )
 

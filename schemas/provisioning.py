@@ -74,6 +74,27 @@ def kv_configs(settings: BusSettings) -> list[KeyValueConfig]:
             storage=StorageType.FILE,
             replicas=settings.nats_stream_replicas,
         ),
+        KeyValueConfig(
+            bucket=subjects.CALL_CLAIMS_BUCKET,
+            description="The one active call of each conversation (created atomically).",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=settings.nats_stream_replicas,
+        ),
+        KeyValueConfig(
+            bucket=subjects.CONVERSATIONS_BUCKET,
+            description="Conversation registry: type and members with roles.",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=settings.nats_stream_replicas,
+        ),
+        KeyValueConfig(
+            bucket=subjects.SHARE_LINKS_BUCKET,
+            description="Guest share links of GROUP conversations (revocable, counted uses).",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=settings.nats_stream_replicas,
+        ),
     ]
 
 

@@ -80,6 +80,11 @@ def audio_chunk(call_id: str, participant_id: str) -> str:
     return f"audio.chunk.{_token(call_id, 'call_id')}.{_token(participant_id, 'participant_id')}"
 
 
+def audio_chunks_of(call_id: str) -> str:
+    """Every speaker's audio of one call."""
+    return f"audio.chunk.{_token(call_id, 'call_id')}.*"
+
+
 def transcript_segment(call_id: str) -> str:
     """Source-language transcript segments of one call."""
     return f"transcript.segment.{_token(call_id, 'call_id')}"
@@ -119,3 +124,14 @@ def dead_letter(original_subject: str) -> str:
         # A dead letter that itself fails is parked once, never re-wrapped forever.
         return original_subject
     return _DLQ_PREFIX + original_subject
+
+
+# --- gateway: conversations, guests, one active call per conversation -----------------
+CONVERSATIONS_BUCKET = "conversations"
+CALL_CLAIMS_BUCKET = "call_claims"
+SHARE_LINKS_BUCKET = "share_links"
+
+
+def call_claim_key(conversation_id: str) -> str:
+    """The ``call_claims`` key holding the one active call of a conversation."""
+    return _token(conversation_id, "conversation_id")

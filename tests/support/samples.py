@@ -6,6 +6,7 @@ import msgspec
 
 from schemas.call_commands import EndCall, MigrateToP2p, MigrateToSfu
 from schemas.call_events import (
+    ActiveSpeakerChanged,
     CallEnded,
     CallInitiated,
     CallModeChanged,
@@ -17,7 +18,22 @@ from schemas.call_events import (
 )
 from schemas.dead_letter import DeadLetter
 from schemas.heartbeat import ServiceHeartbeat, ServiceLoad
+from schemas.media import (
+    AnswerSubscription,
+    AudioChunk,
+    CloseSession,
+    MediaAck,
+    MediaNodeHeartbeat,
+    OpenSession,
+    Publish,
+    SdpAnswer,
+    SessionOpened,
+    Subscribe,
+    SubscriptionOffer,
+    Unsubscribe,
+)
 from schemas.rpc import RpcError
+from tests.support.gateway_samples import gateway_samples
 
 ALICE = Participant(participant_id="p-alice", kind="user", user_id="alice", display_name="Alice")
 GUEST = Participant(participant_id="p-guest", kind="guest", display_name="Gus", language="fr")
@@ -61,4 +77,48 @@ def samples(call_id: str = "call-1") -> list[msgspec.Struct]:
             expected_type="CallEvent",
         ),
         RpcError(code="bad_request", message="missing field"),
+        ActiveSpeakerChanged(
+            call_id=call_id, participant_id="p-alice", previous_participant_id="p-guest"
+        ),
+        OpenSession(call_id=call_id, participant_id="p-alice", transcription=True),
+        Publish(session_id="s-1", sdp="v=0\r\n"),
+        Subscribe(session_id="s-1", publisher_id="p-guest"),
+        AnswerSubscription(session_id="s-1", subscription_id="sub-1", sdp="v=0\r\n"),
+        Unsubscribe(session_id="s-1", subscription_id="sub-1"),
+        CloseSession(session_id="s-1"),
+        SessionOpened(
+            session_id="s-1", node_id="media-1", call_id=call_id, participant_id="p-alice"
+        ),
+        SdpAnswer(session_id="s-1", sdp="v=0\r\n"),
+        SubscriptionOffer(
+            session_id="s-1",
+            subscription_id="sub-1",
+            publisher_id="p-guest",
+            sdp="v=0\r\n",
+            kinds=["audio", "video"],
+        ),
+        MediaAck(session_id="s-1"),
+        MediaNodeHeartbeat(
+            node_id="media-1",
+            state="ready",
+            calls=1,
+            participants=3,
+            capacity=50,
+            free=47,
+            published_tracks=6,
+            forwarded_streams=12,
+            cpu_percent=12.5,
+        ),
+        AudioChunk(
+            call_id=call_id,
+            participant_id="p-alice",
+            utterance_id="u-1",
+            sequence=0,
+            is_final=True,
+            start_s=1.0,
+            end_s=1.5,
+            started_at=datetime(2026, 1, 1, tzinfo=UTC),
+            pcm=b"\x00\x01" * 8,
+        ),
+        *gateway_samples(call_id),
     ]

@@ -1,0 +1,218 @@
+"""Call operations shared by REST and Socket.IO: who may do what, then a CAS transition.
+
+Each operation returns the written :class:`Outcome` without publishing it, so the Socket.IO
+layer can bind the socket to its participant before the notices go out; REST publishes at
+once.
+"""
+
+import secrets
+import time
+from dataclasses import dataclass
+
+from gateway import state_machine as sm
+from gateway.call_store import CallStore
+from gateway.conversations import Conversations, is_moderator, may_take_part
+from gateway.errors import CallError
+from gateway.settings import GatewaySettings
+from gateway.state_machine import Outcome
+from gateway.timers import CallMirror
+from gateway.tokens import Principal
+from schemas.call_events import MediaKind
+from schemas.call_state import CallParticipantState, CallState
+from schemas.ids import new_id
+
+
+def new_resume_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@dataclass
+class Joined:
+    """A written join: the outcome, and the secret the participant resumes with."""
+
+    outcome: Outcome
+    resume_token: str
+
+    @property
+    def participant_id(self) -> str:
+        return str(self.outcome.result["participantId"])
+
+
+class CallService:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        store: CallStore,
+        conversations: Conversations,
+        mirror: CallMirror | None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.conversations = conversations
+        self.mirror = mirror
+
+    def timers(self) -> sm.Timers:
+        s = self.settings
+        return sm.Timers(
+            ring_timeout_s=s.call_ring_timeout_s,
+            heartbeat_timeout_s=s.call_heartbeat_timeout_s,
+            reconnect_grace_s=s.call_reconnect_grace_s,
+            max_duration_s=s.call_max_duration_s,
+        )
+
+    # --- reading -------------------------------------------------------------------------
+    async def view(self, who: Principal, call_id: str) -> CallState:
+        state = await self.store.require(call_id)
+        conversation = await self.conversations.get(state.conversation_id)
+        if not may_take_part(conversation, who):
+            raise CallError("not_found", "no such call")
+        return state
+
+    async def active_call(self, who: Principal, conversation_id: str) -> CallState | None:
+        await self.conversations.membership(conversation_id, who)
+        return await self.store.active_call_of(conversation_id)
+
+    async def current(self, call_id: str, *, fresh: bool = False) -> CallState:
+        """The call's state from the local mirror, or from KV when asked or unknown."""
+        if not fresh and self.mirror is not None:
+            state = self.mirror.get(call_id)
+            if state is not None:
+                return state
+        return await self.store.require(call_id)
+
+    # --- writing -------------------------------------------------------------------------
+    async def start(self, who: Principal, conversation_id: str, media: MediaKind) -> Joined:
+        if who.kind != "user":
+            raise CallError("forbidden", "guests cannot start calls")
+        conversation = await self.conversations.membership(conversation_id, who)
+        token = new_resume_token()
+        outcome = sm.start_call(
+            call_id=f"call-{new_id()[:20]}",
+            conversation=conversation,
+            initiator=who,
+            media=media,
+            now=time.time(),
+            timers=self.timers(),
+            resume_token=token,
+        )
+        return Joined(await self.store.create(outcome), token)
+
+    async def join(self, who: Principal, call_id: str, resume_token: str | None = None) -> Joined:
+        state = await self.store.require(call_id)
+        new_token = new_resume_token()
+        if resume_token:
+            outcome = await self.store.apply(
+                call_id,
+                lambda s: _own_resume(s, who, resume_token, new_token),
+            )
+            assert outcome is not None
+            return Joined(outcome, new_token)
+        conversation = await self.conversations.get(state.conversation_id)
+        allowed = may_take_part(conversation, who)
+        if not allowed:
+            raise CallError("forbidden", "not a member of this conversation")
+        outcome = await self.store.apply(
+            call_id,
+            lambda s: sm.join(
+                s,
+                who,
+                now=time.time(),
+                resume_token=new_token,
+                max_participants=self.settings.call_max_participants,
+                may_join=allowed,
+            ),
+        )
+        assert outcome is not None
+        return Joined(outcome, new_token)
+
+    async def decline(self, who: Principal, call_id: str) -> Outcome:
+        if who.kind != "user":
+            raise CallError("forbidden", "guests are never rung")
+        outcome = await self.store.apply(
+            call_id, lambda s: sm.decline(s, who.principal_id, now=time.time())
+        )
+        assert outcome is not None
+        return outcome
+
+    async def leave(
+        self, who: Principal, call_id: str, participant_id: str | None = None
+    ) -> Outcome:
+        """Leave (own participant), or remove someone else when the role allows it."""
+        state = await self.store.require(call_id)
+        own = sm.participant_of(state, who.principal_id)
+        if participant_id is None or (own is not None and participant_id == own.participant_id):
+            if own is None:
+                raise CallError("not_in_call", "you are not in this call")
+            target, reason, by = own.participant_id, "left", own.participant_id
+        else:
+            conversation = await self.conversations.get(state.conversation_id)
+            allowed = is_moderator(conversation, who) or (
+                who.kind == "user" and state.initiator_user_id == who.principal_id
+            )
+            if not allowed:
+                raise CallError("forbidden", "only the initiator or a moderator may remove people")
+            target, reason = participant_id, "removed"
+            by = own.participant_id if own is not None else who.principal_id
+        outcome = await self.store.apply(
+            call_id,
+            lambda s: sm.leave(s, target, reason, now=time.time(), by=by),  # type: ignore[arg-type]
+        )
+        assert outcome is not None
+        return outcome
+
+    async def end(self, who: Principal, call_id: str) -> Outcome:
+        state = await self.store.require(call_id)
+        conversation = await self.conversations.get(state.conversation_id)
+        if not may_take_part(conversation, who):
+            raise CallError("not_found", "no such call")
+        allowed = is_moderator(conversation, who) or (
+            who.kind == "user" and state.initiator_user_id == who.principal_id
+        )
+        if not allowed:
+            raise CallError("forbidden", "only the initiator or a moderator may end the call")
+        own = sm.participant_of(state, who.principal_id)
+        by = own.participant_id if own is not None else who.principal_id
+        outcome = await self.store.apply(
+            call_id, lambda s: sm.end(s, "completed", now=time.time(), by=by)
+        )
+        assert outcome is not None
+        return outcome
+
+    async def set_media(
+        self, call_id: str, participant_id: str, *, audio: bool | None, video: bool | None
+    ) -> Outcome | None:
+        return await self.store.apply(
+            call_id,
+            lambda s: sm.set_media(s, participant_id, audio=audio, video=video, now=time.time()),
+        )
+
+    async def heartbeat(self, call_id: str, participant_id: str) -> Outcome | None:
+        return await self.store.apply(
+            call_id, lambda s: sm.heartbeat(s, participant_id, now=time.time())
+        )
+
+    async def disconnect(
+        self, call_id: str, participant_id: str, resume_hash: str
+    ) -> Outcome | None:
+        """The socket bound to ``participant_id`` is gone (unless it was rebound since)."""
+
+        def transition(s: CallState) -> Outcome | None:
+            p = sm.find_participant(s, participant_id)
+            if p is None or p.resume_token_sha256 != resume_hash:
+                return None
+            return sm.disconnect(s, participant_id, now=time.time())
+
+        try:
+            return await self.store.apply(call_id, transition)
+        except CallError:
+            return None
+
+
+def _own_resume(s: CallState, who: Principal, token: str, new_token: str) -> Outcome:
+    digest = sm.hash_token(token)
+    mine: CallParticipantState | None = next(
+        (p for p in s.participants if p.resume_token_sha256 == digest), None
+    )
+    if mine is None or mine.principal_id != who.principal_id:
+        raise CallError("forbidden", "the resume token is not valid for this call")
+    return sm.resume(s, token, now=time.time(), new_token=new_token)

@@ -1,0 +1,1 @@
+"""FastAPI routers of the REST API (``/api``)."""

@@ -1,0 +1,689 @@
+"""The call state machine: pure transitions from one :class:`CallState` to the next.
+
+No I/O here. Each transition returns the new state, the bus events that describe the
+change, and the socket notices to deliver; :mod:`gateway.call_store` writes the state by
+compare-and-set and, only if it won, publishes the events and notices. A transition that
+finds nothing to do returns ``None`` (so a timer that lost the race publishes nothing).
+
+States: ``initiated`` -> ``ringing`` -> ``active`` <-> ``reconnecting`` -> ``ended``.
+Rules (from the design document):
+- DIRECT: two people at most; the call ends when either leaves, or when the callee declines.
+- GROUP: a decline or a leave affects only that person; the call ends when the last one
+  leaves (or, before anyone answered, when every ring was declined or missed).
+- Unanswered rings become missed at the ring deadline; a ringing call nobody answered ends
+  ``missed``. A lost socket has a grace period to resume; a silent one (no heartbeat) leaves
+  with ``heartbeat_timeout``; every call ends at its maximum duration.
+"""
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from gateway.errors import CallError
+from gateway.tokens import Principal
+from schemas.call_events import (
+    CallEnded,
+    CallEvent,
+    CallInitiated,
+    CallRinging,
+    EndReason,
+    LeaveReason,
+    MediaKind,
+    MediaStateChanged,
+    Participant,
+    ParticipantJoined,
+    ParticipantLeft,
+)
+from schemas.call_lifecycle import (
+    CallStatusChanged,
+    ParticipantDisconnected,
+    ParticipantResumed,
+    RingEnded,
+    RingOutcome,
+)
+from schemas.call_state import (
+    CallInvitee,
+    CallParticipantState,
+    CallState,
+    CallStatus,
+    ConversationRecord,
+)
+from schemas.ids import new_id
+
+_replace = msgspec.structs.replace
+
+LEAVE_TO_END: dict[str, EndReason] = {
+    "left": "completed",
+    "removed": "completed",
+    "declined": "declined",
+    "connection_lost": "connection_lost",
+    "heartbeat_timeout": "heartbeat_timeout",
+    "call_ended": "completed",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A Socket.IO event for one person (optionally only its socket bound to a participant)."""
+
+    principal_id: str
+    event: str
+    payload: dict[str, Any]
+    participant_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Timers:
+    """The timer parameters of a new call."""
+
+    ring_timeout_s: float
+    heartbeat_timeout_s: float
+    reconnect_grace_s: float
+    max_duration_s: float
+
+
+@dataclass
+class Outcome:
+    """A transition's result: the state to write, what to publish, what to answer."""
+
+    state: CallState
+    events: list[CallEvent] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+    result: dict[str, Any] = field(default_factory=dict)
+    #: The KV revision the store wrote (set by :mod:`gateway.call_store`).
+    revision: int = 0
+
+    @property
+    def call_id(self) -> str:
+        return self.state.call_id
+
+    def set_status(self, status: CallStatus) -> None:
+        before = self.state.status
+        if before == status:
+            return
+        self.state = _replace(self.state, status=status)
+        self.events.append(
+            CallStatusChanged(call_id=self.call_id, from_status=before, to_status=status)
+        )
+
+    def notify_participants(
+        self, event: str, payload: dict[str, Any], *, exclude: str | None = None
+    ) -> None:
+        for p in self.state.participants:
+            if p.participant_id != exclude:
+                self.notices.append(Notice(p.principal_id, event, payload, p.participant_id))
+
+
+# --- views (what clients see) ---------------------------------------------------------------
+def participant_view(p: CallParticipantState) -> dict[str, Any]:
+    return {
+        "participantId": p.participant_id,
+        "kind": p.kind,
+        "userId": p.user_id,
+        "displayName": p.display_name,
+        "language": p.language,
+        "audioEnabled": p.audio_enabled,
+        "videoEnabled": p.video_enabled,
+        "connection": p.connection,
+    }
+
+
+def call_view(state: CallState) -> dict[str, Any]:
+    return {
+        "callId": state.call_id,
+        "conversationId": state.conversation_id,
+        "conversationType": state.conversation_type,
+        "status": state.status,
+        "mode": state.mode,
+        "media": state.media,
+        "initiatorUserId": state.initiator_user_id,
+        "createdAt": state.created_at,
+        "startedAt": state.started_at,
+        "endedAt": state.ended_at,
+        "endReason": state.end_reason,
+        "participants": [participant_view(p) for p in state.participants],
+        "invitees": [{"userId": i.user_id, "status": i.status} for i in state.invitees],
+    }
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def find_participant(state: CallState, participant_id: str) -> CallParticipantState | None:
+    for p in state.participants:
+        if p.participant_id == participant_id:
+            return p
+    return None
+
+
+def participant_of(state: CallState, principal_id: str) -> CallParticipantState | None:
+    for p in state.participants:
+        if p.principal_id == principal_id:
+            return p
+    return None
+
+
+def _event_participant(p: CallParticipantState) -> Participant:
+    return Participant(
+        participant_id=p.participant_id,
+        kind=p.kind,
+        user_id=p.user_id,
+        display_name=p.display_name,
+        language=p.language,
+    )
+
+
+def _new_participant(who: Principal, now: float, resume_token: str) -> CallParticipantState:
+    return CallParticipantState(
+        participant_id=f"p-{new_id()[:16]}",
+        kind=who.kind,
+        principal_id=who.principal_id,
+        user_id=who.user_id,
+        display_name=who.display_name,
+        language=who.language,
+        joined_at=now,
+        last_seen_at=now,
+        resume_token_sha256=hash_token(resume_token),
+    )
+
+
+def _require_live(state: CallState) -> None:
+    if state.status == "ended":
+        raise CallError("call_ended", "the call has ended")
+
+
+# --- transitions --------------------------------------------------------------------------
+def start_call(
+    *,
+    call_id: str,
+    conversation: ConversationRecord,
+    initiator: Principal,
+    media: MediaKind,
+    now: float,
+    timers: Timers,
+    resume_token: str,
+) -> Outcome:
+    """A new call: the initiator is in, every other member is rung."""
+    me = _new_participant(initiator, now, resume_token)
+    invitees = [
+        CallInvitee(user_id=m.user_id)
+        for m in conversation.members
+        if m.user_id != initiator.principal_id
+    ]
+    state = CallState(
+        call_id=call_id,
+        conversation_id=conversation.conversation_id,
+        conversation_type=conversation.type,
+        status="initiated",
+        media=media,
+        initiator_user_id=initiator.principal_id,
+        created_at=now,
+        ring_deadline_at=now + timers.ring_timeout_s,
+        max_end_at=now + timers.max_duration_s,
+        heartbeat_timeout_s=timers.heartbeat_timeout_s,
+        reconnect_grace_s=timers.reconnect_grace_s,
+        participants=[me],
+        invitees=invitees,
+        updated_at=now,
+    )
+    out = Outcome(state)
+    out.events.append(
+        CallInitiated(
+            call_id=call_id,
+            conversation_id=conversation.conversation_id,
+            conversation_type=conversation.type,
+            initiator=_event_participant(me),
+            media=media,
+        )
+    )
+    out.events.append(
+        ParticipantJoined(call_id=call_id, participant=_event_participant(me), active_count=1)
+    )
+    out.set_status("ringing")
+    if invitees:
+        out.events.append(
+            CallRinging(
+                call_id=call_id,
+                ringing_user_ids=[i.user_id for i in invitees],
+                ring_timeout_s=timers.ring_timeout_s,
+            )
+        )
+    view = call_view(out.state)
+    incoming = {
+        "callId": call_id,
+        "conversationId": conversation.conversation_id,
+        "conversationType": conversation.type,
+        "media": media,
+        "caller": {"userId": initiator.principal_id, "displayName": initiator.display_name},
+        "ringTimeoutS": timers.ring_timeout_s,
+    }
+    out.notices.append(Notice(initiator.principal_id, "call:initiated", view))
+    for inv in invitees:
+        out.notices.append(Notice(inv.user_id, "call:incoming", incoming))
+    out.result = {"participantId": me.participant_id}
+    return out
+
+
+def join(
+    state: CallState,
+    who: Principal,
+    *,
+    now: float,
+    resume_token: str,
+    max_participants: int,
+    may_join: bool,
+) -> Outcome:
+    """``who`` enters the call (an accept if it was being rung).
+
+    A person already in the call rebinds (a second tab, or the REST initiator's socket):
+    same participant, new resume token. ``may_join`` is the caller's membership verdict.
+    """
+    _require_live(state)
+    out = Outcome(state)
+    existing = participant_of(state, who.principal_id)
+    if existing is not None:
+        updated = _replace(
+            existing,
+            connection="connected",
+            disconnected_at=None,
+            last_seen_at=now,
+            resume_token_sha256=hash_token(resume_token),
+        )
+        _put_participant(out, updated)
+        if existing.connection == "reconnecting":
+            out.events.append(
+                ParticipantResumed(call_id=state.call_id, participant_id=existing.participant_id)
+            )
+            out.notify_participants(
+                "call:participant-resumed",
+                {"callId": state.call_id, "participant": participant_view(updated)},
+                exclude=existing.participant_id,
+            )
+            _settle_reconnecting(out)
+        out.result = {"participantId": existing.participant_id, "rebound": True}
+        return out
+    if not may_join:
+        raise CallError("forbidden", "not a member of this conversation")
+    if state.conversation_type == "DIRECT" and who.kind == "guest":
+        raise CallError("forbidden", "a DIRECT conversation never admits a guest")
+    limit = 2 if state.conversation_type == "DIRECT" else max_participants
+    if len(state.participants) >= limit:
+        raise CallError("conflict", f"the call is full ({limit} participants)")
+    me = _new_participant(who, now, resume_token)
+    was_invited = False
+    invitees = []
+    for inv in state.invitees:
+        if inv.user_id == who.principal_id and inv.status in ("ringing", "missed", "declined"):
+            was_invited = inv.status == "ringing"
+            invitees.append(_replace(inv, status="accepted"))
+        else:
+            invitees.append(inv)
+    out.state = _replace(state, participants=[*state.participants, me], invitees=invitees)
+    count = len(out.state.participants)
+    out.events.append(
+        ParticipantJoined(
+            call_id=state.call_id, participant=_event_participant(me), active_count=count
+        )
+    )
+    if was_invited:
+        out.events.append(
+            RingEnded(call_id=state.call_id, user_ids=[who.principal_id], outcome="accepted")
+        )
+        out.notices.append(
+            Notice(
+                who.principal_id,
+                "call:ring-stopped",
+                {"callId": state.call_id, "outcome": "accepted"},
+            )
+        )
+    _stop_ring_clock_if_idle(out)
+    if count >= 2 and state.status in ("initiated", "ringing"):
+        out.state = _replace(out.state, started_at=now)
+        out.set_status("active")
+    joined = {"callId": state.call_id, "participant": participant_view(me), "activeCount": count}
+    if was_invited:
+        accepted = {
+            "callId": state.call_id,
+            "callee": {"userId": who.principal_id, "displayName": who.display_name},
+            "participantId": me.participant_id,
+        }
+        out.notify_participants("call:accepted", accepted, exclude=me.participant_id)
+    out.notify_participants("call:participant-joined", joined, exclude=me.participant_id)
+    out.result = {"participantId": me.participant_id, "accepted": was_invited}
+    return out
+
+
+def resume(state: CallState, resume_token: str, *, now: float, new_token: str) -> Outcome:
+    """A reconnecting socket takes its participant's place back (same id, media, language)."""
+    _require_live(state)
+    digest = hash_token(resume_token)
+    for p in state.participants:
+        if p.resume_token_sha256 == digest:
+            break
+    else:
+        raise CallError("forbidden", "the resume token is not valid for this call")
+    out = Outcome(state)
+    updated = _replace(
+        p,
+        connection="connected",
+        disconnected_at=None,
+        last_seen_at=now,
+        resume_token_sha256=hash_token(new_token),
+    )
+    _put_participant(out, updated)
+    if p.connection == "reconnecting":
+        out.events.append(
+            ParticipantResumed(call_id=state.call_id, participant_id=p.participant_id)
+        )
+        out.notify_participants(
+            "call:participant-resumed",
+            {"callId": state.call_id, "participant": participant_view(updated)},
+            exclude=p.participant_id,
+        )
+        _settle_reconnecting(out)
+    out.result = {"participantId": p.participant_id, "resumed": True, "principalId": p.principal_id}
+    return out
+
+
+def decline(state: CallState, user_id: str, *, now: float) -> Outcome:
+    """A rung member declines: only that person in a GROUP; the whole call in a DIRECT."""
+    _require_live(state)
+    if not any(i.user_id == user_id and i.status == "ringing" for i in state.invitees):
+        raise CallError("conflict", "you are not being rung for this call")
+    out = Outcome(state)
+    _set_invitees(out, [user_id], "declined")
+    out.notices.append(
+        Notice(user_id, "call:ring-stopped", {"callId": state.call_id, "outcome": "declined"})
+    )
+    out.notify_participants("call:declined", {"callId": state.call_id, "userId": user_id})
+    _stop_ring_clock_if_idle(out)
+    if state.conversation_type == "DIRECT" or (
+        state.status in ("initiated", "ringing") and not _ringing(out.state)
+    ):
+        _end(out, "declined", now=now, by=None)
+    return out
+
+
+def leave(
+    state: CallState,
+    participant_id: str,
+    reason: LeaveReason,
+    *,
+    now: float,
+    by: str | None = None,
+) -> Outcome:
+    """One participant stops being in the call; the call ends if the rules say so."""
+    _require_live(state)
+    out = Outcome(state)
+    _leave(out, participant_id, reason, now=now, by=by)
+    return out
+
+
+def end(state: CallState, reason: EndReason, *, now: float, by: str | None) -> Outcome:
+    """End the call for everyone."""
+    _require_live(state)
+    out = Outcome(state)
+    _end(out, reason, now=now, by=by)
+    return out
+
+
+def set_media(
+    state: CallState,
+    participant_id: str,
+    *,
+    audio: bool | None = None,
+    video: bool | None = None,
+    now: float,
+) -> Outcome | None:
+    _require_live(state)
+    p = find_participant(state, participant_id)
+    if p is None:
+        raise CallError("not_in_call", "you are not in this call")
+    new_audio = p.audio_enabled if audio is None else audio
+    new_video = p.video_enabled if video is None else video
+    if (new_audio, new_video) == (p.audio_enabled, p.video_enabled):
+        return None
+    out = Outcome(state)
+    _put_participant(
+        out, _replace(p, audio_enabled=new_audio, video_enabled=new_video, last_seen_at=now)
+    )
+    out.events.append(
+        MediaStateChanged(
+            call_id=state.call_id,
+            participant_id=participant_id,
+            audio_enabled=new_audio,
+            video_enabled=new_video,
+        )
+    )
+    out.notify_participants(
+        "call:media-toggled",
+        {
+            "callId": state.call_id,
+            "participantId": participant_id,
+            "audioEnabled": new_audio,
+            "videoEnabled": new_video,
+        },
+        exclude=participant_id,
+    )
+    return out
+
+
+def heartbeat(state: CallState, participant_id: str, *, now: float) -> Outcome | None:
+    """A sign of life; written only when it moves the deadline noticeably (no event)."""
+    _require_live(state)
+    p = find_participant(state, participant_id)
+    if p is None:
+        raise CallError("not_in_call", "you are not in this call")
+    if p.connection == "connected" and now - p.last_seen_at < state.heartbeat_timeout_s / 10:
+        return None
+    out = Outcome(state)
+    _put_participant(out, _replace(p, last_seen_at=now))
+    return out
+
+
+def disconnect(state: CallState, participant_id: str, *, now: float) -> Outcome | None:
+    """The participant's socket went away: the grace period starts."""
+    if state.status == "ended":
+        return None
+    p = find_participant(state, participant_id)
+    if p is None or p.connection == "reconnecting":
+        return None
+    out = Outcome(state)
+    _put_participant(out, _replace(p, connection="reconnecting", disconnected_at=now))
+    out.events.append(
+        ParticipantDisconnected(
+            call_id=state.call_id, participant_id=participant_id, grace_s=state.reconnect_grace_s
+        )
+    )
+    out.notify_participants(
+        "call:participant-disconnected",
+        {
+            "callId": state.call_id,
+            "participantId": participant_id,
+            "graceS": state.reconnect_grace_s,
+        },
+        exclude=participant_id,
+    )
+    if out.state.status == "active":
+        out.set_status("reconnecting")
+    return out
+
+
+def next_deadline(state: CallState) -> float | None:
+    """The earliest time at which :func:`apply_due` has something to do."""
+    if state.status == "ended":
+        return None
+    times = [state.max_end_at]
+    if state.ring_deadline_at is not None:
+        times.append(state.ring_deadline_at)
+    for p in state.participants:
+        if p.connection == "reconnecting" and p.disconnected_at is not None:
+            times.append(p.disconnected_at + state.reconnect_grace_s)
+        else:
+            times.append(p.last_seen_at + state.heartbeat_timeout_s)
+    return min(times)
+
+
+def apply_due(state: CallState, *, now: float) -> Outcome | None:
+    """Apply every timer that is due at ``now``; ``None`` if none is."""
+    if state.status == "ended":
+        return None
+    deadline = next_deadline(state)
+    if deadline is None or deadline > now:
+        return None
+    out = Outcome(state)
+    if now >= state.max_end_at:
+        _end(out, "max_duration", now=now, by=None)
+        return out
+    for p in list(state.participants):
+        if out.state.status == "ended":
+            break
+        if p.connection == "reconnecting" and p.disconnected_at is not None:
+            if now >= p.disconnected_at + state.reconnect_grace_s:
+                _leave(out, p.participant_id, "connection_lost", now=now, by=None)
+        elif now >= p.last_seen_at + state.heartbeat_timeout_s:
+            _leave(out, p.participant_id, "heartbeat_timeout", now=now, by=None)
+    if (
+        out.state.status != "ended"
+        and out.state.ring_deadline_at is not None
+        and now >= out.state.ring_deadline_at
+    ):
+        ringing = _ringing(out.state)
+        _set_invitees(out, ringing, "missed")
+        for user_id in ringing:
+            out.notices.append(Notice(user_id, "call:missed", {"callId": state.call_id}))
+        out.state = _replace(out.state, ring_deadline_at=None)
+        if out.state.status in ("initiated", "ringing"):
+            _end(out, "missed", now=now, by=None, notify_invitees=False)
+    return out if out.events or out.state != state else None
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _ringing(state: CallState) -> list[str]:
+    return [i.user_id for i in state.invitees if i.status == "ringing"]
+
+
+def _put_participant(out: Outcome, updated: CallParticipantState) -> None:
+    out.state = _replace(
+        out.state,
+        participants=[
+            updated if p.participant_id == updated.participant_id else p
+            for p in out.state.participants
+        ],
+    )
+
+
+def _set_invitees(out: Outcome, user_ids: list[str], outcome: RingOutcome) -> None:
+    if not user_ids:
+        return
+    wanted = set(user_ids)
+    out.state = _replace(
+        out.state,
+        invitees=[
+            _replace(i, status=outcome) if i.user_id in wanted and i.status == "ringing" else i
+            for i in out.state.invitees
+        ],
+    )
+    out.events.append(RingEnded(call_id=out.call_id, user_ids=sorted(wanted), outcome=outcome))
+
+
+def _stop_ring_clock_if_idle(out: Outcome) -> None:
+    if not _ringing(out.state) and out.state.status != "initiated":
+        out.state = _replace(out.state, ring_deadline_at=None)
+
+
+def _settle_reconnecting(out: Outcome) -> None:
+    if out.state.status == "reconnecting" and all(
+        p.connection == "connected" for p in out.state.participants
+    ):
+        out.set_status("active")
+
+
+def _leave(
+    out: Outcome, participant_id: str, reason: LeaveReason, *, now: float, by: str | None
+) -> None:
+    state = out.state
+    p = find_participant(state, participant_id)
+    if p is None:
+        raise CallError("not_in_call", "that participant is not in this call")
+    remaining = [q for q in state.participants if q.participant_id != participant_id]
+    out.state = _replace(state, participants=remaining)
+    out.events.append(
+        ParticipantLeft(
+            call_id=state.call_id,
+            participant_id=participant_id,
+            reason=reason,
+            active_count=len(remaining),
+        )
+    )
+    left = {
+        "callId": state.call_id,
+        "participantId": participant_id,
+        "reason": reason,
+        "activeCount": len(remaining),
+    }
+    out.notify_participants("call:participant-left", left)
+    if reason == "removed":
+        out.notices.append(Notice(p.principal_id, "call:participant-left", left, participant_id))
+    _settle_reconnecting(out)
+    never_answered = state.status in ("initiated", "ringing")
+    if state.conversation_type == "DIRECT":
+        if never_answered:
+            _end(out, "missed", now=now, by=by or participant_id)
+        elif len(remaining) < 2:
+            _end(out, LEAVE_TO_END[reason], now=now, by=by or participant_id)
+    elif not remaining:
+        if never_answered:
+            _end(out, "missed", now=now, by=by or participant_id)
+        else:
+            _end(out, LEAVE_TO_END[reason], now=now, by=by or participant_id)
+
+
+def _end(
+    out: Outcome,
+    reason: EndReason,
+    *,
+    now: float,
+    by: str | None,
+    notify_invitees: bool = True,
+) -> None:
+    state = out.state
+    ringing = _ringing(state)
+    if ringing:
+        _set_invitees(out, ringing, "missed" if reason == "missed" else "cancelled")
+    for p in state.participants:
+        out.events.append(
+            ParticipantLeft(
+                call_id=state.call_id,
+                participant_id=p.participant_id,
+                reason="call_ended",
+                active_count=0,
+            )
+        )
+    duration = now - state.started_at if state.started_at is not None else 0.0
+    ended = {
+        "callId": state.call_id,
+        "reason": reason,
+        "durationS": round(duration, 3),
+        "endedBy": by,
+    }
+    out.notify_participants("call:ended", ended)
+    if notify_invitees:
+        for user_id in ringing:
+            event = "call:missed" if reason == "missed" else "call:ended"
+            out.notices.append(Notice(user_id, event, {"callId": state.call_id, "reason": reason}))
+    out.state = _replace(
+        out.state,
+        participants=[],
+        ring_deadline_at=None,
+        ended_at=now,
+        end_reason=reason,
+        ended_by=by,
+    )
+    out.set_status("ended")
+    out.events.append(
+        CallEnded(call_id=state.call_id, reason=reason, duration_s=round(duration, 3), ended_by=by)
+    )

@@ -1,0 +1,157 @@
+"""The live state of a call, as kept in the JetStream KV bucket ``calls`` (key = call id).
+
+The gateway changes an entry only by compare-and-set on its revision, and publishes every
+change as a call event (``call.evt.<call_id>.<name>``), so the stream is the history and the
+bucket is the present. Times are Unix seconds (float, UTC) so deadlines compare directly.
+
+Every gateway sweeps the bucket for due deadlines (ring timeout, reconnect grace, heartbeat
+loss, maximum duration); the first compare-and-set wins, so each timer fires exactly once
+whichever gateway started the call, and survives that gateway's crash.
+"""
+
+from typing import Literal
+
+import msgspec
+
+from schemas.call_events import (
+    CallMode,
+    ConversationType,
+    EndReason,
+    MediaKind,
+    ParticipantKind,
+)
+from schemas.ids import Id, Lang
+
+CallStatus = Literal["initiated", "ringing", "active", "reconnecting", "ended"]
+"""initiated: created, nobody rung yet; ringing: waiting for an answer; active: two or more
+people are (or were) in; reconnecting: someone lost their connection and is within the grace
+period; ended: over for everyone (kept a while for late readers)."""
+
+ConnectionStatus = Literal["connected", "reconnecting"]
+InviteStatus = Literal["ringing", "accepted", "declined", "missed", "cancelled"]
+MemberRole = Literal["member", "moderator", "admin"]
+
+
+class CallParticipantState(msgspec.Struct, frozen=True, kw_only=True):
+    """One person currently in the call (active or reconnecting within the grace period).
+
+    ``principal_id`` is the user id of a member, or the guest id of a guest; deliveries to
+    this person's sockets go to ``user.<principal_id>.signal``.
+    """
+
+    participant_id: Id
+    kind: ParticipantKind
+    principal_id: Id
+    user_id: Id | None = None
+    display_name: str = ""
+    language: Lang = "en"
+    audio_enabled: bool = True
+    video_enabled: bool = True
+    joined_at: float
+    #: Last heartbeat (or any sign of life) from this participant's socket.
+    last_seen_at: float
+    connection: ConnectionStatus = "connected"
+    #: When the socket was lost; the grace period runs from here.
+    disconnected_at: float | None = None
+    #: SHA-256 (hex) of the resume token handed to the participant when it joined.
+    resume_token_sha256: str = ""
+
+
+class CallInvitee(msgspec.Struct, frozen=True, kw_only=True):
+    """A conversation member who was rung, and what became of the ring."""
+
+    user_id: Id
+    status: InviteStatus = "ringing"
+
+
+class OutboxEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A call event written in the same compare-and-set as the change it describes.
+
+    The writer publishes it right after the write, then removes it. If the writer dies in
+    between, any gateway's sweeper publishes it once ``written_at`` is older than a short
+    grace (JetStream de-duplicates on ``event_id``), so no change goes unannounced.
+    ``event`` is the event's JSON exactly as published on ``subject``.
+    """
+
+    subject: str
+    event_id: Id
+    written_at: float
+    event: msgspec.Raw
+
+
+class CallState(msgspec.Struct, frozen=True, kw_only=True):
+    """The whole live state of one call (value of ``calls/<call_id>``)."""
+
+    call_id: Id
+    conversation_id: Id
+    conversation_type: ConversationType
+    status: CallStatus
+    media: MediaKind = "video"
+    mode: CallMode = "p2p"
+    #: Migration epoch, advanced by the mode selector with each mode decision.
+    epoch: int = 0
+    media_node_id: Id | None = None
+    initiator_user_id: Id
+    created_at: float
+    #: When unanswered rings become missed (None once nobody is ringing).
+    ring_deadline_at: float | None = None
+    started_at: float | None = None
+    #: The call is ended with ``max_duration`` at this time.
+    max_end_at: float
+    ended_at: float | None = None
+    end_reason: EndReason | None = None
+    ended_by: Id | None = None
+    #: Timer parameters fixed at creation so every gateway sweeps the call alike.
+    heartbeat_timeout_s: float
+    reconnect_grace_s: float
+    participants: list[CallParticipantState] = msgspec.field(default_factory=list)
+    invitees: list[CallInvitee] = msgspec.field(default_factory=list)
+    updated_at: float = 0.0
+    #: Events of recent changes not yet confirmed published (see :class:`OutboxEvent`).
+    outbox: list[OutboxEvent] = msgspec.field(default_factory=list)
+
+
+class ActiveCallClaim(msgspec.Struct, frozen=True, kw_only=True):
+    """Value of ``call_claims/<conversation_id>``: the one active call of a conversation.
+
+    Created with a KV *create*, so two concurrent starts cannot both win.
+    """
+
+    conversation_id: Id
+    call_id: Id
+    claimed_at: float
+
+
+class ConversationMember(msgspec.Struct, frozen=True, kw_only=True):
+    """A member of a conversation and its role (moderators and admins may end calls and
+    remove people)."""
+
+    user_id: Id
+    role: MemberRole = "member"
+
+
+class ConversationRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """Value of ``conversations/<conversation_id>``: the small registry the messenger (or
+    the operator endpoint, or seed data) fills."""
+
+    conversation_id: Id
+    type: ConversationType
+    members: list[ConversationMember]
+    title: str = ""
+
+
+class ShareLinkRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """Value of ``share_links/<link_id>``: a guest invitation to one GROUP conversation.
+
+    The link itself is a signed token naming ``link_id``; this record makes it revocable and
+    counts its uses (by compare-and-set).
+    """
+
+    link_id: Id
+    conversation_id: Id
+    created_by: Id
+    created_at: float
+    expires_at: float
+    max_uses: int | None = None
+    uses: int = 0
+    revoked: bool = False

@@ -1,0 +1,129 @@
+"""A gateway killed with SIGKILL: the calls it started still miss and end on time, once.
+
+Deadlines live in the call's KV state and every gateway sweeps them by compare-and-set, so
+the survivors fire the dead gateway's timers; exactly one CAS wins, so one event is
+published however many gateways sweep.
+"""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from schemas import subjects
+from schemas.bus import Bus, Incoming
+from schemas.call_events import CallEnded
+from schemas.call_lifecycle import AnyCallLifecycleEvent
+from tests.support.call_client import CallClient
+from tests.support.gateways import GatewayCluster
+from tests.support.nats_server import NatsServer
+
+RING_S = 3.0
+HEARTBEAT_TIMEOUT_S = 3.0
+
+
+@pytest.fixture
+def cluster(nats_server: NatsServer) -> Iterator[GatewayCluster]:
+    gateways = GatewayCluster(
+        nats_server.url,
+        count=3,
+        env={
+            "CALL_RING_TIMEOUT_S": str(RING_S),
+            "CALL_HEARTBEAT_TIMEOUT_S": str(HEARTBEAT_TIMEOUT_S),
+            "CALL_RECONNECT_GRACE_S": "2",
+        },
+    ).start()
+    yield gateways
+    gateways.stop()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[CallClient]]:
+    made: list[CallClient] = []
+    yield made
+    await asyncio.gather(*(c.close() for c in made))
+
+
+class Ends:
+    """Every CallEnded on the bus, by call id."""
+
+    def __init__(self) -> None:
+        self.by_call: dict[str, list[CallEnded]] = {}
+
+    async def __call__(self, event: object, _: Incoming) -> None:
+        if isinstance(event, CallEnded):
+            self.by_call.setdefault(event.call_id, []).append(event)
+
+
+async def _watch_ends(bus: Bus) -> Ends:
+    ends = Ends()
+    await bus.subscribe(subjects.ALL_CALL_EVENTS, AnyCallLifecycleEvent, ends)
+    await bus.nc.flush()
+    return ends
+
+
+async def _stream_count(bus: Bus, call_id: str) -> int:
+    """CallEnded messages stored in the stream for this call (duplicates would show)."""
+    sub = await bus.js.subscribe(
+        subjects.call_event(call_id, "ended"), ordered_consumer=True, deliver_policy=None
+    )
+    count = 0
+    try:
+        while True:
+            await sub.next_msg(timeout=0.5)
+            count += 1
+    except Exception:
+        pass
+    await sub.unsubscribe()
+    return count
+
+
+async def test_ring_timeout_fires_once_after_the_starting_gateway_dies(
+    cluster: GatewayCluster, bus: Bus, uid: str, clients: list[CallClient]
+) -> None:
+    alice_id, bob_id, conv = f"alice-{uid}", f"bob-{uid}", f"dm-{uid}"
+    cluster.put_conversation(conv, "DIRECT", [alice_id, bob_id])
+    ends = await _watch_ends(bus)
+    alice = await CallClient.connect(cluster.urls[0], cluster.token(alice_id), media=False)
+    bob = await CallClient.connect(cluster.urls[1], cluster.token(bob_id), media=False)
+    clients += [alice, bob]
+    t0 = time.monotonic()
+    call_id = (await alice.initiate(conv))["call"]["callId"]
+    await bob.wait_for("call:incoming")
+    cluster.kill(0)  # the gateway that started the call and holds the caller
+
+    missed = await bob.wait_for("call:missed", lambda p: p["callId"] == call_id, timeout=10)
+    elapsed = time.monotonic() - t0
+    assert missed["callId"] == call_id
+    assert RING_S - 0.2 <= elapsed <= RING_S + 1.5, elapsed
+    await asyncio.sleep(0.5)  # several sweep periods of both survivors
+    assert [e.reason for e in ends.by_call.get(call_id, [])] == ["missed"]
+    assert await _stream_count(bus, call_id) == 1
+    assert len(bob.seen("call:missed")) == 1
+
+
+async def test_a_caller_lost_with_its_gateway_leaves_on_heartbeat_timeout(
+    cluster: GatewayCluster, bus: Bus, uid: str, clients: list[CallClient]
+) -> None:
+    alice_id, bob_id, conv = f"alice-{uid}", f"bob-{uid}", f"dm-{uid}"
+    cluster.put_conversation(conv, "DIRECT", [alice_id, bob_id])
+    ends = await _watch_ends(bus)
+    alice = await CallClient.connect(cluster.urls[0], cluster.token(alice_id), media=False)
+    bob = await CallClient.connect(cluster.urls[2], cluster.token(bob_id), media=False)
+    clients += [alice, bob]
+    call_id = (await alice.initiate(conv))["call"]["callId"]
+    await bob.wait_for("call:incoming")
+    await bob.accept(call_id)
+    bob.start_heartbeats(0.5)
+    await alice.heartbeat()
+    last_beat = time.monotonic()
+    cluster.kill(0)  # no disconnect is ever reported for alice: only her silence
+
+    ended = await bob.wait_for("call:ended", timeout=HEARTBEAT_TIMEOUT_S + 5)
+    elapsed = time.monotonic() - last_beat
+    assert ended["reason"] == "heartbeat_timeout" and ended["callId"] == call_id
+    assert HEARTBEAT_TIMEOUT_S - 0.2 <= elapsed <= HEARTBEAT_TIMEOUT_S + 1.5, elapsed
+    await asyncio.sleep(0.5)
+    assert [e.reason for e in ends.by_call.get(call_id, [])] == ["heartbeat_timeout"]
+    assert await _stream_count(bus, call_id) == 1

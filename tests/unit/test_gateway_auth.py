@@ -1,0 +1,130 @@
+"""Tokens, TURN credentials, input validation and rate limits (no network)."""
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from gateway.errors import CallError
+from gateway.ice import ice_servers, turn_credentials
+from gateway.rate_limit import RateLimiter
+from gateway.settings import GatewaySettings
+from gateway.tokens import TokenService
+from gateway.validation import check_candidate, check_sdp
+
+SECRET = "unit-test-secret-unit-test-secret-32"
+
+
+def settings(**kw: object) -> GatewaySettings:
+    return GatewaySettings(jwt_secret=SECRET, **kw)  # type: ignore[arg-type]
+
+
+def user_token(key: str = SECRET, alg: str = "HS256", **claims: object) -> str:
+    now = int(time.time())
+    body = {"sub": "alice", "iss": "meeshy", "aud": "meeshy-calls", "exp": now + 60, "name": "A"}
+    body.update(claims)
+    return jwt.encode(body, key, algorithm=alg)
+
+
+def test_user_tokens_hs256_and_rs256() -> None:
+    tokens = TokenService(settings())
+    who = tokens.verify(user_token(lang="FR"))
+    assert (who.principal_id, who.kind, who.language) == ("alice", "user", "fr")
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    rs = TokenService(settings(jwt_public_key=pem, jwt_algorithms="RS256"))
+    signed = jwt.encode(
+        {"sub": "bob", "iss": "meeshy", "aud": "meeshy-calls", "exp": int(time.time()) + 60},
+        private,
+        algorithm="RS256",
+    )
+    assert rs.verify(signed).principal_id == "bob"
+    with pytest.raises(CallError):  # HS256 not accepted by an RS256-only gateway
+        rs.verify(user_token())
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda: user_token(exp=int(time.time()) - 60), "expired"),
+        (lambda: user_token(key="another-secret-another-secret-32b"), "signature"),
+        (lambda: user_token(aud="elsewhere"), "audience"),
+        (lambda: user_token(iss="evil"), "issuer"),
+        (lambda: user_token(sub="has.dot"), "sub"),
+        (lambda: "garbage", "JWT"),
+        (lambda: None, "required"),
+    ],
+)
+def test_bad_user_tokens_are_refused_with_a_reason(make: Callable[[], object], reason: str) -> None:
+    with pytest.raises(CallError) as refused:
+        TokenService(settings()).verify(make())
+    assert refused.value.code == "unauthorized" and reason in refused.value.message
+
+
+def test_guest_and_link_tokens_cannot_pass_for_each_other() -> None:
+    tokens = TokenService(settings(guest_token_secret="guest-secret-guest-secret-32bytes"))
+    guest_token, _ = tokens.issue_guest_token("grp-1", "Gus", "de")
+    who = tokens.verify(guest_token)
+    assert who.kind == "guest" and who.conversation_id == "grp-1" and who.user_id is None
+    link = tokens.issue_link_token("lnk-1", "grp-1", time.time() + 60)
+    assert tokens.verify_link_token(link) == ("lnk-1", "grp-1")
+    with pytest.raises(CallError):
+        tokens.verify(link)
+    with pytest.raises(CallError):
+        tokens.verify_link_token(guest_token)
+
+
+def test_turn_credentials_follow_coturn_rest_api() -> None:
+    username, credential = turn_credentials("s3cret", "alice", 3600, now=1000.0)
+    assert username == "4600:alice"
+    expected = base64.b64encode(hmac.new(b"s3cret", b"4600:alice", hashlib.sha1).digest())
+    assert credential == expected.decode()
+    cfg = ice_servers(
+        settings(turn_urls="turn:t:3478", turn_secret="s3cret", turn_ttl_s=7200), "alice", 1000.0
+    )
+    assert cfg["iceServers"][1]["username"] == "8200:alice" and cfg["expiresAt"] == 8200
+    assert ice_servers(settings(), "alice")["iceServers"] == [
+        {"urls": ["stun:stun.l.google.com:19302"]}
+    ]
+
+
+def test_sdp_and_candidate_shapes() -> None:
+    sdp = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nm=audio 9 RTP/AVP 0\r\n"
+    assert check_sdp(sdp, 1024) == sdp
+    for bad in ("", "m=audio", "v=0\r\ns=-\r\n", "v=0\r\nm=audio\r\nNOPE\r\n", 5):
+        with pytest.raises(CallError):
+            check_sdp(bad, 1024)
+    with pytest.raises(CallError):
+        check_sdp(sdp + "a=x\r\n" * 400, 1024)
+    good = {"candidate": "candidate:1 1 udp 2122260223 10.0.0.1 5000 typ host", "sdpMid": "0"}
+    assert check_candidate(good, 512)["sdpMid"] == "0"
+    assert check_candidate({"candidate": ""}, 512)["candidate"] == ""  # end of candidates
+    for bad_c in ({"candidate": "x"}, {"candidate": 1}, {"sdpMLineIndex": 99}, {"sdpMid": "a b"}):
+        with pytest.raises(CallError):
+            check_candidate(bad_c, 512)
+
+
+def test_rate_limiter_bursts_then_refuses_per_user_and_family() -> None:
+    limiter = RateLimiter(settings(rate_signal_per_s=1, rate_signal_burst=3))
+    for _ in range(3):
+        limiter.check("alice", "call:signal")
+    with pytest.raises(CallError) as limited:
+        limiter.check("alice", "call:signal")
+    assert limited.value.code == "rate_limited"
+    limiter.check("bob", "call:signal")  # someone else is unaffected
+    limiter.check("alice", "call:heartbeat")  # another family is unaffected
+
+
+def test_secrets_are_redacted() -> None:
+    shown = repr(settings(turn_secret="t", operator_token="o", guest_token_secret="g"))
+    assert SECRET not in shown and "operator_token='***'" in shown
