@@ -4,6 +4,7 @@ import msgspec
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.errors import CallError
 from gateway.health import Readiness
@@ -37,6 +38,18 @@ def create_app(readiness: Readiness, service_id: str) -> FastAPI:
     async def call_error(_: Request, exc: CallError) -> JSONResponse:
         body = {"error": exc.as_dict()}
         return JSONResponse(body, status_code=exc.http_status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown path (404), wrong method (405)...: the same typed body as every refusal.
+        code = {404: "not_found", 405: "bad_request"}.get(exc.status_code, "bad_request")
+        if exc.status_code >= 500:
+            code = "internal"
+        message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        response = _error(exc.status_code, code, message)
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

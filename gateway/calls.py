@@ -7,6 +7,7 @@ once.
 
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway import state_machine as sm
@@ -45,11 +46,14 @@ class CallService:
         store: CallStore,
         conversations: Conversations,
         mirror: CallMirror | None,
+        admit_guest: Callable[[Principal], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.conversations = conversations
         self.mirror = mirror
+        #: Checks a guest is still welcome (its share link not revoked) before it enters.
+        self.admit_guest = admit_guest
 
     def timers(self) -> sm.Timers:
         s = self.settings
@@ -99,6 +103,8 @@ class CallService:
 
     async def join(self, who: Principal, call_id: str, resume_token: str | None = None) -> Joined:
         state = await self.store.require(call_id)
+        if who.kind == "guest" and self.admit_guest is not None:
+            await self.admit_guest(who)
         new_token = new_resume_token()
         if resume_token:
             outcome = await self.store.apply(
@@ -165,12 +171,15 @@ class CallService:
         conversation = await self.conversations.get(state.conversation_id)
         if not may_take_part(conversation, who):
             raise CallError("not_found", "no such call")
-        allowed = is_moderator(conversation, who) or (
-            who.kind == "user" and state.initiator_user_id == who.principal_id
+        own = sm.participant_of(state, who.principal_id)
+        allowed = (
+            is_moderator(conversation, who)
+            or (who.kind == "user" and state.initiator_user_id == who.principal_id)
+            # In a DIRECT call either person hanging up ends it (a leave would, too).
+            or (state.conversation_type == "DIRECT" and own is not None)
         )
         if not allowed:
             raise CallError("forbidden", "only the initiator or a moderator may end the call")
-        own = sm.participant_of(state, who.principal_id)
         by = own.participant_id if own is not None else who.principal_id
         outcome = await self.store.apply(
             call_id, lambda s: sm.end(s, "completed", now=time.time(), by=by)

@@ -22,6 +22,7 @@ log = get_logger("gateway.conversations")
 
 MAX_DIRECT_MEMBERS = 2
 MAX_GROUP_MEMBERS = 500
+MAX_CAS_ATTEMPTS = 50
 
 
 def check_record(record: ConversationRecord) -> ConversationRecord:
@@ -52,7 +53,7 @@ class Conversations:
     async def put(self, record: ConversationRecord) -> None:
         """Create or replace (operator endpoint)."""
         check_record(record)
-        while True:
+        for _ in range(MAX_CAS_ATTEMPTS):
             entry = await self._kv.get(record.conversation_id)
             try:
                 if entry is None:
@@ -62,6 +63,7 @@ class Conversations:
                 return
             except (KeyExists, RevisionMismatch):  # lost a race: re-read and retry
                 continue
+        raise CallError("unavailable", "the conversation is changing too fast; try again")
 
     async def seed(self, source: str) -> int:
         """Create the conversations of a JSON file or inline JSON list that do not exist."""

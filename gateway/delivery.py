@@ -6,6 +6,7 @@ of that user or guest. Anyone (this gateway or another) publishes a
 delivery bound to a participant reaches only the socket bound to that participant.
 """
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,12 +36,17 @@ class SocketSession:
     participant_id: str | None = None
     #: Hash of the resume token this socket was bound with (a rebind elsewhere changes it).
     resume_hash: str = ""
+    #: Serializes this socket's events: they are handled in the order the client sent them
+    #: (an offer before its candidates, mute before unmute), other sockets run in parallel.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
 
 @dataclass
 class _Principal:
     sids: set[str] = field(default_factory=set)
     subscription: Subscription | None = None
+    #: Set once the subscription is in place (concurrent attaches wait for the first one).
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Delivery:
@@ -57,14 +63,33 @@ class Delivery:
     # --- registry ------------------------------------------------------------------------
     async def attach(self, session: SocketSession) -> None:
         """Register a socket and make sure deliveries for its principal reach this gateway."""
+        pid = session.principal_id
         self.sessions[session.sid] = session
-        entry = self._principals.setdefault(session.principal_id, _Principal())
-        entry.sids.add(session.sid)
-        if entry.subscription is None:
-            entry.subscription = await self._bus.subscribe(
-                subjects.user_signal(session.principal_id), SocketDelivery, self._on_delivery
+        entry = self._principals.get(pid)
+        if entry is not None:
+            entry.sids.add(session.sid)
+            await entry.ready.wait()  # another socket of this person is subscribing
+            if entry.subscription is None and self._principals.get(pid) is not entry:
+                await self.detach(session.sid)
+                raise ConnectionError("could not subscribe to this person's deliveries")
+            return
+        entry = self._principals[pid] = _Principal(sids={session.sid})
+        try:
+            subscription = await self._bus.subscribe(
+                subjects.user_signal(pid), SocketDelivery, self._on_delivery
             )
             await self._bus.nc.flush()
+        except BaseException:
+            if self._principals.get(pid) is entry:
+                del self._principals[pid]
+            self.sessions.pop(session.sid, None)
+            raise
+        finally:
+            entry.ready.set()
+        if self._principals.get(pid) is entry:
+            entry.subscription = subscription
+        else:  # every socket of this person left while we subscribed
+            await _unsubscribe(subscription)
 
     async def detach(self, sid: str) -> SocketSession | None:
         session = self.sessions.pop(sid, None)
@@ -76,11 +101,13 @@ class Delivery:
             if not entry.sids:
                 del self._principals[session.principal_id]
                 if entry.subscription is not None:
-                    try:
-                        await entry.subscription.unsubscribe()
-                    except Exception as exc:  # closed connection while draining
-                        log.debug("delivery.unsubscribe_failed", error=type(exc).__name__)
+                    await _unsubscribe(entry.subscription)
         return session
+
+    @property
+    def subscription_count(self) -> int:
+        """NATS subscriptions held for delivery (one per person with a socket here)."""
+        return sum(1 for e in self._principals.values() if e.subscription is not None)
 
     def sockets_of(self, principal_id: str) -> list[SocketSession]:
         entry = self._principals.get(principal_id)
@@ -135,3 +162,10 @@ class Delivery:
                 log.debug("delivery.emit_failed", sid=session.sid, error=type(exc).__name__)
         if not matched:
             self.dropped += 1
+
+
+async def _unsubscribe(subscription: Subscription) -> None:
+    try:
+        await subscription.unsubscribe()
+    except Exception as exc:  # closed connection while draining
+        log.debug("delivery.unsubscribe_failed", error=type(exc).__name__)

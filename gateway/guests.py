@@ -23,6 +23,9 @@ from schemas.logs import get_logger
 
 log = get_logger("gateway.guests")
 
+#: Compare-and-set retries on one share link before giving up (``unavailable``).
+MAX_CAS_ATTEMPTS = 50
+
 
 @dataclass(frozen=True, slots=True)
 class IssuedLink:
@@ -82,17 +85,19 @@ class Guests:
         conversation = await self._conversations.membership(link.conversation_id, who)
         if link.created_by != who.principal_id and not is_moderator(conversation, who):
             raise CallError("forbidden", "only its creator or a moderator may revoke a link")
-        while True:
+        for _ in range(MAX_CAS_ATTEMPTS):
             try:
                 await self._kv.update(
                     link_id, msgspec.structs.replace(link, revoked=True), entry.revision
                 )
                 break
             except RevisionMismatch:
-                entry = await self._kv.get(link_id)
-                if entry is None:
+                fresh = await self._kv.get(link_id)
+                if fresh is None:
                     return
-                link = entry.value
+                entry, link = fresh, fresh.value
+        else:
+            raise CallError("unavailable", "the share link is changing too fast; try again")
         log.info("guests.link_revoked", link_id=link_id)
 
     async def redeem(
@@ -105,7 +110,7 @@ class Guests:
         conversation = await self._conversations.get(conversation_id)
         if conversation.type != "GROUP":
             raise CallError("forbidden", "a DIRECT conversation never admits a guest")
-        while True:
+        for _ in range(MAX_CAS_ATTEMPTS):
             entry = await self._kv.get(link_id)
             if entry is None:
                 raise CallError("not_found", "no such share link")
@@ -123,6 +128,20 @@ class Guests:
                 break
             except RevisionMismatch:
                 continue
-        token, principal = self._tokens.issue_guest_token(conversation_id, name, lang)
+        else:
+            raise CallError("unavailable", "the share link is busy; try again")
+        token, principal = self._tokens.issue_guest_token(conversation_id, name, lang, link_id)
         log.info("guests.link_redeemed", link_id=link_id, guest_id=principal.principal_id)
         return token, principal
+
+    async def admit(self, who: Principal) -> None:
+        """Refuse a guest whose share link was revoked (or removed) since it was redeemed.
+
+        Checked when a guest enters a call, so revoking a link also shuts out the guests
+        who came through it, not only those still to come.
+        """
+        if who.kind != "guest" or who.link_id is None:
+            return
+        entry = await self._kv.get(who.link_id)
+        if entry is None or entry.value.revoked:
+            raise CallError("forbidden", "the share link of this guest was revoked")

@@ -76,7 +76,7 @@ class GatewayService(Service[GatewaySettings]):
         await self.mirror.start()
         self.delivery = Delivery(bus, self._emit)
         self.store = CallStore(bus, calls_kv, claims_kv, self.delivery)
-        calls = CallService(settings, self.store, conversations, self.mirror)
+        calls = CallService(settings, self.store, conversations, self.mirror, guests.admit)
         self.signaling = Signaling(settings, self.tokens, calls, self.limiter)
         self.signaling.attach(self.delivery)
         self.app.state.ctx = GatewayContext(

@@ -1,13 +1,19 @@
 """Gateway settings, read once from the environment (variable = field name upper-cased)."""
 
-from typing import Annotated, ClassVar, Literal
+from collections.abc import Mapping
+from typing import Annotated, ClassVar, Self
 
 import msgspec
 
+from gateway.keys import MIN_HMAC_SECRET_BYTES, derive_guest_secret, load_rsa_public_key
+from schemas.errors import SettingsError
 from schemas.settings import Port, PositiveFloat, ServiceSettings
 
-JwtAlgorithm = Literal["HS256", "RS256"]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+#: Only these two: ``none``, other HMAC sizes and other key types are never accepted.
+JwtAlgorithms = Annotated[
+    str, msgspec.Meta(pattern=r"^\s*(HS256|RS256)\s*(,\s*(HS256|RS256)\s*)?$")
+]
 
 
 class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
@@ -36,8 +42,8 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
     jwt_secret: str = ""
     #: PEM public key of RS256 user tokens (``\n`` escapes allowed).
     jwt_public_key: str = ""
-    #: Comma-separated accepted algorithms of user tokens.
-    jwt_algorithms: str = "HS256"
+    #: Accepted algorithms of user tokens: ``HS256``, ``RS256`` or ``HS256,RS256``.
+    jwt_algorithms: JwtAlgorithms = "HS256"
     jwt_issuer: str = "meeshy"
     jwt_audience: str = "meeshy-calls"
     #: Lifetime of development tokens.
@@ -50,7 +56,8 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
     seed_conversations: str = ""
 
     # --- guests --------------------------------------------------------------------------
-    #: Signs share links and guest tokens (gateway-owned); defaults to ``jwt_secret``.
+    #: Signs share links and guest tokens (gateway-owned); defaults to a key derived from
+    #: ``jwt_secret`` (never ``jwt_secret`` itself).
     guest_token_secret: str = ""
     guest_token_ttl_s: PositiveFloat = 6 * 3600.0
     share_link_default_ttl_s: PositiveFloat = 24 * 3600.0
@@ -98,11 +105,34 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
     rate_default_per_s: PositiveFloat = 10.0
     rate_default_burst: NonNegativeInt = 40
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        settings = super().from_env(environ)
+        settings.check_identity()
+        return settings
+
+    def check_identity(self) -> None:
+        """Refuse key material that would weaken token checks (``SettingsError``, exit 2)."""
+        for name in ("jwt_secret", "guest_token_secret"):
+            value: str = getattr(self, name)
+            if value and len(value.encode()) < MIN_HMAC_SECRET_BYTES:
+                raise SettingsError(
+                    f"environment variable {name.upper()}: must be at least "
+                    f"{MIN_HMAC_SECRET_BYTES} bytes (RFC 7518 section 3.2)"
+                )
+        if "RS256" in self.algorithms():
+            try:
+                load_rsa_public_key(self.jwt_public_key)
+            except ValueError as exc:
+                raise SettingsError(
+                    f"environment variable JWT_PUBLIC_KEY: {exc} (JWT_ALGORITHMS has RS256)"
+                ) from None
+
     def algorithms(self) -> list[str]:
-        return [a.strip() for a in self.jwt_algorithms.split(",") if a.strip()]
+        return sorted({a.strip() for a in self.jwt_algorithms.split(",") if a.strip()})
 
     def guest_secret(self) -> str:
-        return self.guest_token_secret or self.jwt_secret
+        return self.guest_token_secret or derive_guest_secret(self.jwt_secret)
 
     def origins(self) -> str | list[str]:
         if self.cors_origins.strip() == "*":

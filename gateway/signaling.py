@@ -188,7 +188,13 @@ class Signaling:
         except CallError as err:
             raise socketio.exceptions.ConnectionRefusedError(err.as_dict()) from None
         self.principals[sid] = principal
-        await self.delivery.attach(SocketSession(sid=sid, principal_id=principal.principal_id))
+        try:
+            await self.delivery.attach(SocketSession(sid=sid, principal_id=principal.principal_id))
+        except Exception as exc:  # NATS unavailable: refuse this socket, keep the gateway up
+            self.principals.pop(sid, None)
+            log.warning("socket.attach_failed", error=type(exc).__name__)
+            refusal = CallError("unavailable", "the gateway cannot deliver events right now")
+            raise socketio.exceptions.ConnectionRefusedError(refusal.as_dict()) from None
         log.debug("socket.connected", sid=sid, kind=principal.kind)
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
@@ -196,7 +202,11 @@ class Signaling:
         if self.delivery is None:
             return
         session = await self.delivery.detach(sid)
-        if session is None or session.call_id is None or session.participant_id is None:
+        if session is None:
+            return
+        async with session.lock:  # an event in hand (an accept binding this socket) ends first
+            pass
+        if session.call_id is None or session.participant_id is None:
             return
         if any(
             s.call_id == session.call_id and s.participant_id == session.participant_id
@@ -233,7 +243,8 @@ class Signaling:
             if principal is None or session is None:
                 raise CallError("unauthorized", "the socket is not authenticated")
             self.limiter.check(principal.principal_id, name)
-            return await self._handlers[name](session, principal, data)
+            async with session.lock:  # one event of a socket at a time, in arrival order
+                return await self._handlers[name](session, principal, data)
         except CallError as err:
             return await self._refuse(sid, name, err, session)
         except Exception as exc:
@@ -346,8 +357,8 @@ class Signaling:
     async def _end(self, session: SocketSession, who: Principal, data: Any) -> Ack:
         req: CallRef = _decode(data, CallRef)
         outcome = await self.calls.end(who, req.call_id)
-        if session.call_id == req.call_id:
-            session.call_id = session.participant_id = None
+        # The socket stays bound: it receives call:ended like everyone (events of an ended
+        # call are refused anyway, and the next initiate or join rebinds it).
         await self.calls.store.publish(outcome)
         return ok(status=outcome.state.status, reason=outcome.state.end_reason)
 

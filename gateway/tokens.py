@@ -4,15 +4,22 @@ User tokens (HS256 with ``JWT_SECRET`` or RS256 with ``JWT_PUBLIC_KEY``) must ca
 ``sub`` (the user id), the configured ``iss`` and ``aud``, and ``exp``; ``name`` and
 ``lang`` are optional. Guest tokens and share-link tokens are the gateway's own (HS256 with
 the guest secret, their own issuer/audience), so a guest token can never pass as a user's.
+
+The key is chosen by the token's ``alg`` among the configured algorithms only, and each
+algorithm has its own key of its own type: the HS256 secret is a string, the RS256 key a
+parsed ``RSAPublicKey`` object that HMAC cannot use. ``none`` is never accepted.
 """
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from gateway.errors import CallError
+from gateway.keys import load_rsa_public_key
 from gateway.settings import GatewaySettings
 from gateway.validation import normalize_lang
 from schemas.ids import check_id, new_id
@@ -35,6 +42,8 @@ class Principal:
     language: str = "en"
     #: Guests only: the one conversation the guest token admits to.
     conversation_id: str | None = None
+    #: Guests only: the share link redeemed for the token (revoking it shuts the door).
+    link_id: str | None = None
 
     @property
     def user_id(self) -> str | None:
@@ -46,9 +55,11 @@ class TokenService:
 
     def __init__(self, settings: GatewaySettings) -> None:
         self._settings = settings
-        key = settings.jwt_public_key.replace("\\n", "\n")
-        self._rs_key = key
         self._algorithms = settings.algorithms()
+        self._hs_key = settings.jwt_secret if "HS256" in self._algorithms else ""
+        self._rs_key: RSAPublicKey | None = None
+        if "RS256" in self._algorithms and settings.jwt_public_key:
+            self._rs_key = load_rsa_public_key(settings.jwt_public_key)
 
     # --- verification --------------------------------------------------------------------
     def verify(self, token: object) -> Principal:
@@ -67,7 +78,8 @@ class TokenService:
     def _verify_user(self, token: str, alg: str) -> Principal:
         if alg not in self._algorithms:
             raise CallError("unauthorized", "token algorithm not accepted")
-        key = self._settings.jwt_secret if alg == "HS256" else self._rs_key
+        keys: dict[str, str | RSAPublicKey | None] = {"HS256": self._hs_key, "RS256": self._rs_key}
+        key = keys.get(alg)
         if not key:
             raise CallError("unauthorized", "no key configured for this token algorithm")
         claims = self._decode(
@@ -93,10 +105,13 @@ class TokenService:
             display_name=_str_claim(claims, "name"),
             language=_lang_claim(claims),
             conversation_id=_id_claim(claims, "conv"),
+            link_id=_id_claim(claims, "lnk") if "lnk" in claims else None,
         )
 
     @staticmethod
-    def _decode(token: str, key: str, algs: list[str], aud: str, iss: str) -> dict[str, Any]:
+    def _decode(
+        token: str, key: str | RSAPublicKey, algs: list[str], aud: str, iss: str
+    ) -> dict[str, Any]:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -137,12 +152,12 @@ class TokenService:
         return jwt.encode(claims, self._settings.jwt_secret, algorithm="HS256")
 
     def issue_guest_token(
-        self, conversation_id: str, display_name: str, language: str
+        self, conversation_id: str, display_name: str, language: str, link_id: str | None = None
     ) -> tuple[str, Principal]:
         secret = self._require_guest_secret()
         guest_id = f"guest-{new_id()[:16]}"
         now = int(time.time())
-        claims = {
+        claims: dict[str, object] = {
             "sub": guest_id,
             "kind": "guest",
             "conv": conversation_id,
@@ -153,7 +168,9 @@ class TokenService:
             "iat": now,
             "exp": now + int(self._settings.guest_token_ttl_s),
         }
-        principal = Principal(guest_id, "guest", display_name, language, conversation_id)
+        if link_id is not None:
+            claims["lnk"] = link_id
+        principal = Principal(guest_id, "guest", display_name, language, conversation_id, link_id)
         return jwt.encode(claims, secret, algorithm="HS256"), principal
 
     def issue_link_token(self, link_id: str, conversation_id: str, expires_at: float) -> str:
@@ -193,9 +210,13 @@ def _id_claim(claims: dict[str, Any], name: str) -> str:
         raise CallError("unauthorized", f"the token's '{name}' claim is not a valid id") from None
 
 
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _str_claim(claims: dict[str, Any], name: str) -> str:
+    """A short printable string (display names travel to other people's screens)."""
     value = claims.get(name, "")
-    return value[:100] if isinstance(value, str) else ""
+    return _CONTROL_RE.sub("", value)[:100].strip() if isinstance(value, str) else ""
 
 
 def _lang_claim(claims: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from gateway.api_models import (
 from gateway.context import Caller, Ctx, Operator
 from gateway.errors import CallError
 from gateway.ice import ice_servers
-from gateway.validation import check_lang
+from gateway.validation import check_display_name, check_lang
 from schemas.call_state import ConversationMember, ConversationRecord
 from schemas.ids import check_id
 
@@ -71,9 +71,8 @@ async def get_conversation(conversation_id: str, ctx: Ctx, _: Operator) -> Conve
 async def dev_token(body: DevTokenRequest, ctx: Ctx) -> DevToken:
     if not ctx.settings.dev_tokens_enabled:
         raise CallError("not_found", "dev tokens are disabled")
-    token = ctx.tokens.issue_dev_token(
-        body.user_id, body.display_name or body.user_id, check_lang(body.language)
-    )
+    name = check_display_name(body.display_name) if body.display_name.strip() else body.user_id
+    token = ctx.tokens.issue_dev_token(body.user_id, name, check_lang(body.language))
     return DevToken(token=token, user_id=body.user_id)
 
 

@@ -1,6 +1,6 @@
 """Share links for guests (members create and revoke; guests redeem for a guest token)."""
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from gateway.api_models import (
     CreateShareLink,
@@ -48,7 +48,9 @@ async def revoke_link(link_id: str, ctx: Ctx, who: Caller) -> None:
 @router.post(
     "/guests", status_code=201, summary="Redeem a share link: a guest token for its conversation"
 )
-async def redeem(body: RedeemLink, ctx: Ctx) -> GuestToken:
+async def redeem(body: RedeemLink, ctx: Ctx, request: Request) -> GuestToken:
+    # No principal yet: limit by client address, so a leaked link cannot be hammered.
+    ctx.limiter.check(f"addr:{request.client.host if request.client else '-'}", "rest:redeem")
     token, principal = await ctx.guests.redeem(body.link, body.display_name, body.language)
     assert principal.conversation_id is not None
     return GuestToken(

@@ -2,7 +2,6 @@
 
 import asyncio
 import itertools
-import signal
 import time
 
 import pytest
@@ -30,7 +29,7 @@ async def test_drain_deadline_ends_sessions_that_never_close(
         feed = await sub.subscribe("pub")
         await feed.wait_until(lambda f: f.video_frames >= 5, 20)
         started = time.monotonic()
-        node.proc.send_signal(signal.SIGTERM)
+        node.terminate()
         assert await node.stop(timeout=15) == 0
         assert time.monotonic() - started < 8
         assert any('"service.drain_deadline"' in line for line in node.lines)

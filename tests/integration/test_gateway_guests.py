@@ -125,13 +125,24 @@ async def test_links_refused_for_direct_expired_revoked_and_used_up(
     revocable = await http.post(
         f"/api/conversations/grp-{uid}/share-links", json={}, headers=bearer(token)
     )
-    assert (await redeem(revocable.json()["token"])).status_code == 201
+    admitted = await redeem(revocable.json()["token"])
+    assert admitted.status_code == 201
+    call = await http.post(
+        "/api/calls", json={"conversationId": f"grp-{uid}"}, headers=bearer(token)
+    )
+    call_id = call.json()["call"]["callId"]
     gone = await http.delete(
         f"/api/share-links/{revocable.json()['linkId']}", headers=bearer(token)
     )
     assert gone.status_code == 204
     revoked = await redeem(revocable.json()["token"])
     assert revoked.status_code == 403 and "revoked" in revoked.json()["error"]["message"]
+    # The guest who came through the revoked link is shut out too.
+    late = await http.post(
+        f"/api/calls/{call_id}/participants", headers=bearer(admitted.json()["token"])
+    )
+    assert late.status_code == 403 and "revoked" in late.json()["error"]["message"]
+    await http.delete(f"/api/calls/{call_id}", headers=bearer(token))
 
     once = await http.post(
         f"/api/conversations/grp-{uid}/share-links", json={"maxUses": 1}, headers=bearer(token)

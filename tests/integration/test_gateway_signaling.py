@@ -279,3 +279,51 @@ async def test_a_socket_that_never_returns_leaves_after_the_grace(
     await b.wait_for("call:participant-disconnected")
     ended = await b.wait_for("call:ended", timeout=10)
     assert ended["reason"] == "connection_lost" and ended["callId"] == call_id
+
+
+async def test_a_sockets_events_are_handled_in_the_order_sent(
+    cluster: GatewayCluster, uid: str, clients: list[CallClient]
+) -> None:
+    """Fire-and-forget bursts (mute/unmute, an offer then its candidates) keep their order:
+    the last toggle wins, and candidates never overtake their offer."""
+    a, b, call_id = await _active_call(cluster, uid, clients)
+    assert b.participant_id
+    for _ in range(5):
+        for enabled in (False, True, False, True):
+            await a.sio.emit("call:toggle-audio", {"callId": call_id, "enabled": enabled})
+    candidate = {"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 5000 typ host", "sdpMid": "0"}
+    await a.sio.emit(
+        "call:signal", {"callId": call_id, "to": b.participant_id, "type": "offer", "sdp": SDP}
+    )
+    for _ in range(5):
+        await a.sio.emit(
+            "call:signal",
+            {
+                "callId": call_id,
+                "to": b.participant_id,
+                "type": "ice-candidate",
+                "candidate": candidate,
+            },
+        )
+    await b.wait_for("call:signal", lambda p: p["type"] == "ice-candidate")
+    kinds = [p["type"] for p in b.seen("call:signal")]
+    assert kinds[0] == "offer", kinds
+    await a.heartbeat()  # handled after everything above
+    async with httpx.AsyncClient(timeout=10) as http:
+        resp = await http.get(
+            f"{cluster.urls[1]}/api/calls/{call_id}",
+            headers={"Authorization": f"Bearer {b.token}"},
+        )
+    me = next(p for p in resp.json()["participants"] if p["participantId"] == a.participant_id)
+    assert me["audioEnabled"] is True
+
+
+async def test_either_person_ends_a_direct_call_and_both_hear_of_it(
+    cluster: GatewayCluster, uid: str, clients: list[CallClient]
+) -> None:
+    a, b, call_id = await _active_call(cluster, uid, clients)
+    ack = await b.end()  # the callee, not the initiator
+    assert ack["ok"] and ack["reason"] == "completed"
+    for person in (a, b):
+        ended = await person.wait_for("call:ended")
+        assert ended["callId"] == call_id and ended["reason"] == "completed"

@@ -5,7 +5,6 @@ Every wait is on a condition with a timeout; nothing sleeps and hopes.
 
 import asyncio
 import itertools
-import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
@@ -250,7 +249,7 @@ async def test_drain_refuses_new_sessions_and_keeps_current_ones(
         feed = await sub.subscribe("pub")
         await feed.wait_until(lambda f: f.video_frames >= 5, 20)
 
-        node.proc.send_signal(signal.SIGTERM)
+        node.terminate()
         await beats.wait(
             lambda bs: any(b.node_id == node.node_id and b.state == "draining" for b in bs), 10
         )

@@ -19,7 +19,7 @@ frames it receives per kind.
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +84,8 @@ class CallClient:
         self.resume_token: str | None = None
         self.links: dict[str, PeerLink] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        #: Offers and answers in progress (kept referenced: asyncio holds tasks weakly).
+        self._tasks: set[asyncio.Task[None]] = set()
         self._media_changed = asyncio.Event()
         self.sio.on("*", self._on_event)
 
@@ -109,6 +111,9 @@ class CallClient:
             self._heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for link in list(self.links.values()):
             await self._close_link(link)
         self.links.clear()
@@ -126,11 +131,16 @@ class CallClient:
         self.events.append((event, payload, time.monotonic()))
         self._changed.set()
         if event == "call:signal" and self.media:
-            asyncio.get_running_loop().create_task(self._on_signal(payload))
+            self._spawn(self._on_signal(payload))
         elif event == "call:participant-joined" and self.media:
             joined = payload.get("participant", {}).get("participantId")
             if joined and payload.get("callId") == self.call_id and joined != self.participant_id:
-                asyncio.get_running_loop().create_task(self.offer_to(joined))
+                self._spawn(self.offer_to(joined))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- events ----------------------------------------------------------------------------
     async def wait_for(

@@ -368,6 +368,7 @@ class NodeProcess:
         self.proc = proc
         self.node_id = node_id
         self.lines: list[str] = []
+        self._terminated = False
         self._pump = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -407,9 +408,14 @@ class NodeProcess:
     def tracebacks(self) -> list[str]:
         return [line for line in self.lines if "Traceback" in line]
 
-    async def stop(self, timeout: float = 20.0) -> int:
-        if self.proc.returncode is None:
+    def terminate(self) -> None:
+        """Send SIGTERM once (a second one during shutdown only adds noise to the log)."""
+        if not self._terminated and self.proc.returncode is None:
+            self._terminated = True
             self.proc.terminate()
+
+    async def stop(self, timeout: float = 20.0) -> int:
+        self.terminate()
         code = await asyncio.wait_for(self.proc.wait(), timeout)
         await asyncio.wait_for(self._pump, 5)
         return code

@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import hmac
+import json
 import time
 from collections.abc import Callable
 
@@ -15,8 +16,9 @@ from gateway.errors import CallError
 from gateway.ice import ice_servers, turn_credentials
 from gateway.rate_limit import RateLimiter
 from gateway.settings import GatewaySettings
-from gateway.tokens import TokenService
+from gateway.tokens import GUEST_AUDIENCE, GUEST_ISSUER, TokenService
 from gateway.validation import check_candidate, check_sdp
+from schemas.errors import SettingsError
 
 SECRET = "unit-test-secret-unit-test-secret-32"
 
@@ -128,3 +130,110 @@ def test_rate_limiter_bursts_then_refuses_per_user_and_family() -> None:
 def test_secrets_are_redacted() -> None:
     shown = repr(settings(turn_secret="t", operator_token="o", guest_token_secret="g"))
     assert SECRET not in shown and "operator_token='***'" in shown
+
+
+def _rsa_pair() -> tuple[rsa.RSAPrivateKey, str]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, pem
+
+
+def _forge_hs256(claims: dict[str, object], secret: bytes) -> str:
+    """An HS256 token signed with any bytes (PyJWT refuses to sign with a PEM as secret)."""
+
+    def b64(raw: bytes) -> bytes:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+    head = b64(b'{"alg":"HS256","typ":"JWT"}')
+    body = b64(json.dumps(claims).encode())
+    mac = hmac.new(secret, head + b"." + body, hashlib.sha256).digest()
+    return (head + b"." + body + b"." + b64(mac)).decode()
+
+
+def test_a_public_key_is_never_an_hmac_secret() -> None:
+    """Algorithm confusion: with HS256 and RS256 both accepted, an HS256 token signed with
+    the (public) RSA key must not verify."""
+    _, pem = _rsa_pair()
+    tokens = TokenService(settings(jwt_public_key=pem, jwt_algorithms="HS256,RS256"))
+    claims = {"sub": "mallory", "iss": "meeshy", "aud": "meeshy-calls", "exp": time.time() + 60}
+    for secret in (pem.encode(), pem.strip().encode()):
+        with pytest.raises(CallError) as refused:
+            tokens.verify(_forge_hs256(claims, secret))
+        assert refused.value.code == "unauthorized"
+    rs_only = TokenService(settings(jwt_public_key=pem, jwt_algorithms="RS256"))
+    with pytest.raises(CallError):
+        rs_only.verify(_forge_hs256(claims, pem.encode()))
+
+
+def test_none_and_unlisted_algorithms_and_missing_claims_are_refused() -> None:
+    tokens = TokenService(settings())
+    now = int(time.time())
+    full = {"sub": "alice", "iss": "meeshy", "aud": "meeshy-calls", "exp": now + 60}
+    unsigned = jwt.encode(full, "", algorithm="none")
+    hs512 = jwt.encode(full, SECRET + "-longer-for-hs512-longer-for-hs512", algorithm="HS512")
+    for token in (unsigned, hs512):
+        with pytest.raises(CallError, match="algorithm"):
+            tokens.verify(token)
+    for missing in ("exp", "iss", "aud", "sub"):
+        claims = {k: v for k, v in full.items() if k != missing}
+        with pytest.raises(CallError) as refused:
+            tokens.verify(jwt.encode(claims, SECRET, algorithm="HS256"))
+        assert refused.value.code == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"JWT_ALGORITHMS": "none"}, "JWT_ALGORITHMS"),
+        ({"JWT_ALGORITHMS": "HS256,ES256"}, "JWT_ALGORITHMS"),
+        ({"JWT_SECRET": "short"}, "JWT_SECRET"),
+        ({"GUEST_TOKEN_SECRET": "short"}, "GUEST_TOKEN_SECRET"),
+        ({"JWT_ALGORITHMS": "RS256"}, "JWT_PUBLIC_KEY"),
+        ({"JWT_ALGORITHMS": "RS256", "JWT_PUBLIC_KEY": "not a key"}, "JWT_PUBLIC_KEY"),
+    ],
+)
+def test_weak_identity_settings_stop_the_gateway(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        GatewaySettings.from_env({"JWT_SECRET": SECRET, **env})
+    assert variable in str(refused.value)
+    assert "short" not in str(refused.value) and "not a key" not in str(refused.value)
+
+
+def test_rs256_settings_accept_a_public_key_only() -> None:
+    private, pem = _rsa_pair()
+    ok = GatewaySettings.from_env({"JWT_ALGORITHMS": "HS256, RS256", "JWT_PUBLIC_KEY": pem})
+    assert ok.algorithms() == ["HS256", "RS256"]
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    with pytest.raises(SettingsError, match="JWT_PUBLIC_KEY"):
+        GatewaySettings.from_env({"JWT_ALGORITHMS": "RS256", "JWT_PUBLIC_KEY": private_pem})
+
+
+def test_guest_tokens_have_their_own_key() -> None:
+    """The guest key is derived from JWT_SECRET, never JWT_SECRET itself: a token signed
+    with the users' secret cannot pass as a guest's."""
+    tokens = TokenService(settings())
+    now = int(time.time())
+    forged = jwt.encode(
+        {
+            "sub": "guest-x",
+            "kind": "guest",
+            "conv": "grp-1",
+            "iss": GUEST_ISSUER,
+            "aud": GUEST_AUDIENCE,
+            "exp": now + 60,
+        },
+        SECRET,
+        algorithm="HS256",
+    )
+    with pytest.raises(CallError, match="signature"):
+        tokens.verify(forged)
+    genuine, _ = tokens.issue_guest_token("grp-1", "Gus", "en")
+    assert tokens.verify(genuine).conversation_id == "grp-1"

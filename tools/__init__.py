@@ -1,0 +1,1 @@
+"""Developer tools: the bootstrap script and the call demo (``tools/demo_call.py``)."""
