@@ -76,12 +76,12 @@ class Guests:
         return IssuedLink(link, token, url)
 
     async def revoke(self, who: Principal, link_id: str) -> None:
+        if who.kind != "user":
+            raise CallError("forbidden", "guests cannot revoke share links")
         entry = await self._kv.get(valid_id(link_id, "link_id"))
         if entry is None:
             raise CallError("not_found", "no such share link")
         link = entry.value
-        if who.kind != "user":
-            raise CallError("forbidden", "guests cannot revoke share links")
         conversation = await self._conversations.membership(link.conversation_id, who)
         if link.created_by != who.principal_id and not is_moderator(conversation, who):
             raise CallError("forbidden", "only its creator or a moderator may revoke a link")
@@ -115,6 +115,8 @@ class Guests:
             if entry is None:
                 raise CallError("not_found", "no such share link")
             link = entry.value
+            if link.conversation_id != conversation_id:
+                raise CallError("unauthorized", "the share link does not match its record")
             if link.revoked:
                 raise CallError("forbidden", "the share link was revoked")
             if link.expires_at <= time.time():

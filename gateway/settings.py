@@ -83,7 +83,9 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
     call_max_participants: Annotated[int, msgspec.Meta(ge=2, le=50)] = 50
 
     # --- ICE -----------------------------------------------------------------------------
-    stun_urls: str = "stun:stun.l.google.com:19302"
+    #: Comma-separated STUN URLs. Empty by default: no third party learns who calls whom;
+    #: production points this (and TURN) at its own coturn.
+    stun_urls: str = ""
     #: Comma-separated TURN URLs (``turn:host:3478?transport=udp``); empty: STUN only.
     turn_urls: str = ""
     #: coturn ``static-auth-secret`` (REST API shared secret).

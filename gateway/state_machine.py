@@ -28,17 +28,16 @@ from schemas.call_events import (
     CallEvent,
     CallInitiated,
     CallRinging,
+    CallStatus,
+    CallStatusChanged,
     EndReason,
     LeaveReason,
     MediaKind,
     MediaStateChanged,
     Participant,
+    ParticipantDisconnected,
     ParticipantJoined,
     ParticipantLeft,
-)
-from schemas.call_lifecycle import (
-    CallStatusChanged,
-    ParticipantDisconnected,
     ParticipantResumed,
     RingEnded,
     RingOutcome,
@@ -47,7 +46,6 @@ from schemas.call_state import (
     CallInvitee,
     CallParticipantState,
     CallState,
-    CallStatus,
     ConversationRecord,
 )
 from schemas.ids import new_id

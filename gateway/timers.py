@@ -42,8 +42,28 @@ class CallMirror:
 
     async def start(self) -> None:
         watcher = await self._kv.watchall()
-        self._task = asyncio.create_task(self._follow(watcher), name="call-mirror")
+        self._task = asyncio.create_task(self._run(watcher), name="call-mirror")
         await asyncio.wait_for(self.synced.wait(), 30)
+
+    async def _run(self, watcher: KeyValue.KeyWatcher) -> None:
+        """Follow the bucket; if the watch ever fails, say so and watch again from scratch
+        (a silently dead mirror would leave this gateway sweeping a frozen picture)."""
+        while True:
+            try:
+                await self._follow(watcher)
+                log.warning("mirror.watch_ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("mirror.watch_failed", error=type(exc).__name__)
+            while True:
+                await asyncio.sleep(1.0)
+                try:
+                    watcher = await self._kv.watchall()
+                    break
+                except Exception as exc:
+                    log.warning("mirror.rewatch_failed", error=type(exc).__name__)
+            self.calls.clear()  # the new watch replays every current entry
 
     async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
         try:

@@ -120,6 +120,7 @@ class Bus:
         self.stats = BusStats()
         self._logged_failures: set[tuple[str, str]] = set()
         self._consumers: list[Consumer] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self._mark_closing: Callable[[], None] = lambda: None
 
     # --- connection ---------------------------------------------------------------------
@@ -210,6 +211,8 @@ class Bus:
         self._mark_closing()
         for consumer in self._consumers:
             await consumer.stop()
+        if self._tasks:  # concurrent responders still answering need the connection open
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if not self.nc.is_closed:
             with contextlib.suppress(nats.errors.ConnectionClosedError):
                 await self.nc.drain()
@@ -346,18 +349,24 @@ class Bus:
         responder: Responder[T],
         *,
         queue: str = "",
+        concurrency: int = 1,
     ) -> Subscription:
         """Answer requests on ``subject``; the responder returns the reply Struct.
 
         Undecodable requests get ``RpcError(code="bad_request")`` (and a dead letter); a
         responder raising :class:`RpcFailure` gets that code; any other exception gets
         ``internal`` with no detail (the traceback goes to the log only).
+
+        nats-py hands a subscription's messages to its callback one at a time, so one slow
+        request (an SDP negotiation) would hold up every other. With ``concurrency`` > 1 up
+        to that many requests are answered at once; beyond it the subscription waits
+        (back-pressure, nothing dropped). :meth:`drain` waits for those in hand.
         """
         decoder = decoder_for(request_type)
         expected = type_name(request_type)
         stats = self.stats
 
-        async def on_request(msg: Msg) -> None:
+        async def answer(msg: Msg) -> None:
             stats.received += 1
             try:
                 value = decoder.decode(msg.data)
@@ -378,6 +387,23 @@ class Bus:
             if msg.reply:
                 await self.nc.publish(msg.reply, encode(reply))
                 stats.published += 1
+
+        if concurrency <= 1:
+            return await self.nc.subscribe(subject, queue=queue, cb=answer)
+
+        slots = asyncio.Semaphore(concurrency)
+
+        async def answer_then_release(msg: Msg) -> None:
+            try:
+                await answer(msg)
+            finally:
+                slots.release()
+
+        async def on_request(msg: Msg) -> None:
+            await slots.acquire()
+            task = asyncio.create_task(answer_then_release(msg), name=f"rpc:{subject}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
         return await self.nc.subscribe(subject, queue=queue, cb=on_request)
 

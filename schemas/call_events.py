@@ -26,6 +26,9 @@ LeaveReason = Literal[
 ]
 """Why one participant stopped being part of a call."""
 
+CallStatus = Literal["initiated", "ringing", "active", "reconnecting", "ended"]
+"""The call's state machine: initiated -> ringing -> active (<-> reconnecting) -> ended."""
+
 EndReason = Literal[
     "completed",
     "missed",
@@ -152,6 +155,44 @@ class ActiveSpeakerChanged(
     node_id: Id | None = None
 
 
+RingOutcome = Literal["accepted", "declined", "missed", "cancelled"]
+
+
+class CallStatusChanged(CallEvent, frozen=True, kw_only=True, tag="call.status_changed"):
+    """The call moved between states of its state machine (e.g. ringing -> active)."""
+
+    subject_name: ClassVar[str] = "status_changed"
+
+    from_status: CallStatus
+    to_status: CallStatus
+
+
+class ParticipantDisconnected(CallEvent, frozen=True, kw_only=True, tag="participant.disconnected"):
+    """A participant's connection was lost; it may resume within ``grace_s`` seconds."""
+
+    subject_name: ClassVar[str] = "participant_disconnected"
+
+    participant_id: Id
+    grace_s: float
+
+
+class ParticipantResumed(CallEvent, frozen=True, kw_only=True, tag="participant.resumed"):
+    """A participant reconnected within the grace period and kept its place."""
+
+    subject_name: ClassVar[str] = "participant_resumed"
+
+    participant_id: Id
+
+
+class RingEnded(CallEvent, frozen=True, kw_only=True, tag="call.ring_ended"):
+    """Rings to these members stopped: they answered, declined, missed it, or it was cancelled."""
+
+    subject_name: ClassVar[str] = "ring_ended"
+
+    user_ids: list[Id]
+    outcome: RingOutcome
+
+
 AnyCallEvent = (
     CallInitiated
     | CallRinging
@@ -161,8 +202,13 @@ AnyCallEvent = (
     | CallModeChanged
     | CallEnded
     | ActiveSpeakerChanged
+    | CallStatusChanged
+    | ParticipantDisconnected
+    | ParticipantResumed
+    | RingEnded
 )
-"""Every call event; decode one with ``msgspec.json.decode(data, type=AnyCallEvent)``."""
+"""Every event on ``call.evt.>``; decode any of them with
+``msgspec.json.decode(data, type=AnyCallEvent)`` and replay the stream to rebuild a call."""
 
 CALL_EVENT_TYPES: tuple[type[CallEvent], ...] = (
     CallInitiated,
@@ -173,4 +219,8 @@ CALL_EVENT_TYPES: tuple[type[CallEvent], ...] = (
     CallModeChanged,
     CallEnded,
     ActiveSpeakerChanged,
+    CallStatusChanged,
+    ParticipantDisconnected,
+    ParticipantResumed,
+    RingEnded,
 )

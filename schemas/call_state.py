@@ -15,6 +15,7 @@ import msgspec
 
 from schemas.call_events import (
     CallMode,
+    CallStatus,
     ConversationType,
     EndReason,
     MediaKind,
@@ -22,7 +23,6 @@ from schemas.call_events import (
 )
 from schemas.ids import Id, Lang
 
-CallStatus = Literal["initiated", "ringing", "active", "reconnecting", "ended"]
 """initiated: created, nobody rung yet; ringing: waiting for an answer; active: two or more
 people are (or were) in; reconnecting: someone lost their connection and is within the grace
 period; ended: over for everyone (kept a while for late readers)."""

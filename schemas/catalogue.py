@@ -12,7 +12,6 @@ import msgspec
 from schemas import subjects
 from schemas.call_commands import CALL_COMMAND_TYPES, AnyCallCommand
 from schemas.call_events import CALL_EVENT_TYPES, AnyCallEvent
-from schemas.call_lifecycle import LIFECYCLE_EVENT_TYPES, AnyLifecycleEvent
 from schemas.dead_letter import DeadLetter
 from schemas.heartbeat import ServiceHeartbeat
 from schemas.media import (
@@ -102,14 +101,6 @@ FAMILIES: tuple[Family, ...] = (
         AudioChunk,
         (AudioChunk,),
         "A speaker's utterances as 16 kHz mono PCM, cut by voice activity detection.",
-    ),
-    Family(
-        "call_lifecycle_event",
-        "call.evt.<call_id>.<name>",
-        AnyLifecycleEvent,
-        LIFECYCLE_EVENT_TYPES,
-        "More call events (status changes, connection loss and resumption, end of rings); "
-        "decode the whole call.evt stream with schemas.call_lifecycle.AnyCallLifecycleEvent.",
     ),
     Family(
         "socket_delivery",

@@ -154,13 +154,24 @@ class Heartbeater:
 
 async def run_service(service: Service[S], stop: asyncio.Event | None = None) -> int:
     """Run one service until ``stop`` is set or SIGTERM/SIGINT arrives; returns the exit code."""
-    settings = service.settings
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        return await _serve(service, stop)
+    finally:
+        # Give the signals back before the loop closes: a late second SIGTERM must not hit
+        # the loop's closed wake-up pipe (Python would print a traceback for it).
+        for sig in installed:
+            loop.remove_signal_handler(sig)
 
+
+async def _serve(service: Service[S], stop: asyncio.Event) -> int:
+    settings = service.settings
     log.info(
         "service.starting", kind=service.kind, version=PACKAGE_VERSION, settings=settings.redacted()
     )

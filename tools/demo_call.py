@@ -27,8 +27,7 @@ import httpx  # noqa: E402
 
 from schemas import subjects  # noqa: E402
 from schemas.bus import Bus, Incoming  # noqa: E402
-from schemas.call_events import CallEnded  # noqa: E402
-from schemas.call_lifecycle import AnyCallLifecycleEvent  # noqa: E402
+from schemas.call_events import AnyCallEvent, CallEnded  # noqa: E402
 from schemas.settings import BusSettings  # noqa: E402
 from tests.support.call_client import CallClient  # noqa: E402
 
@@ -153,7 +152,7 @@ class Demo:
             raise StepFailed(
                 f"no NATS at {self.nats_url} to watch call.evt (pass --nats URL, or --no-events)"
             ) from None
-        await self.bus.subscribe(subjects.ALL_CALL_EVENTS, AnyCallLifecycleEvent, self.watch)
+        await self.bus.subscribe(subjects.ALL_CALL_EVENTS, AnyCallEvent, self.watch)
         await self.bus.nc.flush()
 
     async def connect(self, alice_token: str, bob_token: str) -> None:

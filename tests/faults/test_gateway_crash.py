@@ -13,8 +13,7 @@ import pytest
 
 from schemas import subjects
 from schemas.bus import Bus, Incoming
-from schemas.call_events import CallEnded
-from schemas.call_lifecycle import AnyCallLifecycleEvent
+from schemas.call_events import AnyCallEvent, CallEnded
 from tests.support.call_client import CallClient
 from tests.support.gateways import GatewayCluster
 from tests.support.nats_server import NatsServer
@@ -58,7 +57,7 @@ class Ends:
 
 async def _watch_ends(bus: Bus) -> Ends:
     ends = Ends()
-    await bus.subscribe(subjects.ALL_CALL_EVENTS, AnyCallLifecycleEvent, ends)
+    await bus.subscribe(subjects.ALL_CALL_EVENTS, AnyCallEvent, ends)
     await bus.nc.flush()
     return ends
 

@@ -239,3 +239,23 @@ async def test_heartbeat_decodes_from_raw_json(bus: Bus, uid: str) -> None:
     hb = next(m for m in samples() if isinstance(m, ServiceHeartbeat))
     await bus.publish(f"test.{uid}.hb", hb)
     assert await got.wait(1) == [hb]
+
+
+async def test_concurrent_responder_answers_requests_in_parallel(bus: Bus, uid: str) -> None:
+    release = asyncio.Event()
+    started = 0
+
+    async def slow(req: Echo, _: Incoming) -> Echo:
+        nonlocal started
+        started += 1
+        if started == 3:
+            release.set()
+        await release.wait()  # all three must be in hand at once to get here
+        return req
+
+    subject = f"test.{uid}.parallel"
+    await bus.serve(subject, Echo, slow, concurrency=4)
+    replies: list[Echo] = await asyncio.gather(
+        *(bus.request(subject, Echo(text=str(i)), Echo, timeout=5) for i in range(3))
+    )
+    assert [r.text for r in replies] == ["0", "1", "2"]

@@ -8,7 +8,7 @@ import pytest
 
 from schemas import subjects
 from schemas.bus import Bus, Incoming
-from schemas.call_lifecycle import AnyCallLifecycleEvent
+from schemas.call_events import AnyCallEvent
 from tests.support.call_client import CallClient
 from tests.support.gateways import GatewayCluster
 from tests.support.nats_server import NatsServer
@@ -67,7 +67,7 @@ async def test_direct_call_across_two_gateways_with_media(
     started = await alice.initiate(conv)
     call_id = started["call"]["callId"]
     log = EventLog()
-    await bus.subscribe(subjects.call_events_of(call_id), AnyCallLifecycleEvent, log)
+    await bus.subscribe(subjects.call_events_of(call_id), AnyCallEvent, log)
     await bus.nc.flush()
     ice = started["iceServers"]
     assert any(s.get("username", "").endswith(f":{alice_id}") for s in ice)

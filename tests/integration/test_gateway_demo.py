@@ -34,8 +34,8 @@ async def _run(*args: str, timeout: float = 60) -> tuple[int, str]:
 
 
 @pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
-    """``make run``'s stack on free ports: (gateway URL, NATS URL)."""
+async def stack(tmp_path: Path) -> AsyncIterator[tuple[str, str, Path]]:
+    """``make run``'s stack on free ports: (gateway URL, NATS URL, gateway log)."""
     gw_port, nats_port = free_port(), free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -59,7 +59,11 @@ async def stack(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
             if not raw:
                 raise AssertionError("devstack exited early:\n" + "".join(seen))
             seen.append(raw.decode())
-        yield f"http://127.0.0.1:{gw_port}", f"nats://127.0.0.1:{nats_port}"
+        yield (
+            f"http://127.0.0.1:{gw_port}",
+            f"nats://127.0.0.1:{nats_port}",
+            tmp_path / "run" / "logs" / "gateway.log",
+        )
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)
@@ -67,8 +71,10 @@ async def stack(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
 
 
 @pytest.mark.slow
-async def test_the_readme_demo_call_works_on_the_embedded_stack(stack: tuple[str, str]) -> None:
-    gateway, nats_url = stack
+async def test_the_readme_demo_call_works_on_the_embedded_stack(
+    stack: tuple[str, str, Path],
+) -> None:
+    gateway, nats_url, gateway_log = stack
     code, out = await _run("--gateway", gateway, "--nats", nats_url)
     assert code == 0, out
     for step in ("ringing", "accepted", "offer/answer", "media flowing", "mute seen", "hung up"):
@@ -81,6 +87,7 @@ async def test_the_readme_demo_call_works_on_the_embedded_stack(stack: tuple[str
     # A second run right after works too (no call left behind in demo-direct).
     code, again = await _run("--gateway", gateway, "--nats", nats_url, "--no-events")
     assert code == 0, again
+    assert "Traceback" not in gateway_log.read_text()
 
 
 async def test_the_demo_says_clearly_when_no_stack_runs() -> None:

@@ -2,7 +2,7 @@
 
 import msgspec
 
-from schemas.call_lifecycle import (
+from schemas.call_events import (
     CallStatusChanged,
     ParticipantDisconnected,
     ParticipantResumed,

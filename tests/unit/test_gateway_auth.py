@@ -92,12 +92,19 @@ def test_turn_credentials_follow_coturn_rest_api() -> None:
     expected = base64.b64encode(hmac.new(b"s3cret", b"4600:alice", hashlib.sha1).digest())
     assert credential == expected.decode()
     cfg = ice_servers(
-        settings(turn_urls="turn:t:3478", turn_secret="s3cret", turn_ttl_s=7200), "alice", 1000.0
+        settings(
+            stun_urls="stun:t:3478",
+            turn_urls="turn:t:3478",
+            turn_secret="s3cret",
+            turn_ttl_s=7200,
+        ),
+        "alice",
+        1000.0,
     )
+    assert cfg["iceServers"][0] == {"urls": ["stun:t:3478"]}
     assert cfg["iceServers"][1]["username"] == "8200:alice" and cfg["expiresAt"] == 8200
-    assert ice_servers(settings(), "alice")["iceServers"] == [
-        {"urls": ["stun:stun.l.google.com:19302"]}
-    ]
+    # No third-party STUN unless configured: host candidates only (loopback, LAN).
+    assert ice_servers(settings(), "alice")["iceServers"] == []
 
 
 def test_sdp_and_candidate_shapes() -> None:
@@ -237,3 +244,9 @@ def test_guest_tokens_have_their_own_key() -> None:
         tokens.verify(forged)
     genuine, _ = tokens.issue_guest_token("grp-1", "Gus", "en")
     assert tokens.verify(genuine).conversation_id == "grp-1"
+
+
+def test_display_names_from_tokens_are_printable_and_short() -> None:
+    who = TokenService(settings()).verify(user_token(name="\x1b[31mEve\x00" + "x" * 200))
+    assert who.display_name.startswith("[31mEve") and len(who.display_name) <= 100
+    assert not any(ord(c) < 32 for c in who.display_name)
