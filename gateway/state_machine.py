@@ -283,24 +283,7 @@ def join(
     out = Outcome(state)
     existing = participant_of(state, who.principal_id)
     if existing is not None:
-        updated = _replace(
-            existing,
-            connection="connected",
-            disconnected_at=None,
-            last_seen_at=now,
-            resume_token_sha256=hash_token(resume_token),
-        )
-        _put_participant(out, updated)
-        if existing.connection == "reconnecting":
-            out.events.append(
-                ParticipantResumed(call_id=state.call_id, participant_id=existing.participant_id)
-            )
-            out.notify_participants(
-                "call:participant-resumed",
-                {"callId": state.call_id, "participant": participant_view(updated)},
-                exclude=existing.participant_id,
-            )
-            _settle_reconnecting(out)
+        _reconnect(out, existing, resume_token, now=now)
         out.result = {"participantId": existing.participant_id, "rebound": True}
         return out
     if not may_join:
@@ -364,24 +347,7 @@ def resume(state: CallState, resume_token: str, *, now: float, new_token: str) -
     else:
         raise CallError("forbidden", "the resume token is not valid for this call")
     out = Outcome(state)
-    updated = _replace(
-        p,
-        connection="connected",
-        disconnected_at=None,
-        last_seen_at=now,
-        resume_token_sha256=hash_token(new_token),
-    )
-    _put_participant(out, updated)
-    if p.connection == "reconnecting":
-        out.events.append(
-            ParticipantResumed(call_id=state.call_id, participant_id=p.participant_id)
-        )
-        out.notify_participants(
-            "call:participant-resumed",
-            {"callId": state.call_id, "participant": participant_view(updated)},
-            exclude=p.participant_id,
-        )
-        _settle_reconnecting(out)
+    _reconnect(out, p, new_token, now=now)
     out.result = {"participantId": p.participant_id, "resumed": True, "principalId": p.principal_id}
     return out
 
@@ -560,6 +526,26 @@ def apply_due(state: CallState, *, now: float) -> Outcome | None:
 
 
 # --- helpers ------------------------------------------------------------------------------
+def _reconnect(out: Outcome, p: CallParticipantState, token: str, *, now: float) -> None:
+    """Bind ``p`` to a new socket with a fresh resume token (announcing a resumption)."""
+    updated = _replace(
+        p,
+        connection="connected",
+        disconnected_at=None,
+        last_seen_at=now,
+        resume_token_sha256=hash_token(token),
+    )
+    _put_participant(out, updated)
+    if p.connection == "reconnecting":
+        out.events.append(ParticipantResumed(call_id=out.call_id, participant_id=p.participant_id))
+        out.notify_participants(
+            "call:participant-resumed",
+            {"callId": out.call_id, "participant": participant_view(updated)},
+            exclude=p.participant_id,
+        )
+        _settle_reconnecting(out)
+
+
 def _ringing(state: CallState) -> list[str]:
     return [i.user_id for i in state.invitees if i.status == "ringing"]
 

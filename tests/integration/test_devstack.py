@@ -2,61 +2,27 @@
 
 import asyncio
 import os
-import signal
 import sys
 from pathlib import Path
 
 import httpx
 
-from tests.support.nats_server import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.stack import ROOT, EmbeddedStack
 
 
 async def test_embedded_stack_comes_up_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    gw_port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "devstack",
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "STACK_DIR": str(tmp_path / "run"),
-            "STACK_NATS_PORT": str(free_port()),
-            "GATEWAY_PORT": str(gw_port),
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    lines: list[str] = []
-
-    async def read_until(marker: str) -> None:
-        while True:
-            raw = await proc.stdout.readline()  # type: ignore[union-attr]
-            if not raw:
-                raise AssertionError("devstack exited early:\n" + "".join(lines))
-            lines.append(raw.decode())
-            if marker in lines[-1]:
-                return
-
-    await asyncio.wait_for(read_until("All components ready"), 60)
-    ready = [line.split()[1] for line in lines if line.strip().startswith("ok")]
+    stack = await EmbeddedStack(tmp_path / "run").start()
+    ready = [line.split()[1] for line in stack.lines if line.strip().startswith("ok")]
     assert ready == ["nats", "gateway", "media-node", "transcriber", "translator-bridge"]
     async with httpx.AsyncClient() as http:
-        assert (await http.get(f"http://127.0.0.1:{gw_port}/readyz")).status_code == 200
+        assert (await http.get(f"{stack.gateway_url}/readyz")).status_code == 200
 
-    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-    rest, _ = await asyncio.wait_for(proc.communicate(), 60)
-    out = rest.decode()
-    assert proc.returncode == 0, out
-    for name in ready:
-        assert f"{name}" in out and "stopped (exit 0)" in out
+    code, out = await stack.stop()  # what Ctrl-C sends
+    assert code == 0, out
     stopped = [line.split()[1] for line in out.splitlines() if "stopped (exit" in line]
     assert stopped == list(reversed(ready))  # services drain before NATS goes away
     assert all("(exit 0)" in line for line in out.splitlines() if "stopped (exit" in line)
-    assert (tmp_path / "run" / "logs" / "gateway.log").exists()
+    assert stack.log("gateway").exists()
 
 
 async def test_stack_refuses_a_busy_port(tmp_path: Path) -> None:

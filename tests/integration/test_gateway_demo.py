@@ -5,8 +5,6 @@ with its seed data and dev tokens, the other services), so the demo cannot rot.
 """
 
 import asyncio
-import os
-import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.nats_server import free_port
+from tests.support.stack import EmbeddedStack
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "tools" / "demo_call.py"
@@ -36,38 +35,11 @@ async def _run(*args: str, timeout: float = 60) -> tuple[int, str]:
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[tuple[str, str, Path]]:
     """``make run``'s stack on free ports: (gateway URL, NATS URL, gateway log)."""
-    gw_port, nats_port = free_port(), free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "devstack",
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "STACK_DIR": str(tmp_path / "run"),
-            "STACK_NATS_PORT": str(nats_port),
-            "GATEWAY_PORT": str(gw_port),
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    seen: list[str] = []
+    running = await EmbeddedStack(tmp_path / "run").start()
     try:
-        while not seen or "All components ready" not in seen[-1]:
-            raw = await asyncio.wait_for(proc.stdout.readline(), 60)
-            if not raw:
-                raise AssertionError("devstack exited early:\n" + "".join(seen))
-            seen.append(raw.decode())
-        yield (
-            f"http://127.0.0.1:{gw_port}",
-            f"nats://127.0.0.1:{nats_port}",
-            tmp_path / "run" / "logs" / "gateway.log",
-        )
+        yield running.gateway_url, running.nats_url, running.log("gateway")
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            await asyncio.wait_for(proc.communicate(), 60)
+        await running.stop()
 
 
 @pytest.mark.slow
