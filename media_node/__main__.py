@@ -2,12 +2,14 @@
 
 import sys
 
+from media_node import eventloop
 from media_node.service import MediaNodeService
 from media_node.settings import MediaNodeSettings
 from schemas.runtime import launch
 
 
 def main() -> None:
+    eventloop.install()
     sys.exit(launch(MediaNodeService, MediaNodeSettings))
 
 

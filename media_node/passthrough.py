@@ -14,6 +14,12 @@ The adaptation, documented and tested (tests/unit/test_media_passthrough.py):
   ``av.Packet`` (pts = RTP timestamp, time base = 1/clock rate) without decoding it.
 - :func:`enable_passthrough` marks one remote track. It must run in the peer connection's
   ``track`` event, which aiortc fires before ``receive()`` starts the worker thread.
+  Given the track's receiver too, it also replaces the receiver's queue to that thread
+  (:class:`InlineFrameQueue`): each frame then becomes an ``av.Packet`` right where the
+  receiver completes it, on the event loop, and the thread exits at once. Wrapping a frame
+  costs a few microseconds; the thread hop it replaces (a ``queue.Queue`` put and get, a GIL
+  handover, ``call_soon_threadsafe`` waking the loop through its self-pipe) cost far more
+  per frame, for every published track.
 - :class:`ReceiverHooks` observes the RTP packets of one receiver (audio level header
   extension, the publisher's primary SSRC), sends PLIs on behalf of subscribers, and
   reports when the receiver itself asked for a keyframe (its jitter buffer dropped data).
@@ -21,7 +27,9 @@ The adaptation, documented and tested (tests/unit/test_media_passthrough.py):
   of setting an encoder flag nobody reads in passthrough.
 
 No aiortc source is copied or forked; the hooks use instance attributes (``_handle_rtp_packet``,
-``_send_rtcp_pli``, ``_send_keyframe``) that aiortc's transport and RTCP code call by name.
+``_send_rtcp_pli``, ``_send_keyframe``) that aiortc's transport and RTCP code call by name,
+and the receiver's private ``__decoder_queue`` (only its ``put``/``get`` are used; if it is
+missing, the thread path stays).
 """
 
 import asyncio
@@ -43,6 +51,41 @@ class PassthroughQueue(asyncio.Queue[Any]):
     """The queue of a remote track whose frames must stay encoded (a marker type)."""
 
 
+def _to_packet(
+    encoded_frame: Any, time_bases: dict[int, fractions.Fraction], clock_rate: int
+) -> "av.Packet[Any]":
+    time_base = time_bases.get(clock_rate)
+    if time_base is None:
+        time_base = time_bases[clock_rate] = fractions.Fraction(1, clock_rate)
+    packet = av.Packet(encoded_frame.data)
+    packet.pts = encoded_frame.timestamp
+    packet.time_base = time_base
+    return packet
+
+
+class InlineFrameQueue:
+    """Stands in for a receiver's ``queue.Queue`` to its decoder thread (see the docstring).
+
+    aiortc calls ``put`` on the event loop, with ``(codec, JitterFrame)`` for each complete
+    frame and ``None`` when the receiver stops; both go straight to the track's queue.
+    """
+
+    def __init__(self, output_q: "asyncio.Queue[Any]") -> None:
+        self._output_q = output_q
+        self._time_bases: dict[int, fractions.Fraction] = {}
+
+    def put(self, task: Any) -> None:
+        if task is None:
+            self._output_q.put_nowait(None)
+            return
+        codec, encoded_frame = task
+        self._output_q.put_nowait(_to_packet(encoded_frame, self._time_bases, codec.clockRate))
+
+    def get(self) -> None:
+        """What the (idle) worker thread would read: nothing, so it ends at once."""
+        return None
+
+
 def passthrough_worker(
     loop: asyncio.AbstractEventLoop,
     input_q: "queue.Queue[Any]",
@@ -58,12 +101,7 @@ def passthrough_worker(
             loop.call_soon_threadsafe(output_q.put_nowait, None)
             return
         codec, encoded_frame = task
-        time_base = time_bases.get(codec.clockRate)
-        if time_base is None:
-            time_base = time_bases[codec.clockRate] = fractions.Fraction(1, codec.clockRate)
-        packet = av.Packet(encoded_frame.data)
-        packet.pts = encoded_frame.timestamp
-        packet.time_base = time_base
+        packet = _to_packet(encoded_frame, time_bases, codec.clockRate)
         try:
             loop.call_soon_threadsafe(output_q.put_nowait, packet)
         except RuntimeError:  # the loop closed under us: nobody is listening any more
@@ -76,6 +114,8 @@ def _dispatching_worker(
     output_q: "asyncio.Queue[Any]",
     decode_error: threading.Event,
 ) -> None:
+    if isinstance(input_q, InlineFrameQueue):
+        return  # frames are wrapped on the event loop; this thread has nothing to do
     worker = passthrough_worker if isinstance(output_q, PassthroughQueue) else _original_worker
     worker(loop, input_q, output_q, decode_error)
 
@@ -93,16 +133,31 @@ def installed() -> bool:
     return rtcrtpreceiver.decoder_worker is _dispatching_worker
 
 
-def enable_passthrough(track: MediaStreamTrack) -> None:
-    """Make a remote track deliver ``av.Packet`` s. Call from the ``track`` event."""
+_DECODER_QUEUE_ATTR = "_RTCRtpReceiver__decoder_queue"
+
+
+def enable_passthrough(track: MediaStreamTrack, receiver: Any = None) -> None:
+    """Make a remote track deliver ``av.Packet`` s. Call from the ``track`` event.
+
+    With ``receiver`` (the track's ``RTCRtpReceiver``), frames are wrapped on the event loop
+    instead of in a thread. If a future aiortc renames the private queue, or the receiver
+    already queued frames, the thread path is kept (same output, more CPU).
+    """
     if not installed():
         raise RuntimeError("media_node.passthrough.install() was not called")
     current = track._queue  # type: ignore[attr-defined]
-    if isinstance(current, PassthroughQueue):
+    if not isinstance(current, PassthroughQueue):
+        if not current.empty():
+            raise RuntimeError("the track already received decoded frames")
+        current = track._queue = PassthroughQueue()  # type: ignore[attr-defined]
+    if receiver is None:
         return
-    if not current.empty():
-        raise RuntimeError("the track already received decoded frames")
-    track._queue = PassthroughQueue()  # type: ignore[attr-defined]
+    thread_q = getattr(receiver, _DECODER_QUEUE_ATTR, None)
+    if isinstance(thread_q, InlineFrameQueue):
+        return
+    if not isinstance(thread_q, queue.Queue) or not thread_q.empty():
+        return
+    setattr(receiver, _DECODER_QUEUE_ATTR, InlineFrameQueue(current))
 
 
 RtpObserver = Callable[[Any], None]

@@ -60,7 +60,9 @@ class MediaRpc:
         subs = []
         for request_type, handler in handlers:
             subject = subjects.media_rpc(self.node_id, request_type.verb)
-            subs.append(await bus.serve(subject, request_type, handler))
+            # SDP work takes a while; answer many participants at once (a whole call
+            # migrating to this node), not one after another.
+            subs.append(await bus.serve(subject, request_type, handler, concurrency=32))
         return subs
 
     async def open_session(self, req: OpenSession, _: Incoming) -> SessionOpened:

@@ -1,5 +1,6 @@
-"""Codec pinning and offer checks for the two legs of a session."""
+"""Codec pinning, offer checks and the announced address for the two legs of a session."""
 
+import ipaddress
 from typing import Any
 
 from aiortc import RTCRtpReceiver, RTCRtpSender
@@ -38,3 +39,37 @@ def primary_payload_type(transceiver: Any) -> int | None:
 def negotiated_mime(transceiver: Any) -> str | None:
     codecs = transceiver._codecs
     return str(codecs[0].mimeType).lower() if codecs else None
+
+
+def announce_address(sdp: str, public_ip: str) -> str:
+    """Rewrite the node's host candidates to ``public_ip`` (a 1:1 NAT or a host port map).
+
+    aiortc offers a host candidate for every local interface; behind NAT those addresses are
+    unreachable for browsers. Like mediasoup's ``announcedIp``, candidates of the announced
+    address family keep their ports and get the public address; candidates of the other
+    family are dropped (their sockets cannot be reached at that address). With no
+    ``public_ip`` the description is returned unchanged.
+    """
+    if not public_ip:
+        return sdp
+    family = ipaddress.ip_address(public_ip).version
+    kept: list[str] = []
+    for original in sdp.split("\r\n"):
+        line = original
+        if line.startswith("a=candidate:"):
+            fields = line.split(" ")
+            # a=candidate:<foundation> <component> <transport> <priority> <addr> <port> typ <type>
+            try:
+                version = ipaddress.ip_address(fields[4]).version
+            except (IndexError, ValueError):
+                kept.append(original)  # an mDNS name or something unexpected: leave it
+                continue
+            if version != family:
+                continue
+            if "typ" in fields and fields[fields.index("typ") + 1] == "host":
+                fields[4] = public_ip
+            line = " ".join(fields)
+        elif line.startswith("c=IN IP"):
+            line = f"c=IN IP{family} {public_ip}"
+        kept.append(line)
+    return "\r\n".join(kept)

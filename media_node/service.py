@@ -52,6 +52,7 @@ class MediaNodeService(Service[MediaNodeSettings]):
             max_hole_s=settings.media_node_max_hole_s,
             video_queue_frames=settings.media_node_video_queue_frames,
             tap_queue_packets=settings.media_node_tap_queue_packets,
+            public_ip=settings.media_node_public_ip,
         )
         self.registry = SessionRegistry(node, capacity=settings.media_node_max_participants)
         self.rpc = MediaRpc(

@@ -20,7 +20,14 @@ from media_node import passthrough
 from media_node.forwarder import ForwardedTrack, ForwardingStats, TrackForwarder
 from media_node.jitter import use_marker_jitter_buffer
 from media_node.keyframes import KeyframeRequester
-from media_node.sdp import PINNED, count_media, negotiated_mime, pinned_codecs, primary_payload_type
+from media_node.sdp import (
+    PINNED,
+    announce_address,
+    count_media,
+    negotiated_mime,
+    pinned_codecs,
+    primary_payload_type,
+)
 from media_node.tap import AudioTap, ChunkSink, TapStats, VadKind
 from schemas.bus import RpcFailure
 from schemas.ids import new_id
@@ -46,6 +53,7 @@ class NodeContext:
     video_queue_frames: int = 64
     audio_queue_frames: int = 50
     tap_queue_packets: int = 250
+    public_ip: str = ""
 
 
 LevelSink = Callable[[str, float], None]
@@ -110,7 +118,10 @@ class ParticipantSession:
         @pc.on("track")
         def on_track(track: Any) -> None:
             # Fired before receive() starts aiortc's decoder thread: just in time.
-            passthrough.enable_passthrough(track)
+            receiver = next(
+                (t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None
+            )
+            passthrough.enable_passthrough(track, receiver)
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
@@ -131,7 +142,7 @@ class ParticipantSession:
             self._start_forwarding(transceiver)
         pc.on("connectionstatechange", self._on_publish_state)
         log.info("session.published", kinds=[t.kind for t in receiving], **self._fields)
-        return str(pc.localDescription.sdp)
+        return announce_address(str(pc.localDescription.sdp), self._node.public_ip)
 
     def _start_forwarding(self, transceiver: Any) -> None:
         kind = transceiver.kind
@@ -224,6 +235,11 @@ class ParticipantSession:
         track.stop()
 
     @property
+    def public_ip(self) -> str:
+        """The address this node announces in its candidates (empty: its own)."""
+        return self._node.public_ip
+
+    @property
     def forwarded_streams(self) -> int:
         return sum(len(tracks) for tracks in self.outlets.values())
 
@@ -285,7 +301,7 @@ class Subscription:
             publisher_id=publisher.participant_id,
             subscription_id=self.subscription_id,
         )
-        return str(pc.localDescription.sdp)
+        return announce_address(str(pc.localDescription.sdp), self.subscriber.public_ip)
 
     async def answer(self, sdp: str) -> None:
         if self.answered:

@@ -10,8 +10,11 @@ from schemas.settings import PositiveFloat, ServiceSettings
 class MediaNodeSettings(ServiceSettings, frozen=True, kw_only=True):
     """Settings of one media node instance."""
 
-    #: Address media is sent from and received on (ICE host candidates).
-    media_node_public_ip: str = "127.0.0.1"
+    #: Address browsers reach this node at, announced in its ICE host candidates (like
+    #: mediasoup's ``announcedIp``); empty: the node's own interface addresses.
+    media_node_public_ip: Annotated[
+        str, msgspec.Meta(pattern=r"^$|^[0-9.]+$|^[0-9A-Fa-f:]+$", max_length=45)
+    ] = ""
     #: Most participants this node accepts before placement must pick another node.
     media_node_max_participants: Annotated[int, msgspec.Meta(ge=1)] = 50
     #: Load report on ``media.node.heartbeat`` every this many seconds.

@@ -84,6 +84,7 @@ class CallClient:
         self.resume_token: str | None = None
         self.links: dict[str, PeerLink] = {}
         self._heartbeat: asyncio.Task[None] | None = None
+        self._beating = False
         #: Offers and answers in progress (kept referenced: asyncio holds tasks weakly).
         self._tasks: set[asyncio.Task[None]] = set()
         self._media_changed = asyncio.Event()
@@ -107,10 +108,7 @@ class CallClient:
         )
 
     async def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._heartbeat
+        await self.stop_heartbeats()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -121,6 +119,7 @@ class CallClient:
 
     async def drop(self, timeout: float = 5.0) -> None:
         """Close the socket only (as a lost network would); peer connections stay."""
+        self._beating = False
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         with contextlib.suppress(Exception):
@@ -234,13 +233,25 @@ class CallClient:
         return await self._must("call:heartbeat", {"callId": self.call_id})
 
     def start_heartbeats(self, interval_s: float) -> None:
+        self._beating = True
+
         async def loop() -> None:
-            while True:
+            # The flag, not only cancel(): on Python 3.11 ``asyncio.wait_for`` (inside
+            # ``sio.call``) can swallow a cancellation that races its own completion.
+            while self._beating:
                 await asyncio.sleep(interval_s)
                 with contextlib.suppress(Exception):
                     await self.request("call:heartbeat", {"callId": self.call_id}, timeout=5)
 
         self._heartbeat = asyncio.get_running_loop().create_task(loop())
+
+    async def stop_heartbeats(self) -> None:
+        self._beating = False
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._heartbeat, 10)
+            self._heartbeat = None
 
     async def signal(self, to: str, type_: str, **fields: Any) -> Payload:
         return await self.request(

@@ -1,6 +1,7 @@
 """The receiver hook, on a real aiortc connection pair in this process."""
 
 import asyncio
+import threading
 from typing import Any
 
 import av
@@ -13,7 +14,9 @@ from media_node.sdp import pinned_codecs
 from tests.support.media_peer import PatternVideoTrack
 
 
-async def connect(marked: bool) -> tuple[RTCPeerConnection, RTCPeerConnection, asyncio.Future[Any]]:
+async def connect(
+    marked: bool, *, inline: bool = False
+) -> tuple[RTCPeerConnection, RTCPeerConnection, asyncio.Future[Any]]:
     sender, receiver = RTCPeerConnection(), RTCPeerConnection()
     sender.addTrack(PatternVideoTrack((10, 200, 10)))
     transceiver = receiver.addTransceiver("video", direction="recvonly")
@@ -24,7 +27,7 @@ async def connect(marked: bool) -> tuple[RTCPeerConnection, RTCPeerConnection, a
     @receiver.on("track")
     def on_track(track: MediaStreamTrack) -> None:
         if marked:
-            passthrough.enable_passthrough(track)
+            passthrough.enable_passthrough(track, transceiver.receiver if inline else None)
 
         async def first() -> None:
             got.set_result(await track.recv())
@@ -53,6 +56,24 @@ async def test_marked_tracks_deliver_encoded_vp8_and_others_still_decode() -> No
     sender, receiver, got = await connect(marked=False)
     try:
         assert isinstance(await asyncio.wait_for(got, 20), av.VideoFrame)
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+async def test_with_its_receiver_frames_are_wrapped_on_the_loop_without_a_thread() -> None:
+    passthrough.install()
+    sender, receiver, got = await connect(marked=True, inline=True)
+    try:
+        rtp_receiver = receiver.getTransceivers()[0].receiver
+        assert isinstance(
+            rtp_receiver._RTCRtpReceiver__decoder_queue,  # type: ignore[attr-defined]
+            passthrough.InlineFrameQueue,
+        )
+        first = await asyncio.wait_for(got, 20)
+        assert isinstance(first, av.Packet)
+        assert is_vp8_keyframe(bytes(first)) and first.time_base.denominator == 90000
+        assert not any(t.name == "video-decoder" and t.is_alive() for t in threading.enumerate())
     finally:
         await sender.close()
         await receiver.close()
