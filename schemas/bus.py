@@ -304,11 +304,18 @@ class Bus:
             expected_type=expected,
             delivery_attempts=attempts,
         )
+        data = encode(letter)
+        dlq = subjects.dead_letter(subject)
         try:
-            await self.nc.publish(subjects.dead_letter(subject), encode(letter))
+            # Acknowledged by the DEAD_LETTERS stream, so a parked message is really kept.
+            await self.js.publish(dlq, data, timeout=2.0)
             self.stats.dead_lettered += 1
         except Exception as exc:  # never let parking a letter kill the subscriber
-            log.error("bus.dead_letter_failed", subject=subject, error=type(exc).__name__)
+            log.error("bus.dead_letter_unacked", subject=subject, error=type(exc).__name__)
+            # No stream (a bus that never provisioned) or JetStream away: still tell
+            # whoever listens on the dead-letter subject.
+            with contextlib.suppress(Exception):
+                await self.nc.publish(dlq, data)
 
     # --- request / reply ------------------------------------------------------------
     async def request(
