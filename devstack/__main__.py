@@ -61,8 +61,10 @@ async def run() -> int:
     try:
         await supervisor.start_all()
         gateway = next(c for c in components if c.name == "gateway")
+        url = gateway.describe()
         print(
-            f"\nAll components ready. Open {gateway.describe()}  (Ctrl-C stops everything)\n",
+            f"\nAll components ready. Gateway {url} (OpenAPI: {url}/openapi.json; "
+            "a two-person call: .venv/bin/python tools/demo_call.py). Ctrl-C stops everything.\n",
             flush=True,
         )
         code = await supervisor.watch(stop)

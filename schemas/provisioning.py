@@ -64,37 +64,42 @@ def stream_configs(settings: BusSettings) -> list[StreamConfig]:
     ]
 
 
+#: Every bucket: (name, what it holds, revisions kept per key).
+_BUCKETS: tuple[tuple[str, str, int], ...] = (
+    (
+        subjects.CALLS_BUCKET,
+        "Live state of every active call; changed only by compare-and-set.",
+        5,
+    ),
+    (
+        subjects.CALL_CLAIMS_BUCKET,
+        "The one active call of each conversation (created atomically).",
+        1,
+    ),
+    (
+        subjects.CONVERSATIONS_BUCKET,
+        "Conversation registry: type and members with roles.",
+        1,
+    ),
+    (
+        subjects.SHARE_LINKS_BUCKET,
+        "Guest share links of GROUP conversations (revocable, counted uses).",
+        1,
+    ),
+)
+
+
 def kv_configs(settings: BusSettings) -> list[KeyValueConfig]:
     """The key-value buckets, as configured for these settings."""
     return [
         KeyValueConfig(
-            bucket=subjects.CALLS_BUCKET,
-            description="Live state of every active call; changed only by compare-and-set.",
-            history=5,
+            bucket=name,
+            description=description,
+            history=history,
             storage=StorageType.FILE,
             replicas=settings.nats_stream_replicas,
-        ),
-        KeyValueConfig(
-            bucket=subjects.CALL_CLAIMS_BUCKET,
-            description="The one active call of each conversation (created atomically).",
-            history=1,
-            storage=StorageType.FILE,
-            replicas=settings.nats_stream_replicas,
-        ),
-        KeyValueConfig(
-            bucket=subjects.CONVERSATIONS_BUCKET,
-            description="Conversation registry: type and members with roles.",
-            history=1,
-            storage=StorageType.FILE,
-            replicas=settings.nats_stream_replicas,
-        ),
-        KeyValueConfig(
-            bucket=subjects.SHARE_LINKS_BUCKET,
-            description="Guest share links of GROUP conversations (revocable, counted uses).",
-            history=1,
-            storage=StorageType.FILE,
-            replicas=settings.nats_stream_replicas,
-        ),
+        )
+        for name, description, history in _BUCKETS
     ]
 
 
