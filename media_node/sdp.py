@@ -4,6 +4,7 @@ import ipaddress
 from typing import Any
 
 from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import sdp as aiortc_sdp
 
 #: What the SFU forwards: it cannot transcode, so both legs must use exactly these.
 PINNED = {"audio": ("audio/opus",), "video": ("video/vp8", "video/rtx")}
@@ -16,6 +17,53 @@ def pinned_codecs(kind: str, *, sending: bool) -> list[Any]:
         return []
     wanted = PINNED[kind]
     return [c for c in caps.codecs if c.mimeType.lower() in wanted]
+
+
+#: ICE candidates accepted per description. A browser offers a handful; each remote
+#: candidate makes the node send connectivity checks to that address, so an unbounded list
+#: would turn the node into a STUN sprayer toward addresses of the client's choosing.
+MAX_CANDIDATES = 32
+
+
+class UnusableSdp(ValueError):
+    """A client's description the node will not apply (the message names no identity)."""
+
+
+def check_description(sdp: str) -> dict[str, int]:
+    """Reject what aiortc would accept but then fail on later, outside any RPC.
+
+    aiortc's ``setRemoteDescription`` takes a media section without DTLS fingerprint or
+    ``a=setup`` and only fails in its background connect task (a traceback in the log, a
+    peer connection stuck half-open); duplicate mids fail in ``createAnswer``; a data
+    channel section starts an SCTP association nobody reads. Returns the m-line count
+    per kind (only ``audio`` and ``video`` are allowed).
+    """
+    try:
+        parsed = aiortc_sdp.SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser raises whatever its string handling hits
+        raise UnusableSdp(f"unparsable SDP ({type(exc).__name__})") from None
+    counts: dict[str, int] = {}
+    mids: set[str | None] = set()
+    candidates = 0
+    for media in parsed.media:
+        if media.kind not in ("audio", "video"):
+            raise UnusableSdp("only audio and video m-lines are accepted")
+        counts[media.kind] = counts.get(media.kind, 0) + 1
+        mid = media.rtp.muxId
+        if mid in mids:
+            raise UnusableSdp("two m-lines share a mid")
+        mids.add(mid)
+        if media.dtls is None or not media.dtls.fingerprints:
+            raise UnusableSdp("a media section lacks a DTLS fingerprint or setup role")
+        if not media.ice.usernameFragment or not media.ice.password:
+            raise UnusableSdp("a media section lacks ICE credentials")
+        candidates += len(media.ice_candidates)
+    if candidates > MAX_CANDIDATES:
+        raise UnusableSdp(f"more than {MAX_CANDIDATES} ICE candidates")
+    # Cross-check with a plain line count: aiortc's parser and ours must agree.
+    if counts != count_media(sdp):
+        raise UnusableSdp("m-lines the parser could not read")
+    return counts
 
 
 def count_media(sdp: str) -> dict[str, int]:

@@ -22,8 +22,9 @@ from media_node.jitter import use_marker_jitter_buffer
 from media_node.keyframes import KeyframeRequester
 from media_node.sdp import (
     PINNED,
+    UnusableSdp,
     announce_address,
-    count_media,
+    check_description,
     negotiated_mime,
     pinned_codecs,
     primary_payload_type,
@@ -100,14 +101,20 @@ class ParticipantSession:
     # --- publishing ------------------------------------------------------------------
     async def publish(self, offer_sdp: str) -> str:
         """Answer the client's offer for what it sends; start forwarding it."""
+        if self.closed:
+            raise RpcFailure("not_found", "this session was closed")
         if self.publish_pc is not None:
             raise RpcFailure("conflict", "this session already published")
-        counts = count_media(offer_sdp)
+        try:
+            counts = check_description(offer_sdp)
+        except UnusableSdp as exc:
+            raise RpcFailure("bad_request", f"unusable SDP offer: {exc}") from None
         if counts.get("audio", 0) > 1 or counts.get("video", 0) > 1:
             raise RpcFailure("bad_request", "at most one audio and one video track")
         if not counts.get("audio") and not counts.get("video"):
             raise RpcFailure("bad_request", "the offer carries no audio or video")
         pc = RTCPeerConnection()
+        # Set before the first await: a concurrent publish sees it and gets ``conflict``.
         self.publish_pc = pc
         # Pin the codecs before setRemoteDescription, which filters them: a browser that
         # prefers H.264 would otherwise get H.264, which no subscriber could be sent.
@@ -125,24 +132,34 @@ class ParticipantSession:
 
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            self._still_publishing(pc)
+            receiving = [t for t in pc.getTransceivers() if t.receiver.track is not None]
+            if not receiving:
+                raise RpcFailure("bad_request", "the offer sends no audio or video")
+            for transceiver in receiving:
+                if negotiated_mime(transceiver) not in PINNED[transceiver.kind]:
+                    raise RpcFailure(
+                        "bad_request", f"{transceiver.kind}: only Opus and VP8 are forwarded"
+                    )
+            await pc.setLocalDescription(await pc.createAnswer())
+            self._still_publishing(pc)
+        except RpcFailure:
+            await self._drop_publish_pc(pc)
+            raise
         except Exception as exc:  # aiortc raises ValueError, InternalError, ... on bad SDP
-            await self._drop_publish_pc()
+            await self._drop_publish_pc(pc)
             raise RpcFailure("bad_request", f"unusable SDP offer: {type(exc).__name__}") from None
-        receiving = [t for t in pc.getTransceivers() if t.receiver.track is not None]
-        for transceiver in receiving:
-            mime = negotiated_mime(transceiver)
-            if mime not in PINNED[transceiver.kind]:
-                await self._drop_publish_pc()
-                raise RpcFailure(
-                    "bad_request", f"{transceiver.kind}: only Opus and VP8 are forwarded"
-                )
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
         for transceiver in receiving:
             self._start_forwarding(transceiver)
         pc.on("connectionstatechange", self._on_publish_state)
         log.info("session.published", kinds=[t.kind for t in receiving], **self._fields)
         return announce_address(str(pc.localDescription.sdp), self._node.public_ip)
+
+    def _still_publishing(self, pc: Any) -> None:
+        """After an await: the session may have been closed (or replaced) meanwhile."""
+        if self.closed or self.publish_pc is not pc:
+            # Starting forwarders and a tap now would leak them: close() already ran.
+            raise RpcFailure("not_found", "this session was closed")
 
     def _start_forwarding(self, transceiver: Any) -> None:
         kind = transceiver.kind
@@ -188,13 +205,15 @@ class ParticipantSession:
         forwarder.start()
 
     def _observe_audio(self, packet: Any) -> None:
+        if self.closed:
+            return  # packets still arriving while closing must not revive a left speaker
         level = packet.extensions.audio_level
         if level is not None:
             self.level_from_rtp = True
             self._on_level(self.participant_id, -float(level[1]))
 
     def _level_from_tap(self, dbov: float) -> None:
-        if not self.level_from_rtp:
+        if not self.level_from_rtp and not self.closed:
             self._on_level(self.participant_id, dbov)
 
     async def _send_pli(self, ssrc: int) -> None:
@@ -209,10 +228,15 @@ class ParticipantSession:
         if pc is not None:
             log.info("session.publish_state", state=pc.connectionState, **self._fields)
 
-    async def _drop_publish_pc(self) -> None:
-        pc, self.publish_pc = self.publish_pc, None
+    async def _drop_publish_pc(self, pc: Any = None) -> None:
+        """Close the publish leg (``pc``: only if it is still this session's)."""
+        if pc is None:
+            pc = self.publish_pc
+        if self.publish_pc is pc:
+            self.publish_pc = None
         if pc is not None:
-            await pc.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pc.close(), 5)
 
     # --- outlets (this participant's media toward subscribers) ------------------------
     def new_outlet(self, kind: str) -> ForwardedTrack:
@@ -249,14 +273,18 @@ class ParticipantSession:
         if self.closed:
             return
         self.closed = True
-        for sub in [*self.subscriptions.values(), *self.subscribers.values()]:
-            await sub.close()
+        # Every step runs even if one fails: a half-closed session leaks peer connections
+        # and tasks. Subscriptions close concurrently (each is its own ICE/DTLS teardown).
+        subs = [*self.subscriptions.values(), *self.subscribers.values()]
+        steps: list[Any] = [sub.close() for sub in subs]
         self.keyframes.close()
-        for forwarder in self.forwarders.values():
-            await forwarder.stop()
+        steps += [forwarder.stop() for forwarder in self.forwarders.values()]
         if self.tap is not None:
-            await self.tap.stop()
-        await self._drop_publish_pc()
+            steps.append(self.tap.stop())
+        steps.append(self._drop_publish_pc())
+        for result in await asyncio.gather(*steps, return_exceptions=True):
+            if isinstance(result, Exception):
+                log.warning("session.close_step_failed", error=type(result).__name__, **self._fields)
         log.info("session.closed", **self._fields)
 
 
@@ -294,6 +322,9 @@ class Subscription:
         except BaseException:
             await self.close()  # leave no outlet or half-made subscription behind
             raise
+        if self._closed:
+            # Either participant left while ICE was gathered: no offer for a dead leg.
+            raise RpcFailure("not_found", "that participant left")
         log.info(
             "subscription.offered",
             call_id=publisher.call_id,
@@ -304,13 +335,24 @@ class Subscription:
         return announce_address(str(pc.localDescription.sdp), self.subscriber.public_ip)
 
     async def answer(self, sdp: str) -> None:
+        """Apply the client's answer; the media starts once ICE and DTLS connect."""
+        if self._closed:
+            raise RpcFailure("not_found", "no such subscription in this session")
         if self.answered:
             raise RpcFailure("conflict", "this subscription was already answered")
         try:
+            check_description(sdp)
+        except UnusableSdp as exc:
+            raise RpcFailure("bad_request", f"unusable SDP answer: {exc}") from None
+        # Claimed before the await: a second answer racing this one gets ``conflict``.
+        self.answered = True
+        try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         except Exception as exc:
+            self.answered = False  # the client may retry with a usable answer
+            if self._closed:
+                raise RpcFailure("not_found", "that participant left") from None
             raise RpcFailure("bad_request", f"unusable SDP answer: {type(exc).__name__}") from None
-        self.answered = True
 
     async def close(self) -> None:
         if self._closed:
