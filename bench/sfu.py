@@ -55,7 +55,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaRelay
 
 from media_node import eventloop, passthrough
@@ -118,7 +118,7 @@ class RelayServer:
 
     async def publish(self, req: Publish, _: Incoming) -> SdpAnswer:
         pid = self.sessions[req.session_id]
-        pc = RTCPeerConnection()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pcs[req.session_id] = pc
         tracks = self.tracks.setdefault(pid, {})
 
@@ -135,7 +135,7 @@ class RelayServer:
         if not tracks:
             raise RpcFailure("not_found", "no such publisher")
         sub_id = new_id()
-        pc = RTCPeerConnection()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pcs[sub_id] = pc
         self.session_subs.setdefault(req.session_id, []).append(sub_id)
         for kind in ("audio", "video"):
@@ -327,7 +327,10 @@ async def p2p_latency(window_s: float) -> list[float]:
     from tests.support.media_peer import PatternVideoTrack, _pump
 
     video = PatternVideoTrack((200, 40, 40), WIDTH, HEIGHT, textured=True)
-    a, b = RTCPeerConnection(), RTCPeerConnection()
+    a, b = (
+        RTCPeerConnection(RTCConfiguration(iceServers=[])),
+        RTCPeerConnection(RTCConfiguration(iceServers=[])),
+    )
     a.addTrack(video)
     feed = RemoteFeed("pub", "direct", b, decode=True)
 

@@ -30,7 +30,8 @@ class SessionRegistry:
         self.sessions: dict[str, ParticipantSession] = {}
         self._idle = asyncio.Event()
         self._idle.set()
-        self._lock = asyncio.Lock()
+        #: Sessions detached from the maps whose media is still being torn down.
+        self._closing: set[ParticipantSession] = set()
 
     @property
     def participants(self) -> int:
@@ -51,36 +52,43 @@ class SessionRegistry:
     async def open(
         self, *, call_id: str, participant_id: str, transcription: bool, language: str
     ) -> ParticipantSession:
-        async with self._lock:
-            room = self.rooms.get(call_id)
-            old = room.sessions.get(participant_id) if room else None
-            if old is not None:
-                # A participant reconnecting replaces its old session.
-                log.info("session.replaced", call_id=call_id, participant_id=participant_id)
-                await self._close(old)
-            elif self.participants >= self.capacity:
-                raise RpcFailure("unavailable", "this media node is full")
-            room = self.rooms.setdefault(call_id, CallRoom(call_id))
-            speaker = room.speaker
-            session = ParticipantSession(
-                session_id=new_id(),
-                call_id=call_id,
-                participant_id=participant_id,
-                transcription=transcription,
-                language=language,
-                node=self.node,
-                on_level=speaker.update,
-            )
-            room.sessions[participant_id] = session
-            self.sessions[session.session_id] = session
-            self._idle.clear()
-            log.info(
-                "session.opened",
-                call_id=call_id,
-                participant_id=participant_id,
-                transcription=transcription,
-            )
-            return session
+        """Open a session; a participant reopening replaces (and closes) its old one.
+
+        The maps change with no await in between, so concurrent requests (RPCs are answered
+        concurrently) always see a consistent registry; the old session is torn down after,
+        without holding up other requests.
+        """
+        room = self.rooms.get(call_id)
+        old = room.sessions.get(participant_id) if room else None
+        if old is None and self.participants >= self.capacity:
+            raise RpcFailure("unavailable", "this media node is full")
+        if old is not None:
+            # The same participant is back: no "nobody speaks" event for a reconnect blink.
+            self._detach(old)
+        room = self.rooms.setdefault(call_id, CallRoom(call_id))
+        speaker = room.speaker
+        session = ParticipantSession(
+            session_id=new_id(),
+            call_id=call_id,
+            participant_id=participant_id,
+            transcription=transcription,
+            language=language,
+            node=self.node,
+            on_level=speaker.update,
+        )
+        room.sessions[participant_id] = session
+        self.sessions[session.session_id] = session
+        self._idle.clear()
+        if old is not None:
+            log.info("session.replaced", call_id=call_id, participant_id=participant_id)
+            await self._teardown(old)
+        log.info(
+            "session.opened",
+            call_id=call_id,
+            participant_id=participant_id,
+            transcription=transcription,
+        )
+        return session
 
     def get(self, session_id: str) -> ParticipantSession:
         session = self.sessions.get(session_id)
@@ -107,29 +115,46 @@ class SessionRegistry:
         return Subscription(session, publisher)
 
     async def close(self, session_id: str) -> SpeakerChange | None:
-        async with self._lock:
-            return await self._close(self.get(session_id))
+        session = self.get(session_id)
+        change = self._detach(session)
+        await self._teardown(session)
+        return change
 
-    async def _close(self, session: ParticipantSession) -> SpeakerChange | None:
+    def _detach(self, session: ParticipantSession) -> SpeakerChange | None:
+        """Remove a session from the maps (synchronously: no request sees it half-gone)."""
         self.sessions.pop(session.session_id, None)
         room = self.rooms.get(session.call_id)
         change = None
         if room is not None:
             if room.sessions.get(session.participant_id) is session:
                 del room.sessions[session.participant_id]
-            change = room.speaker.remove(session.participant_id)
+                change = room.speaker.remove(session.participant_id)
             if not room.sessions:
                 del self.rooms[session.call_id]
                 change = None  # nobody is left to tell
-        await session.close()
-        if not self.sessions:
-            self._idle.set()
         return change
 
+    async def _teardown(self, session: ParticipantSession) -> None:
+        self._closing.add(session)
+        try:
+            await session.close()
+        except Exception as exc:  # close() is best effort per step; never block draining
+            log.warning(
+                "session.close_failed",
+                call_id=session.call_id,
+                participant_id=session.participant_id,
+                error=type(exc).__name__,
+            )
+        finally:
+            self._closing.discard(session)
+            if not self.sessions and not self._closing:
+                self._idle.set()
+
     async def close_all(self) -> None:
-        async with self._lock:
-            for session in list(self.sessions.values()):
-                await self._close(session)
+        sessions = list(self.sessions.values())
+        for session in sessions:
+            self._detach(session)
+        await asyncio.gather(*(self._teardown(s) for s in sessions))
 
     async def wait_idle(self) -> None:
         await self._idle.wait()

@@ -43,6 +43,11 @@ class ForwardedTrack(MediaStreamTrack):
 
     The queue is bounded: a sender that cannot keep up loses the oldest frames (audio) or
     the queue and every delta frame until the next keyframe (video).
+
+    A video reader that read nothing since its queue last overflowed is *stalled* (a
+    subscriber that never answered, or whose connection died): it stops asking the
+    publisher for keyframes, which every subscriber of that publisher would pay for, and
+    asks again once it reads.
     """
 
     def __init__(
@@ -63,6 +68,8 @@ class ForwardedTrack(MediaStreamTrack):
         # A new video subscriber can only start at a keyframe.
         self._waiting_keyframe = kind == "video"
         self.delivered = 0
+        self._delivered_at_overflow = 0
+        self.stalled = False
 
     @property
     def waiting_keyframe(self) -> bool:
@@ -82,25 +89,35 @@ class ForwardedTrack(MediaStreamTrack):
         if self._waiting_keyframe:
             if not keyframe:
                 self._stats.frames_held += 1
-                self._on_keyframe_needed("waiting_keyframe")
+                if not self.stalled:
+                    self._on_keyframe_needed("waiting_keyframe")
                 return
             self._waiting_keyframe = False
         if len(self._frames) >= self._capacity:
-            self._stats.frames_dropped += 1
             if self.kind == "video":
                 # Everything queued would decode against a picture we are about to lose.
-                self._stats.frames_dropped += len(self._frames) - 1
+                self._stats.frames_dropped += len(self._frames)
                 self._frames.clear()
-                self.hold_until_keyframe("subscriber_queue_full")
                 if not keyframe:
+                    self._stats.frames_dropped += 1  # this delta goes too
+                    self.stalled = self.delivered == self._delivered_at_overflow
+                    self._delivered_at_overflow = self.delivered
+                    self._waiting_keyframe = True
+                    if not self.stalled:
+                        self._on_keyframe_needed("subscriber_queue_full")
                     return
-                self._waiting_keyframe = False
+                # A keyframe restarts the picture by itself: no request needed.
             else:
+                self._stats.frames_dropped += 1
                 self._frames.popleft()
         self._frames.append(packet)
         self._ready.set()
 
     async def recv(self) -> Any:
+        if self.stalled:
+            # Reading again (the sender started, or caught up): now a keyframe helps.
+            self.stalled = False
+            self._on_keyframe_needed("subscriber_resumed")
         while not self._frames:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -171,7 +188,9 @@ class TrackForwarder:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("forwarder.failed", kind=self.kind, error=type(exc).__name__)
+            log.exception(
+                "forwarder.failed", kind=self.kind, error=type(exc).__name__, **self._log_fields
+            )
 
     async def stop(self) -> None:
         if self._task is not None:

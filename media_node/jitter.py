@@ -42,10 +42,12 @@ class MarkerJitterBuffer(JitterBuffer):
         *,
         max_hole_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        log_fields: dict[str, str] | None = None,
     ) -> None:
         super().__init__(capacity, prefetch=prefetch, is_video=is_video)
         self.max_hole_s = max_hole_s
         self._clock = clock
+        self._log_fields = log_fields or {}
         self._hole_seq: int | None = None
         self._hole_since = 0.0
         self.frames_skipped = 0
@@ -118,7 +120,7 @@ class MarkerJitterBuffer(JitterBuffer):
         self.remove(cut)
         self._hole_seq = None
         self.frames_skipped += 1
-        log.info("jitter.frames_skipped", waited_s=self.max_hole_s, packets=cut)
+        log.info("jitter.frames_skipped", waited_s=self.max_hole_s, packets=cut, **self._log_fields)
         return True
 
     def _release_complete_frame(self) -> JitterFrame | None:
@@ -143,7 +145,9 @@ class MarkerJitterBuffer(JitterBuffer):
         return None
 
 
-def use_marker_jitter_buffer(receiver: Any, *, max_hole_s: float = 0.5) -> bool:
+def use_marker_jitter_buffer(
+    receiver: Any, *, max_hole_s: float = 0.5, log_fields: dict[str, str] | None = None
+) -> bool:
     """Swap a video receiver's jitter buffer before any packet arrived; False if not possible.
 
     The buffer is a private attribute of ``RTCRtpReceiver``; if a future aiortc renames it,
@@ -151,8 +155,14 @@ def use_marker_jitter_buffer(receiver: Any, *, max_hole_s: float = 0.5) -> bool:
     """
     current = getattr(receiver, _PRIVATE_ATTR, None)
     if not isinstance(current, JitterBuffer) or current._origin is not None:
-        log.warning("jitter.not_swapped", reason="unexpected receiver internals or packets seen")
+        log.warning(
+            "jitter.not_swapped",
+            reason="unexpected receiver internals or packets seen",
+            **(log_fields or {}),
+        )
         return False
-    buffer = MarkerJitterBuffer(current.capacity, is_video=True, max_hole_s=max_hole_s)
+    buffer = MarkerJitterBuffer(
+        current.capacity, is_video=True, max_hole_s=max_hole_s, log_fields=log_fields
+    )
     setattr(receiver, _PRIVATE_ATTR, buffer)
     return True

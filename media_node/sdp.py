@@ -55,7 +55,8 @@ def check_description(sdp: str) -> dict[str, int]:
         mids.add(mid)
         if media.dtls is None or not media.dtls.fingerprints:
             raise UnusableSdp("a media section lacks a DTLS fingerprint or setup role")
-        if not media.ice.usernameFragment or not media.ice.password:
+        ice = media.ice
+        if ice is None or not ice.usernameFragment or not ice.password:
             raise UnusableSdp("a media section lacks ICE credentials")
         candidates += len(media.ice_candidates)
     if candidates > MAX_CANDIDATES:

@@ -53,6 +53,9 @@ class MediaNodeService(Service[MediaNodeSettings]):
             video_queue_frames=settings.media_node_video_queue_frames,
             tap_queue_packets=settings.media_node_tap_queue_packets,
             public_ip=settings.media_node_public_ip,
+            stun_urls=tuple(
+                url.strip() for url in settings.media_node_stun_urls.split(",") if url.strip()
+            ),
         )
         self.registry = SessionRegistry(node, capacity=settings.media_node_max_participants)
         self.rpc = MediaRpc(
@@ -83,7 +86,13 @@ class MediaNodeService(Service[MediaNodeSettings]):
         while True:
             await asyncio.sleep(interval)
             for room in list(self.registry.rooms.values()):
-                change = room.speaker.evaluate()
+                try:
+                    change = room.speaker.evaluate()
+                except Exception as exc:  # one call's bad state must not end every call's
+                    log.exception(
+                        "speaker.evaluate_failed", call_id=room.call_id, error=type(exc).__name__
+                    )
+                    continue
                 if change is not None:
                     await self._publish_speaker(room.call_id, change)
 

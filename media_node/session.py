@@ -14,7 +14,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
 from media_node import passthrough
 from media_node.forwarder import ForwardedTrack, ForwardingStats, TrackForwarder
@@ -55,6 +55,13 @@ class NodeContext:
     audio_queue_frames: int = 50
     tap_queue_packets: int = 250
     public_ip: str = ""
+    #: STUN/TURN servers for the node's own candidates; none by default (aiortc would
+    #: otherwise ask a public Google STUN server for every connection).
+    stun_urls: tuple[str, ...] = ()
+
+    def peer_connection(self) -> RTCPeerConnection:
+        servers = [RTCIceServer(urls=url) for url in self.stun_urls]
+        return RTCPeerConnection(RTCConfiguration(iceServers=servers))
 
 
 LevelSink = Callable[[str, float], None]
@@ -97,6 +104,10 @@ class ParticipantSession:
         #: Subscriptions of others to this participant.
         self.subscribers: dict[str, Subscription] = {}
         self.closed = False
+        # Held while aiortc negotiates the publish leg. Closing a peer connection while it
+        # gathers ICE leaks the sockets gathered after the close (aioice keeps no handle on
+        # them), so closing waits for the negotiation in hand to finish first.
+        self._negotiating = asyncio.Lock()
 
     # --- publishing ------------------------------------------------------------------
     async def publish(self, offer_sdp: str) -> str:
@@ -113,7 +124,7 @@ class ParticipantSession:
             raise RpcFailure("bad_request", "at most one audio and one video track")
         if not counts.get("audio") and not counts.get("video"):
             raise RpcFailure("bad_request", "the offer carries no audio or video")
-        pc = RTCPeerConnection()
+        pc = self._node.peer_connection()
         # Set before the first await: a concurrent publish sees it and gets ``conflict``.
         self.publish_pc = pc
         # Pin the codecs before setRemoteDescription, which filters them: a browser that
@@ -131,17 +142,18 @@ class ParticipantSession:
             passthrough.enable_passthrough(track, receiver)
 
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-            self._still_publishing(pc)
-            receiving = [t for t in pc.getTransceivers() if t.receiver.track is not None]
-            if not receiving:
-                raise RpcFailure("bad_request", "the offer sends no audio or video")
-            for transceiver in receiving:
-                if negotiated_mime(transceiver) not in PINNED[transceiver.kind]:
-                    raise RpcFailure(
-                        "bad_request", f"{transceiver.kind}: only Opus and VP8 are forwarded"
-                    )
-            await pc.setLocalDescription(await pc.createAnswer())
+            async with self._negotiating:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+                self._still_publishing(pc)
+                receiving = [t for t in pc.getTransceivers() if t.receiver.track is not None]
+                if not receiving:
+                    raise RpcFailure("bad_request", "the offer sends no audio or video")
+                for transceiver in receiving:
+                    if negotiated_mime(transceiver) not in PINNED[transceiver.kind]:
+                        raise RpcFailure(
+                            "bad_request", f"{transceiver.kind}: only Opus and VP8 are forwarded"
+                        )
+                await pc.setLocalDescription(await pc.createAnswer())
             self._still_publishing(pc)
         except RpcFailure:
             await self._drop_publish_pc(pc)
@@ -190,7 +202,9 @@ class ParticipantSession:
             passthrough.ReceiverHooks(transceiver.receiver, observe=self._observe_audio)
         else:
             # Release each frame on its last packet rather than on the next frame's first.
-            use_marker_jitter_buffer(transceiver.receiver, max_hole_s=self._node.max_hole_s)
+            use_marker_jitter_buffer(
+                transceiver.receiver, max_hole_s=self._node.max_hole_s, log_fields=self._fields
+            )
             primary_pt = primary_payload_type(transceiver)
             keyframes = self.keyframes
 
@@ -235,8 +249,9 @@ class ParticipantSession:
         if self.publish_pc is pc:
             self.publish_pc = None
         if pc is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(pc.close(), 5)
+            async with self._negotiating:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pc.close(), 5)
 
     # --- outlets (this participant's media toward subscribers) ------------------------
     def new_outlet(self, kind: str) -> ForwardedTrack:
@@ -257,6 +272,10 @@ class ParticipantSession:
     def remove_outlet(self, track: ForwardedTrack) -> None:
         self.outlets[track.kind].discard(track)
         track.stop()
+
+    def new_peer_connection(self) -> RTCPeerConnection:
+        """A peer connection with this node's ICE servers."""
+        return self._node.peer_connection()
 
     @property
     def public_ip(self) -> str:
@@ -284,7 +303,9 @@ class ParticipantSession:
         steps.append(self._drop_publish_pc())
         for result in await asyncio.gather(*steps, return_exceptions=True):
             if isinstance(result, Exception):
-                log.warning("session.close_step_failed", error=type(result).__name__, **self._fields)
+                log.warning(
+                    "session.close_step_failed", error=type(result).__name__, **self._fields
+                )
         log.info("session.closed", **self._fields)
 
 
@@ -299,10 +320,11 @@ class Subscription:
         self.tracks: list[ForwardedTrack] = []
         self.answered = False
         self._closed = False
+        self._negotiating = asyncio.Lock()  # see ParticipantSession._negotiating
 
     async def offer(self) -> str:
         """Create the node's SDP offer carrying the publisher's media (ICE gathered)."""
-        pc = RTCPeerConnection()
+        pc = self.subscriber.new_peer_connection()
         self.pc = pc
         publisher = self.publisher
         for kind in KINDS:
@@ -318,7 +340,8 @@ class Subscription:
         self.subscriber.subscriptions[self.subscription_id] = self
         publisher.subscribers[self.subscription_id] = self
         try:
-            await pc.setLocalDescription(await pc.createOffer())
+            async with self._negotiating:
+                await pc.setLocalDescription(await pc.createOffer())
         except BaseException:
             await self.close()  # leave no outlet or half-made subscription behind
             raise
@@ -347,12 +370,15 @@ class Subscription:
         # Claimed before the await: a second answer racing this one gets ``conflict``.
         self.answered = True
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            async with self._negotiating:
+                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         except Exception as exc:
             self.answered = False  # the client may retry with a usable answer
             if self._closed:
                 raise RpcFailure("not_found", "that participant left") from None
             raise RpcFailure("bad_request", f"unusable SDP answer: {type(exc).__name__}") from None
+        if self._closed:
+            raise RpcFailure("not_found", "that participant left")
 
     async def close(self) -> None:
         if self._closed:
@@ -363,8 +389,9 @@ class Subscription:
         for track in self.tracks:
             self.publisher.remove_outlet(track)
         if self.pc is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.pc.close(), 5)
+            async with self._negotiating:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.pc.close(), 5)
         log.info(
             "subscription.closed",
             call_id=self.publisher.call_id,

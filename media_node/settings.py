@@ -17,6 +17,9 @@ class MediaNodeSettings(ServiceSettings, frozen=True, kw_only=True):
     ] = ""
     #: Most participants this node accepts before placement must pick another node.
     media_node_max_participants: Annotated[int, msgspec.Meta(ge=1)] = 50
+    #: Comma-separated STUN URLs for the node's own server-reflexive candidates (behind NAT
+    #: without a known public address). Empty: host candidates only, no third party asked.
+    media_node_stun_urls: str = ""
     #: Load report on ``media.node.heartbeat`` every this many seconds.
     media_node_report_interval_s: PositiveFloat = 2.0
     #: Fewest seconds between two keyframe requests to one publisher.

@@ -284,7 +284,12 @@ class AudioTap:
                     self._executor, self._process, batch, ended
                 )
             except Exception as exc:
-                log.exception("tap.failed", call_id=self.call_id, error=type(exc).__name__)
+                log.exception(
+                    "tap.failed",
+                    call_id=self.call_id,
+                    participant_id=self.participant_id,
+                    error=type(exc).__name__,
+                )
                 continue
             if self._on_level is not None:
                 for lvl in levels:
@@ -344,8 +349,16 @@ class AudioTap:
         """Close the utterance in progress and stop."""
         if self._task is None:
             return
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
+        # The end marker must get in even when the queue is full (the tap fell behind),
+        # or stop() would wait out its timeout: make room by dropping the oldest packet.
+        while True:
+            try:
+                self._queue.put_nowait(None)
+                break
+            except asyncio.QueueFull:
+                self._queue.get_nowait()
+                self.dropped += 1
+                self._stats.packets_dropped += 1
         try:
             await asyncio.wait_for(asyncio.shield(self._task), 2.0)
         except (TimeoutError, asyncio.CancelledError):

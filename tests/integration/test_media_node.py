@@ -10,6 +10,7 @@ from typing import Generic, TypeVar
 
 import msgspec
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
 
 from schemas import subjects
 from schemas.bus import Bus, Incoming
@@ -217,6 +218,21 @@ async def test_bad_requests_get_typed_errors_and_the_node_keeps_serving(
         two_videos = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
         too_many = Publish(session_id=peer.session_id, sdp=two_videos)
         assert await code_of(publish_subject, too_many) == "bad_request"
+        # Sections aiortc would take and only fail on later, in a background task (a
+        # traceback in the node's log, a half-open connection): refused up front.
+        client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        client.addTransceiver("video", direction="sendonly")
+        await client.setLocalDescription(await client.createOffer())
+        offer = client.localDescription.sdp
+        await client.close()
+        no_dtls = "\r\n".join(x for x in offer.split("\r\n") if not x.startswith("a=fingerprint"))
+        assert await code_of(publish_subject, Publish(session_id=peer.session_id, sdp=no_dtls)) == (
+            "bad_request"
+        )
+        with_data = offer + "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:9\r\n"
+        assert await code_of(
+            publish_subject, Publish(session_id=peer.session_id, sdp=with_data)
+        ) == ("bad_request")
         sub_subject = subjects.media_rpc(node_id, Subscribe.verb)
         to_self = Subscribe(session_id=peer.session_id, publisher_id="p1")
         assert await code_of(sub_subject, to_self) == "bad_request"

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import av
 import numpy as np
 import numpy.typing as npt
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack, VideoStreamTrack
 
 from media_node import passthrough
@@ -256,7 +256,7 @@ class MediaPeer:
         return opened
 
     async def publish(self, *, audio: bool = True, video: bool = True) -> None:
-        pc = RTCPeerConnection()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.publish_pc = pc
         if audio:
             pc.addTrack(SyntheticAudioTrack(self.speaking))
@@ -277,7 +277,7 @@ class MediaPeer:
         offer = await self.rpc(
             Subscribe(session_id=self.session_id, publisher_id=publisher_id), SubscriptionOffer
         )
-        pc = RTCPeerConnection()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         feed = RemoteFeed(publisher_id, offer.subscription_id, pc, decode, subscribed_at=asked_at)
 
         @pc.on("track")

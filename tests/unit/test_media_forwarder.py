@@ -56,13 +56,51 @@ async def test_after_a_loss_deltas_are_held_until_the_next_keyframe() -> None:
 async def test_a_slow_video_reader_drops_to_the_next_keyframe() -> None:
     track, asked, stats = video_track(capacity=3)
     track.offer(packet(KEY), keyframe=True)
-    for _ in range(2):
+    await track.recv()  # it reads, slowly
+    for _ in range(3):
         track.offer(packet(DELTA), keyframe=False)
     track.offer(packet(DELTA + b"!"), keyframe=False)  # overflow: queue dropped
-    assert "subscriber_queue_full" in asked and stats.frames_dropped == 3
+    assert "subscriber_queue_full" in asked and stats.frames_dropped == 4
     track.offer(packet(DELTA), keyframe=False)  # still held
     track.offer(packet(KEY), keyframe=True)
     assert await drain(track) == [KEY]
+
+
+async def test_a_keyframe_overflowing_the_queue_restarts_it_without_a_request() -> None:
+    track, asked, stats = video_track(capacity=2)
+    track.offer(packet(KEY), keyframe=True)
+    track.offer(packet(DELTA), keyframe=False)
+    track.offer(packet(KEY + b"2"), keyframe=True)  # overflow, but it is a fresh start
+    assert asked == [] and stats.frames_dropped == 2
+    assert await drain(track) == [KEY + b"2"]
+
+
+async def test_a_reader_that_reads_nothing_stops_asking_for_keyframes() -> None:
+    """A subscriber that never answered (or whose connection died) must not make its
+    publisher send a keyframe every time its queue overflows, for everyone."""
+    track, asked, _ = video_track(capacity=3)
+    track.offer(packet(KEY), keyframe=True)
+    for _ in range(3):
+        track.offer(packet(DELTA), keyframe=False)  # the third overflows
+    assert track.stalled and asked == []
+    for _ in range(10):
+        track.offer(packet(DELTA), keyframe=False)  # held, silently
+    assert asked == []
+    waiter = asyncio.ensure_future(track.recv())  # the sender starts reading
+    await asyncio.sleep(0)
+    assert asked == ["subscriber_resumed"] and not track.stalled
+    track.offer(packet(KEY), keyframe=True)
+    assert bytes(await waiter) == KEY
+
+
+async def test_a_slow_reader_that_still_reads_keeps_asking() -> None:
+    track, asked, _ = video_track(capacity=2)
+    track.offer(packet(KEY), keyframe=True)
+    track.offer(packet(DELTA), keyframe=False)
+    await track.recv()
+    track.offer(packet(DELTA), keyframe=False)
+    track.offer(packet(DELTA), keyframe=False)  # overflow after it read something
+    assert asked == ["subscriber_queue_full"] and not track.stalled
 
 
 async def test_audio_drops_the_oldest_frame_when_full() -> None:

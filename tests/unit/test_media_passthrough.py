@@ -5,7 +5,7 @@ import threading
 from typing import Any
 
 import av
-from aiortc import RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
 from media_node import passthrough
@@ -17,7 +17,10 @@ from tests.support.media_peer import PatternVideoTrack
 async def connect(
     marked: bool, *, inline: bool = False
 ) -> tuple[RTCPeerConnection, RTCPeerConnection, asyncio.Future[Any]]:
-    sender, receiver = RTCPeerConnection(), RTCPeerConnection()
+    sender, receiver = (
+        RTCPeerConnection(RTCConfiguration(iceServers=[])),
+        RTCPeerConnection(RTCConfiguration(iceServers=[])),
+    )
     sender.addTrack(PatternVideoTrack((10, 200, 10)))
     transceiver = receiver.addTransceiver("video", direction="recvonly")
     transceiver.setCodecPreferences(pinned_codecs("video", sending=False))

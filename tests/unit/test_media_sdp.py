@@ -1,6 +1,8 @@
 """The announced address rewrites only what a browser must reach."""
 
-from media_node.sdp import announce_address
+import pytest
+
+from media_node.sdp import MAX_CANDIDATES, UnusableSdp, announce_address, check_description
 
 SDP = "\r\n".join(
     [
@@ -29,3 +31,72 @@ def test_host_candidates_get_the_public_address_and_keep_their_ports() -> None:
 
 def test_no_public_address_changes_nothing() -> None:
     assert announce_address(SDP, "") == SDP
+
+
+# --- what a client's description must carry before aiortc is given it ----------------
+
+OFFER = "\r\n".join(
+    [
+        "v=0",
+        "o=- 1 1 IN IP4 0.0.0.0",
+        "s=-",
+        "t=0 0",
+        "a=group:BUNDLE 0 1",
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111",
+        "c=IN IP4 0.0.0.0",
+        "a=mid:0",
+        "a=sendonly",
+        "a=rtpmap:111 opus/48000/2",
+        "a=ice-ufrag:abcd",
+        "a=ice-pwd:0123456789abcdef0123456789",
+        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
+        "a=setup:actpass",
+        "m=video 9 UDP/TLS/RTP/SAVPF 96",
+        "c=IN IP4 0.0.0.0",
+        "a=mid:1",
+        "a=sendonly",
+        "a=rtpmap:96 VP8/90000",
+        "a=ice-ufrag:abcd",
+        "a=ice-pwd:0123456789abcdef0123456789",
+        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32),
+        "a=setup:actpass",
+        "",
+    ]
+)
+
+
+def _without(prefix: str) -> str:
+    return "\r\n".join(line for line in OFFER.split("\r\n") if not line.startswith(prefix))
+
+
+def test_a_complete_description_passes_with_its_counts() -> None:
+    assert check_description(OFFER) == {"audio": 1, "video": 1}
+
+
+@pytest.mark.parametrize(
+    ("sdp", "problem"),
+    [
+        # aiortc accepts these in setRemoteDescription and fails later in a background
+        # task (a traceback in the log and a half-open peer connection) or in createAnswer.
+        (_without("a=fingerprint"), "DTLS fingerprint"),
+        (_without("a=setup"), "DTLS fingerprint or setup"),
+        (_without("a=ice-ufrag"), "ICE credentials"),
+        (OFFER.replace("a=mid:1", "a=mid:0"), "share a mid"),
+        (
+            OFFER + "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n",
+            "only audio and video",
+        ),
+        (
+            OFFER
+            + "".join(
+                f"a=candidate:{i} 1 udp 2130706431 192.0.2.{i} 5000 typ host\r\n"
+                for i in range(MAX_CANDIDATES + 1)
+            ),
+            "ICE candidates",
+        ),
+        (OFFER.replace("a=mid:1", "a=mid:1\r\na=candidate:x"), "unparsable"),
+    ],
+)
+def test_descriptions_aiortc_would_choke_on_later_are_refused(sdp: str, problem: str) -> None:
+    with pytest.raises(UnusableSdp, match=problem):
+        check_description(sdp)

@@ -133,3 +133,34 @@ async def test_a_full_tap_queue_drops_and_counts() -> None:
         for _ in range(25):
             tap.feed(b"\xf8\xff\xfe")
         assert tap.dropped == 15 and stats.packets_dropped == 15 and stats.packets_in == 25
+
+
+async def test_stop_with_a_full_queue_ends_promptly_and_flushes() -> None:
+    """The end marker used to be lost on a full queue: stop() then waited out its 2 s
+    timeout and cancelled the tap, losing the utterance in progress."""
+    chunks: list[AudioChunk] = []
+
+    async def publish(chunk: AudioChunk) -> None:
+        chunks.append(chunk)
+
+    stats = TapStats()
+    packets = opus_packets(speech_like(1.0))
+    with ThreadPoolExecutor(1) as pool:
+        tap = AudioTap(
+            call_id="c1",
+            participant_id="p1",
+            language="en",
+            vad="energy",
+            executor=pool,
+            publish=publish,
+            stats=stats,
+            queue_size=len(packets),
+        )
+        for payload in packets:
+            tap.feed(payload)  # the queue is now full: the tap fell behind
+        tap.start()
+        started = asyncio.get_running_loop().time()
+        await tap.stop()
+        assert asyncio.get_running_loop().time() - started < 1.5
+    assert chunks and chunks[-1].is_final  # the speech in hand was flushed, not dropped
+    assert stats.packets_dropped == 1  # one packet made room for the end marker
