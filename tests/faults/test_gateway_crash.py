@@ -8,6 +8,7 @@ published however many gateways sweep.
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -78,41 +79,57 @@ async def _stream_count(bus: Bus, call_id: str) -> int:
     return count
 
 
-async def test_ring_timeout_fires_once_after_the_starting_gateway_dies(
-    cluster: GatewayCluster, bus: Bus, uid: str, clients: list[CallClient]
-) -> None:
+@dataclass
+class RingingCall:
+    alice: CallClient
+    bob: CallClient
+    call_id: str
+    ends: Ends
+    initiated_at: float
+
+
+async def _ring_bob(
+    cluster: GatewayCluster, bus: Bus, uid: str, clients: list[CallClient], bob_gateway: int
+) -> RingingCall:
+    """Alice (on gateway 0) calls bob (on ``bob_gateway``) in a DIRECT conversation."""
     alice_id, bob_id, conv = f"alice-{uid}", f"bob-{uid}", f"dm-{uid}"
     cluster.put_conversation(conv, "DIRECT", [alice_id, bob_id])
     ends = await _watch_ends(bus)
     alice = await CallClient.connect(cluster.urls[0], cluster.token(alice_id), media=False)
-    bob = await CallClient.connect(cluster.urls[1], cluster.token(bob_id), media=False)
+    bob = await CallClient.connect(cluster.urls[bob_gateway], cluster.token(bob_id), media=False)
     clients += [alice, bob]
-    t0 = time.monotonic()
+    initiated_at = time.monotonic()
     call_id = (await alice.initiate(conv))["call"]["callId"]
     await bob.wait_for("call:incoming")
+    return RingingCall(alice, bob, call_id, ends, initiated_at)
+
+
+async def _assert_ended_once(bus: Bus, call: RingingCall, reason: str) -> None:
+    await asyncio.sleep(0.5)  # a quiet window of several sweep periods of every survivor
+    assert [e.reason for e in call.ends.by_call.get(call.call_id, [])] == [reason]
+    assert await _stream_count(bus, call.call_id) == 1
+
+
+async def test_ring_timeout_fires_once_after_the_starting_gateway_dies(
+    cluster: GatewayCluster, bus: Bus, uid: str, clients: list[CallClient]
+) -> None:
+    call = await _ring_bob(cluster, bus, uid, clients, bob_gateway=1)
+    bob, call_id = call.bob, call.call_id
     cluster.kill(0)  # the gateway that started the call and holds the caller
 
     missed = await bob.wait_for("call:missed", lambda p: p["callId"] == call_id, timeout=10)
-    elapsed = time.monotonic() - t0
+    elapsed = time.monotonic() - call.initiated_at
     assert missed["callId"] == call_id
     assert RING_S - 0.2 <= elapsed <= RING_S + 1.5, elapsed
-    await asyncio.sleep(0.5)  # several sweep periods of both survivors
-    assert [e.reason for e in ends.by_call.get(call_id, [])] == ["missed"]
-    assert await _stream_count(bus, call_id) == 1
+    await _assert_ended_once(bus, call, "missed")
     assert len(bob.seen("call:missed")) == 1
 
 
 async def test_a_caller_lost_with_its_gateway_leaves_on_heartbeat_timeout(
     cluster: GatewayCluster, bus: Bus, uid: str, clients: list[CallClient]
 ) -> None:
-    alice_id, bob_id, conv = f"alice-{uid}", f"bob-{uid}", f"dm-{uid}"
-    cluster.put_conversation(conv, "DIRECT", [alice_id, bob_id])
-    ends = await _watch_ends(bus)
-    alice = await CallClient.connect(cluster.urls[0], cluster.token(alice_id), media=False)
-    bob = await CallClient.connect(cluster.urls[2], cluster.token(bob_id), media=False)
-    clients += [alice, bob]
-    call_id = (await alice.initiate(conv))["call"]["callId"]
-    await bob.wait_for("call:incoming")
+    call = await _ring_bob(cluster, bus, uid, clients, bob_gateway=2)
+    alice, bob, call_id = call.alice, call.bob, call.call_id
     await bob.accept(call_id)
     bob.start_heartbeats(0.5)
     await alice.heartbeat()
@@ -123,6 +140,4 @@ async def test_a_caller_lost_with_its_gateway_leaves_on_heartbeat_timeout(
     elapsed = time.monotonic() - last_beat
     assert ended["reason"] == "heartbeat_timeout" and ended["callId"] == call_id
     assert HEARTBEAT_TIMEOUT_S - 0.2 <= elapsed <= HEARTBEAT_TIMEOUT_S + 1.5, elapsed
-    await asyncio.sleep(0.5)
-    assert [e.reason for e in ends.by_call.get(call_id, [])] == ["heartbeat_timeout"]
-    assert await _stream_count(bus, call_id) == 1
+    await _assert_ended_once(bus, call, "heartbeat_timeout")

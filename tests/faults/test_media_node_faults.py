@@ -12,6 +12,7 @@ from schemas.call_events import ActiveSpeakerChanged
 from schemas.media import MediaNodeHeartbeat
 from tests.support.media_peer import MediaPeer, NodeProcess
 from tests.support.nats_server import NatsServer
+from tests.support.waiting import until
 
 
 @pytest.mark.slow
@@ -58,16 +59,6 @@ async def test_a_speaker_leaving_ends_its_streams_and_clears_the_active_speaker(
         speakers.append(event)
         changed.set()
 
-    async def until(predicate: object, timeout: float) -> None:
-        assert callable(predicate)
-
-        async def loop() -> None:
-            while not predicate():
-                changed.clear()
-                await changed.wait()
-
-        await asyncio.wait_for(loop(), timeout)
-
     await bus.subscribe(subjects.MEDIA_NODE_HEARTBEAT, MediaNodeHeartbeat, on_beat)
     speaker_subject = subjects.call_event(call_id, ActiveSpeakerChanged.subject_name)
     await bus.subscribe(speaker_subject, ActiveSpeakerChanged, on_speaker)
@@ -79,19 +70,21 @@ async def test_a_speaker_leaving_ends_its_streams_and_clears_the_active_speaker(
             await peer.publish()
         feed = await listener.subscribe("talker")
         await listener_feed_ready(feed)
-        await until(lambda: any(e.participant_id == "talker" for e in speakers), 10)
+        await until(lambda: any(e.participant_id == "talker" for e in speakers), changed, 10)
         # The talker vanishes: it closes its session (as the gateway does on leave).
         await talker.close()
         await until(
             lambda: any(
                 e.participant_id is None and e.previous_participant_id == "talker" for e in speakers
             ),
+            changed,
             10,
         )
         await until(
             lambda: (
                 bool(beats) and beats[-1].participants == 1 and beats[-1].forwarded_streams == 0
             ),
+            changed,
             10,
         )
         # The node still serves the call.

@@ -22,44 +22,24 @@ from schemas.heartbeat import ServiceHeartbeat
 from schemas.kv import TypedKv
 from schemas.rpc import RpcError
 from tests.support.samples import samples
-
-
-class Collector:
-    """Collects delivered messages; ``wait(n)`` waits for n of them (with a timeout)."""
-
-    def __init__(self) -> None:
-        self.items: list[object] = []
-        self._changed = asyncio.Event()
-
-    async def __call__(self, item: object, _: Incoming) -> None:
-        self.items.append(item)
-        self._changed.set()
-
-    async def wait(self, n: int, timeout: float = 5.0) -> list[object]:
-        async def until() -> None:
-            while len(self.items) < n:
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(until(), timeout)
-        return self.items
+from tests.support.waiting import Collector, eventually
 
 
 async def test_typed_round_trip_of_every_family(bus: Bus, uid: str) -> None:
     for family in FAMILIES:
-        got = Collector()
+        got: Collector[object] = Collector()
         subject = f"test.{uid}.{family.name}"
         await bus.subscribe(subject, family.union, got)
         sent = [m for m in samples(uid) if type(m) in family.members]
         for message in sent:
             await bus.publish(subject, message)
-        assert await got.wait(len(sent)) == sent
+        assert await got.wait_count(len(sent)) == sent
 
 
 async def test_garbage_goes_to_dead_letter_and_subscriber_keeps_serving(bus: Bus, uid: str) -> None:
     subject = subjects.call_event(uid, "ended")
-    good = Collector()
-    letters = Collector()
+    good: Collector[object] = Collector()
+    letters: Collector[object] = Collector()
     await bus.subscribe(subject, AnyCallEvent, good)
     await bus.subscribe(subjects.dead_letter(subject), DeadLetter, letters)
 
@@ -67,11 +47,11 @@ async def test_garbage_goes_to_dead_letter_and_subscriber_keeps_serving(bus: Bus
     await bus.nc.publish(subject, b'{"type":"call.ended","call_id":"x"}')  # missing reason
     await bus.publish(subject, CallEnded(call_id=uid, reason="completed"))
 
-    [letter1, letter2] = await letters.wait(2)
+    [letter1, letter2] = await letters.wait_count(2)
     assert isinstance(letter1, DeadLetter) and letter1.payload == b"{not json"
     assert letter1.failure == "decode" and letter1.original_subject == subject
     assert isinstance(letter2, DeadLetter) and "reason" in letter2.reason
-    [delivered] = await good.wait(1)
+    [delivered] = await good.wait_count(1)
     assert isinstance(delivered, CallEnded) and delivered.reason == "completed"
     assert bus.stats.decode_failures >= 2
 
@@ -102,7 +82,8 @@ async def test_handler_exception_does_not_stop_the_subscription(bus: Bus, uid: s
 
 
 async def test_queue_group_delivers_each_message_once(bus: Bus, uid: str) -> None:
-    a, b = Collector(), Collector()
+    a: Collector[object] = Collector()
+    b: Collector[object] = Collector()
     subject = subjects.audio_chunk(uid, "p1")
     await bus.subscribe(subject, CallEnded, a, queue="workers")
     await bus.subscribe(subject, CallEnded, b, queue="workers")
@@ -110,11 +91,7 @@ async def test_queue_group_delivers_each_message_once(bus: Bus, uid: str) -> Non
         await bus.publish(subject, CallEnded(call_id=uid, reason="completed"))
     await bus.nc.flush()
 
-    async def total() -> None:
-        while len(a.items) + len(b.items) < 40:
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(total(), 5)
+    await eventually(lambda: len(a.items) + len(b.items) >= 40, 5)
     assert len(a.items) + len(b.items) == 40
 
 
@@ -164,7 +141,7 @@ async def test_request_timeout_and_no_responders_are_typed(bus: Bus, uid: str) -
 
 
 async def test_jetstream_publish_and_durable_consumer(bus: Bus, uid: str) -> None:
-    got = Collector()
+    got: Collector[object] = Collector()
     evt = CallInitiated(
         call_id=uid,
         conversation_id="conv",
@@ -185,12 +162,12 @@ async def test_jetstream_publish_and_durable_consumer(bus: Bus, uid: str) -> Non
         type_=AnyCallEvent,
         handler=got,
     )
-    assert await got.wait(1) == [evt]
+    assert await got.wait_count(1) == [evt]
     await consumer.stop()
 
 
 async def test_consumer_parks_a_message_its_handler_keeps_failing(bus: Bus, uid: str) -> None:
-    letters = Collector()
+    letters: Collector[object] = Collector()
     subject = subjects.call_event(uid, "ended")
     await bus.subscribe(subjects.dead_letter(subject), DeadLetter, letters)
     attempts = 0
@@ -209,7 +186,7 @@ async def test_consumer_parks_a_message_its_handler_keeps_failing(bus: Bus, uid:
         handler=always_fails,
         max_deliver=2,
     )
-    [letter] = await letters.wait(1, timeout=10)
+    [letter] = await letters.wait_count(1, timeout=10)
     assert isinstance(letter, DeadLetter)
     assert letter.failure == "handler" and letter.delivery_attempts == 2 and attempts == 2
     await consumer.stop()
@@ -236,11 +213,11 @@ async def test_kv_compare_and_set_rejects_a_stale_revision(bus: Bus, uid: str) -
 
 
 async def test_heartbeat_decodes_from_raw_json(bus: Bus, uid: str) -> None:
-    got = Collector()
+    got: Collector[object] = Collector()
     await bus.subscribe(f"test.{uid}.hb", ServiceHeartbeat, got)
     hb = next(m for m in samples() if isinstance(m, ServiceHeartbeat))
     await bus.publish(f"test.{uid}.hb", hb)
-    assert await got.wait(1) == [hb]
+    assert await got.wait_count(1) == [hb]
 
 
 async def test_concurrent_responder_answers_requests_in_parallel(bus: Bus, uid: str) -> None:

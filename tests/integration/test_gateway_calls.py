@@ -7,11 +7,12 @@ import httpx
 import pytest
 
 from schemas import subjects
-from schemas.bus import Bus, Incoming
+from schemas.bus import Bus
 from schemas.call_events import AnyCallEvent
 from tests.support.call_client import CallClient
 from tests.support.gateways import GatewayCluster
 from tests.support.nats_server import NatsServer
+from tests.support.waiting import Collector
 
 
 @pytest.fixture(scope="module")
@@ -21,30 +22,19 @@ def cluster(nats_server: NatsServer) -> Iterator[GatewayCluster]:
     gateways.stop()
 
 
-class EventLog:
+class EventLog(Collector[object]):
     """Every call event the bus carries for one call, in arrival order."""
 
-    def __init__(self) -> None:
-        self.events: list[object] = []
-        self.changed = asyncio.Event()
-
-    async def __call__(self, event: object, _: Incoming) -> None:
-        self.events.append(event)
-        self.changed.set()
+    @property
+    def events(self) -> list[object]:
+        return self.items
 
     def types(self) -> list[str]:
-        return [type(e).__name__ for e in self.events]
+        return [type(e).__name__ for e in self.items]
 
     async def wait_type(self, name: str, timeout: float = 10) -> object:
-        async def until() -> object:
-            while True:
-                for e in self.events:
-                    if type(e).__name__ == name:
-                        return e
-                self.changed.clear()
-                await self.changed.wait()
-
-        return await asyncio.wait_for(until(), timeout)
+        await self.wait(lambda events: name in self.types(), timeout)
+        return next(e for e in self.items if type(e).__name__ == name)
 
 
 @pytest.fixture

@@ -5,13 +5,16 @@ from typing import Any
 
 from gateway.delivery import Delivery, SocketSession
 from schemas.bus import Bus
+from tests.support.waiting import until
 
 
 async def test_concurrent_sockets_of_one_person_share_one_subscription(bus: Bus, uid: str) -> None:
     got: list[tuple[str, str]] = []
+    changed = asyncio.Event()
 
     async def emit(event: str, payload: dict[str, Any], sid: str) -> None:
         got.append((event, sid))
+        changed.set()
 
     delivery = Delivery(bus, emit)
     person = f"u-{uid}"
@@ -19,12 +22,12 @@ async def test_concurrent_sockets_of_one_person_share_one_subscription(bus: Bus,
     await asyncio.gather(*(delivery.attach(SocketSession(sid, person)) for sid in sids))
     assert delivery.subscription_count == 1
     await delivery.send(person, "call:ping", {})
-    for _ in range(100):
-        if len(got) >= len(sids):
-            break
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.1)
-    assert sorted(sid for _, sid in got) == sorted(sids)  # each socket exactly once
+    # A second delivery behind the first: NATS keeps one subscription's order, so once every
+    # socket has the marker, any duplicate of the ping would already be here.
+    await delivery.send(person, "call:marker", {})
+    await until(lambda: sum(e == "call:marker" for e, _ in got) >= len(sids), changed, 5)
+    pings = sorted(sid for event, sid in got if event == "call:ping")
+    assert pings == sorted(sids)  # each socket exactly once
 
     for sid in sids:
         await delivery.detach(sid)

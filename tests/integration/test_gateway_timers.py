@@ -19,6 +19,7 @@ from schemas.call_state import (
     ConversationRecord,
 )
 from schemas.kv import TypedKv
+from tests.support.waiting import eventually
 
 
 async def _no_emit(event: str, payload: dict[str, Any], sid: str) -> None:
@@ -69,12 +70,7 @@ async def test_racing_sweepers_end_each_call_once(bus: Bus, uid: str) -> None:
     for s in sweepers:
         s.start()
     try:
-
-        async def all_ended() -> None:
-            while len({e.call_id for e in ended}) < len(call_ids):
-                await asyncio.sleep(0.02)
-
-        await asyncio.wait_for(all_ended(), 10)
+        await eventually(lambda: len({e.call_id for e in ended}) >= len(call_ids), 10)
         await asyncio.sleep(0.3)  # many more sweep rounds of every sweeper
     finally:
         for s in sweepers:
@@ -139,14 +135,11 @@ async def test_events_of_a_writer_that_died_before_publishing_are_recovered_once
         s.start()
     try:
 
-        async def drained() -> None:
-            while True:
-                current = await calls_kv.get(started.call_id)
-                if current is not None and not current.value.outbox:
-                    return
-                await asyncio.sleep(0.05)
+        async def drained() -> bool:
+            current = await calls_kv.get(started.call_id)
+            return current is not None and not current.value.outbox
 
-        await asyncio.wait_for(drained(), 10)
+        await eventually(drained, 10, step=0.05)
     finally:
         for s in sweepers:
             await s.stop()

@@ -5,15 +5,15 @@ Every wait is on a condition with a timeout; nothing sleeps and hopes.
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
-from typing import Generic, TypeVar
+from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import msgspec
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from schemas import subjects
-from schemas.bus import Bus, Incoming
+from schemas.bus import Bus
 from schemas.call_events import ActiveSpeakerChanged
 from schemas.errors import RpcFailed
 from schemas.media import (
@@ -26,6 +26,7 @@ from schemas.media import (
 )
 from tests.support.media_peer import MediaPeer, NodeProcess, colour_close
 from tests.support.nats_server import NatsServer
+from tests.support.waiting import Collector
 
 T = TypeVar("T")
 COLOURS = [(220, 30, 30), (30, 200, 30), (30, 30, 220)]
@@ -38,26 +39,6 @@ async def node(bus: Bus, nats_server: NatsServer, uid: str) -> AsyncIterator[Nod
     code = await proc.stop()
     assert code == 0, proc.log_text()
     assert not proc.tracebacks, proc.log_text()
-
-
-class Collector(Generic[T]):
-    """Collects typed messages from one subject; ``wait`` for a condition on them."""
-
-    def __init__(self) -> None:
-        self.items: list[T] = []
-        self._changed = asyncio.Event()
-
-    async def __call__(self, item: T, _: Incoming) -> None:
-        self.items.append(item)
-        self._changed.set()
-
-    async def wait(self, predicate: Callable[[list[T]], bool], timeout: float) -> None:
-        async def until() -> None:
-            while not predicate(self.items):
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(until(), timeout)
 
 
 async def collect(bus: Bus, subject: str, type_: type[T]) -> Collector[T]:

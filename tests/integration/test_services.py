@@ -37,7 +37,7 @@ async def test_service_starts_heartbeats_and_drains_on_sigterm(
     ready = await watch.wait_state("ready")
     assert ready.kind == kind and ready.version and ready.load.rss_bytes > 0
     # It keeps beating on its interval while idle.
-    await asyncio.wait_for(_until(lambda: watch.states.count("ready") >= 3), 10)
+    await watch.wait(lambda beats: [b.state for b in beats].count("ready") >= 3, 10)
 
     if kind == "gateway":
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
@@ -52,12 +52,6 @@ async def test_service_starts_heartbeats_and_drains_on_sigterm(
     assert tail == ["draining", "stopped"]
     _, stderr = await proc.communicate()
     assert b"service.stopped" in stderr and b"Traceback" not in stderr
-
-
-async def _until(predicate: object, step: float = 0.05) -> None:
-    assert callable(predicate)
-    while not predicate():
-        await asyncio.sleep(step)
 
 
 async def test_missing_nats_gives_clear_error_and_nonzero_exit() -> None:

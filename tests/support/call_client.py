@@ -35,6 +35,8 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamT
 from aiortc.sdp import candidate_from_sdp
 from av import VideoFrame
 
+from tests.support.waiting import until
+
 Payload = dict[str, Any]
 
 
@@ -339,13 +341,11 @@ class CallClient:
     async def wait_media(self, min_frames: int = 5, timeout: float = 20.0) -> None:
         """Until at least ``min_frames`` audio and video frames arrived from the peers."""
 
-        async def until() -> None:
-            while self.frames("audio") < min_frames or self.frames("video") < min_frames:
-                self._media_changed.clear()
-                await self._media_changed.wait()
+        def flowing() -> bool:
+            return self.frames("audio") >= min_frames and self.frames("video") >= min_frames
 
         try:
-            await asyncio.wait_for(until(), timeout)
+            await until(flowing, self._media_changed, timeout)
         except TimeoutError:
             raise AssertionError(
                 f"{self.name}: media not flowing (audio={self.frames('audio')}, "

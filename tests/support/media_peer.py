@@ -36,6 +36,7 @@ from schemas.media import (
     SubscriptionOffer,
     Unsubscribe,
 )
+from tests.support.waiting import until
 
 T = TypeVar("T")
 Rgb = tuple[int, int, int]
@@ -183,12 +184,7 @@ class RemoteFeed:
         return None if self.first_frame_at is None else self.first_frame_at - self.subscribed_at
 
     async def wait_until(self, predicate: Callable[["RemoteFeed"], bool], timeout: float) -> None:
-        async def until() -> None:
-            while not predicate(self):
-                self.changed.clear()
-                await self.changed.wait()
-
-        await asyncio.wait_for(until(), timeout)
+        await until(lambda: predicate(self), self.changed, timeout)
 
     def _on_video(self, frame: Any) -> None:
         now = time.monotonic()

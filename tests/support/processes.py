@@ -6,35 +6,25 @@ import sys
 from collections.abc import Mapping
 
 from schemas import subjects
-from schemas.bus import Bus, Incoming
+from schemas.bus import Bus
 from schemas.heartbeat import ServiceHeartbeat
+from tests.support.waiting import Collector
 
 
-class HeartbeatWatch:
+class HeartbeatWatch(Collector[ServiceHeartbeat]):
     """Records every heartbeat of one instance; ``wait_state`` waits for a state."""
 
-    def __init__(self) -> None:
-        self.beats: list[ServiceHeartbeat] = []
-        self._changed = asyncio.Event()
-
-    async def __call__(self, beat: ServiceHeartbeat, _: Incoming) -> None:
-        self.beats.append(beat)
-        self._changed.set()
+    @property
+    def beats(self) -> list[ServiceHeartbeat]:
+        return self.items
 
     @property
     def states(self) -> list[str]:
-        return [b.state for b in self.beats]
+        return [b.state for b in self.items]
 
     async def wait_state(self, state: str, timeout: float = 20.0) -> ServiceHeartbeat:
-        async def until() -> ServiceHeartbeat:
-            while True:
-                for beat in self.beats:
-                    if beat.state == state:
-                        return beat
-                self._changed.clear()
-                await self._changed.wait()
-
-        return await asyncio.wait_for(until(), timeout)
+        await self.wait(lambda beats: any(b.state == state for b in beats), timeout)
+        return next(b for b in self.items if b.state == state)
 
     @classmethod
     async def start(cls, bus: Bus, kind: str, service_id: str) -> "HeartbeatWatch":

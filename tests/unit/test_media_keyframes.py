@@ -55,11 +55,15 @@ async def test_requests_are_rate_limited_coalesced_and_never_lost() -> None:
 
 
 async def test_a_failing_transport_does_not_raise() -> None:
+    tried = asyncio.Event()
+
     async def send(ssrc: int) -> None:
+        tried.set()
         raise ConnectionError("closed")
 
     req = KeyframeRequester(send)
     req.set_primary_ssrc(1)
     req.request("x")
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(tried.wait(), 1)
+    await asyncio.sleep(0)  # let the requester's task finish handling the failure
     assert req.sent == 1
