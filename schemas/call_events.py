@@ -2,7 +2,11 @@
 
 The stream is the history of every call: replaying it in order rebuilds the live state.
 Each event names the call, has a unique ``event_id`` (also used as the JetStream
-de-duplication id) and the time it happened.
+de-duplication id), the time it happened, and ``seq``: the call's revision, a per-call
+sequence (1, 2, 3 ... with no gap) given by the compare-and-set that made the change, so any
+consumer can order a call's events and drop duplicates whatever order they arrive in.
+Advisory events that describe no change of the call's state (the active speaker, from a media
+node) carry ``seq`` 0 and are ordered by their stream sequence only.
 """
 
 from datetime import datetime
@@ -42,13 +46,18 @@ EndReason = Literal[
 
 
 class Participant(msgspec.Struct, frozen=True, kw_only=True):
-    """Who takes part in a call. Guests have no ``user_id``."""
+    """Who takes part in a call. Guests have no ``user_id``.
+
+    ``language`` is the language the person speaks (passed to speech recognition);
+    ``caption_language`` the language they read captions in (``None``: the one they speak).
+    """
 
     participant_id: Id
     kind: ParticipantKind
     user_id: Id | None = None
     display_name: str = ""
     language: Lang = "en"
+    caption_language: Lang | None = None
 
 
 class CallEvent(Message, frozen=True, kw_only=True):
@@ -60,6 +69,8 @@ class CallEvent(Message, frozen=True, kw_only=True):
     call_id: Id
     event_id: Id = msgspec.field(default_factory=new_id)
     occurred_at: datetime = msgspec.field(default_factory=utc_now)
+    #: The call's revision: 1, 2, 3 ... per call, no gaps; 0 for advisory events.
+    seq: int = 0
 
 
 class CallInitiated(CallEvent, frozen=True, kw_only=True, tag="call.initiated"):
@@ -112,11 +123,52 @@ class MediaStateChanged(CallEvent, frozen=True, kw_only=True, tag="media.state_c
     video_enabled: bool
 
 
-class CallModeChanged(CallEvent, frozen=True, kw_only=True, tag="call.mode_changed"):
-    """The call finished migrating between peer-to-peer and SFU.
+MigrationOutcome = Literal["completed", "failed", "rolled_back"]
+"""completed: every participant acknowledged the new path; failed: someone's new path did
+not carry media before the deadline (the call stays on the old path); rolled_back: the
+migration was abandoned (the target no longer applied, or its media node went away)."""
 
-    ``duration_ms`` runs from the decision to the last participant's acknowledgement;
-    ``max_gap_ms`` is the longest media interruption any participant reported.
+MigrationReason = Literal[
+    "participant_count",
+    "p2p_media_failed",
+    "node_unavailable",
+    "node_refused",
+    "deadline",
+    "superseded",
+    "retry",
+]
+"""Why the selector migrated (``participant_count``: the design's 3-person rule both ways;
+``p2p_media_failed``: the direct path never carried media or stopped; ``retry``: an earlier
+attempt failed), or why a migration did not complete (``node_refused``: the media node
+would not open a session; ``node_unavailable``: it stopped answering; ``deadline``: a
+participant's new path carried no media in time; ``superseded``: a newer decision replaced
+it)."""
+
+
+class MigrationStarted(CallEvent, frozen=True, kw_only=True, tag="call.migration_started"):
+    """The mode selector decided to move the call's media (make-before-break begins).
+
+    ``deadline_s`` is how long participants have to bring up the new path; ``prewarmed``
+    says whether they already held idle SFU sessions.
+    """
+
+    subject_name: ClassVar[str] = "migration_started"
+
+    from_mode: CallMode
+    to_mode: CallMode
+    epoch: int
+    reason: MigrationReason
+    node_id: Id | None = None
+    deadline_s: float = 0.0
+    prewarmed: bool = False
+
+
+class CallModeChanged(CallEvent, frozen=True, kw_only=True, tag="call.mode_changed"):
+    """A migration between peer-to-peer and SFU ended: completed, failed or rolled back.
+
+    ``duration_ms`` runs from the decision to the last participant's acknowledgement (or to
+    the failure); ``max_gap_ms`` is the longest media interruption any participant reported.
+    With ``outcome`` other than ``completed`` the call is still in ``from_mode``.
     """
 
     subject_name: ClassVar[str] = "mode_changed"
@@ -126,6 +178,9 @@ class CallModeChanged(CallEvent, frozen=True, kw_only=True, tag="call.mode_chang
     epoch: int
     duration_ms: float
     max_gap_ms: float = 0.0
+    outcome: MigrationOutcome = "completed"
+    reason: MigrationReason = "participant_count"
+    node_id: Id | None = None
 
 
 class CallEnded(CallEvent, frozen=True, kw_only=True, tag="call.ended"):
@@ -156,6 +211,27 @@ class ActiveSpeakerChanged(
 
 
 RingOutcome = Literal["accepted", "declined", "missed", "cancelled"]
+
+
+class TranscriptionChanged(CallEvent, frozen=True, kw_only=True, tag="call.transcription_changed"):
+    """A participant turned live transcription (and captions) on or off for the whole call."""
+
+    subject_name: ClassVar[str] = "transcription_changed"
+
+    enabled: bool
+    by_participant_id: Id | None = None
+
+
+class ParticipantLanguageChanged(
+    CallEvent, frozen=True, kw_only=True, tag="participant.language_changed"
+):
+    """A participant changed the language they speak or read captions in."""
+
+    subject_name: ClassVar[str] = "language_changed"
+
+    participant_id: Id
+    language: Lang
+    caption_language: Lang | None = None
 
 
 class CallStatusChanged(CallEvent, frozen=True, kw_only=True, tag="call.status_changed"):
@@ -206,6 +282,9 @@ AnyCallEvent = (
     | ParticipantDisconnected
     | ParticipantResumed
     | RingEnded
+    | MigrationStarted
+    | TranscriptionChanged
+    | ParticipantLanguageChanged
 )
 """Every event on ``call.evt.>``; decode any of them with
 ``msgspec.json.decode(data, type=AnyCallEvent)`` and replay the stream to rebuild a call."""
@@ -223,4 +302,7 @@ CALL_EVENT_TYPES: tuple[type[CallEvent], ...] = (
     ParticipantDisconnected,
     ParticipantResumed,
     RingEnded,
+    MigrationStarted,
+    TranscriptionChanged,
+    ParticipantLanguageChanged,
 )

@@ -44,7 +44,10 @@ class CallParticipantState(msgspec.Struct, frozen=True, kw_only=True):
     principal_id: Id
     user_id: Id | None = None
     display_name: str = ""
+    #: The language this person speaks (what speech recognition is told).
     language: Lang = "en"
+    #: The language this person reads captions in (``None``: the one they speak).
+    caption_language: Lang | None = None
     audio_enabled: bool = True
     video_enabled: bool = True
     joined_at: float
@@ -91,6 +94,8 @@ class CallState(msgspec.Struct, frozen=True, kw_only=True):
     #: Migration epoch, advanced by the mode selector with each mode decision.
     epoch: int = 0
     media_node_id: Id | None = None
+    #: Live transcription and captions on for this call (any participant may toggle it).
+    transcription: bool = False
     initiator_user_id: Id
     created_at: float
     #: When unanswered rings become missed (None once nobody is ringing).

@@ -9,6 +9,7 @@ validates each id it puts into a token. Wildcard patterns for subscribers are co
 | ``call.cmd.<call_id>.<name>`` | core | selector -> gateways, media nodes |
 | ``media.rpc.<node_id>.<verb>`` | request/reply | gateway -> one media node |
 | ``media.node.heartbeat`` | core | media nodes -> placement |
+| ``media.evt.<call_id>.<name>`` | core | media node -> the gateways holding the call's sockets |
 | ``audio.chunk.<call_id>.<participant_id>`` | core, queue group | media node -> transcribers |
 | ``transcript.segment.<call_id>`` | core | transcriber, gateway -> translator bridge |
 | ``caption.<call_id>.<lang>`` | core | translator bridge -> gateways |
@@ -37,6 +38,7 @@ ALL_DEAD_LETTERS = "dlq.>"
 ALL_AUDIO_CHUNKS = "audio.chunk.>"
 ALL_TRANSCRIPT_SEGMENTS = "transcript.segment.*"
 MEDIA_NODE_HEARTBEAT = "media.node.heartbeat"
+ALL_MEDIA_EVENTS = "media.evt.>"
 
 _DLQ_PREFIX = "dlq."
 
@@ -73,6 +75,16 @@ def media_rpc(node_id: str, verb: str) -> str:
 def media_rpc_all(node_id: str) -> str:
     """Every request to one media node."""
     return f"media.rpc.{_token(node_id, 'node_id')}.*"
+
+
+def media_event(call_id: str, name: str) -> str:
+    """What a media node tells the call's gateways about one session (slots, demand, state)."""
+    return f"media.evt.{_token(call_id, 'call_id')}.{_token(name, 'event name')}"
+
+
+def media_events_of(call_id: str) -> str:
+    """Every media-node event of one call."""
+    return f"media.evt.{_token(call_id, 'call_id')}.*"
 
 
 def audio_chunk(call_id: str, participant_id: str) -> str:

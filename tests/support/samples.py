@@ -12,9 +12,12 @@ from schemas.call_events import (
     CallModeChanged,
     CallRinging,
     MediaStateChanged,
+    MigrationStarted,
     Participant,
     ParticipantJoined,
+    ParticipantLanguageChanged,
     ParticipantLeft,
+    TranscriptionChanged,
 )
 from schemas.dead_letter import DeadLetter
 from schemas.heartbeat import ServiceHeartbeat, ServiceLoad
@@ -53,8 +56,28 @@ def samples(call_id: str = "call-1") -> list[msgspec.Struct]:
         MediaStateChanged(
             call_id=call_id, participant_id="p-alice", audio_enabled=False, video_enabled=True
         ),
+        MigrationStarted(
+            call_id=call_id,
+            seq=7,
+            from_mode="p2p",
+            to_mode="sfu",
+            epoch=2,
+            reason="participant_count",
+            node_id="media-1",
+            deadline_s=5.0,
+        ),
         CallModeChanged(
-            call_id=call_id, from_mode="p2p", to_mode="sfu", epoch=2, duration_ms=420.5
+            call_id=call_id,
+            seq=8,
+            from_mode="p2p",
+            to_mode="sfu",
+            epoch=2,
+            duration_ms=420.5,
+            node_id="media-1",
+        ),
+        TranscriptionChanged(call_id=call_id, seq=9, enabled=True, by_participant_id="p-alice"),
+        ParticipantLanguageChanged(
+            call_id=call_id, seq=10, participant_id="p-guest", language="fr", caption_language="es"
         ),
         CallEnded(call_id=call_id, reason="completed", duration_s=61.2, ended_by="p-alice"),
         MigrateToSfu(call_id=call_id, epoch=2, node_id="media-1"),
