@@ -12,6 +12,7 @@ import msgspec
 from schemas import subjects
 from schemas.call_commands import CALL_COMMAND_TYPES, AnyCallCommand
 from schemas.call_events import CALL_EVENT_TYPES, AnyCallEvent
+from schemas.captions import Caption, TranscriptSegment
 from schemas.dead_letter import DeadLetter
 from schemas.heartbeat import ServiceHeartbeat
 from schemas.media import (
@@ -101,6 +102,21 @@ FAMILIES: tuple[Family, ...] = (
         AudioChunk,
         (AudioChunk,),
         "A speaker's utterances as 16 kHz mono PCM, cut by voice activity detection.",
+    ),
+    Family(
+        "transcript_segment",
+        "transcript.segment.<call_id>",
+        TranscriptSegment,
+        (TranscriptSegment,),
+        "Source-language text of an utterance (partial or final), from a transcriber or a "
+        "speaker's browser.",
+    ),
+    Family(
+        "caption",
+        "caption.<call_id>.<lang>",
+        Caption,
+        (Caption,),
+        "One utterance in one listener language (the speaker's own language: the original).",
     ),
     Family(
         "socket_delivery",

@@ -19,6 +19,7 @@ from schemas.call_events import (
     ParticipantLeft,
     TranscriptionChanged,
 )
+from schemas.captions import Caption, SegmentTimings, TranscriptSegment
 from schemas.dead_letter import DeadLetter
 from schemas.heartbeat import ServiceHeartbeat, ServiceLoad
 from schemas.media import (
@@ -80,6 +81,29 @@ def samples(call_id: str = "call-1") -> list[msgspec.Struct]:
             call_id=call_id, seq=10, participant_id="p-guest", language="fr", caption_language="es"
         ),
         CallEnded(call_id=call_id, reason="completed", duration_s=61.2, ended_by="p-alice"),
+        TranscriptSegment(
+            call_id=call_id,
+            utterance_id="u-1",
+            participant_id="p-alice",
+            language="en",
+            text="hello everyone",
+            is_final=True,
+            confidence=0.91,
+            timings=SegmentTimings(vad_wait_ms=300, queue_ms=2, transcription_ms=120),
+            model="tiny.en",
+        ),
+        Caption(
+            call_id=call_id,
+            utterance_id="u-1",
+            speaker_participant_id="p-alice",
+            language="es",
+            text="hola a todos",
+            source_language="en",
+            source_text="hello everyone",
+            is_final=True,
+            translated=True,
+            translation_ms=11.5,
+        ),
         MigrateToSfu(call_id=call_id, epoch=2, node_id="media-1"),
         MigrateToP2p(call_id=call_id, epoch=3),
         EndCall(call_id=call_id, reason="max_duration"),
