@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from gateway import migration
 from gateway import state_machine as sm
 from gateway.call_store import CallStore, Written
 from gateway.conversations import Conversations, is_moderator, may_take_part
@@ -18,7 +19,7 @@ from gateway.settings import GatewaySettings
 from gateway.state_machine import Outcome
 from gateway.timers import CallMirror
 from gateway.tokens import Principal
-from schemas.call_events import MediaKind
+from schemas.call_events import CallMode, MediaKind
 from schemas.call_state import CallParticipantState, CallState
 from schemas.ids import new_id
 
@@ -232,6 +233,34 @@ class CallService:
         return await self.store.apply(
             call_id,
             lambda s: sm.set_media(s, participant_id, audio=audio, video=video, now=time.time()),
+        )
+
+    async def report_media(
+        self,
+        call_id: str,
+        participant_id: str,
+        *,
+        epoch: int,
+        mode: CallMode,
+        ok: bool,
+        reason: str = "",
+        peer_id: str | None = None,
+        max_gap_ms: float = 0.0,
+    ) -> Outcome | None:
+        """Record a client's report on a media path (``None``: stale or repeated)."""
+        return await self.store.apply(
+            call_id,
+            lambda s: migration.report(
+                s,
+                participant_id,
+                epoch=epoch,
+                mode=mode,
+                ok=ok,
+                now=time.time(),
+                reason=reason,
+                peer_id=peer_id,
+                max_gap_ms=max_gap_ms,
+            ),
         )
 
     async def disconnect(

@@ -35,6 +35,9 @@ Emit = Callable[[str, dict[str, Any], str], Awaitable[None]]
 CallWatch = Callable[[str, bool], None]
 """``watch(call_id, present)``: a call gained its first local socket (True) or lost its last."""
 
+BindWatch = Callable[["SocketSession"], None]
+"""``watch(session)``: a local socket was just bound to a participant of a call."""
+
 
 @dataclass
 class SocketSession:
@@ -49,6 +52,10 @@ class SocketSession:
     #: Serializes this socket's events: they are handled in the order the client sent them
     #: (an offer before its candidates, mute before unmute), other sockets run in parallel.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    #: The last ``call:mode-switch`` (epoch, mode, session id) and ``call:sfu-prewarm``
+    #: (session id) this socket was told, so each is said once per socket.
+    told_switch: tuple[int, str, str | None] | None = None
+    told_prewarm: str | None = None
 
 
 @dataclass
@@ -69,11 +76,15 @@ class Delivery:
         self._principals: dict[str, _Principal] = {}
         self._calls: dict[str, set[str]] = {}
         self._watchers: list[CallWatch] = []
+        self._bind_watchers: list[BindWatch] = []
         self.delivered = 0
         self.dropped = 0
 
     def watch_calls(self, watcher: CallWatch) -> None:
         self._watchers.append(watcher)
+
+    def watch_binds(self, watcher: BindWatch) -> None:
+        self._bind_watchers.append(watcher)
 
     # --- registry ------------------------------------------------------------------------
     async def attach(self, session: SocketSession) -> None:
@@ -133,11 +144,17 @@ class Delivery:
         session.call_id = call_id
         session.participant_id = participant_id
         session.resume_hash = resume_hash
+        session.told_switch = session.told_prewarm = None
         sids = self._calls.setdefault(call_id, set())
         first = not sids
         sids.add(session.sid)
         if first:
             self._tell(call_id, True)
+        for watcher in self._bind_watchers:
+            try:
+                watcher(session)
+            except Exception as exc:
+                log.exception("delivery.watcher_failed", call_id=call_id, error=type(exc).__name__)
 
     def unbind(self, session: SocketSession) -> None:
         self._unindex(session)

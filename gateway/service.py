@@ -16,6 +16,7 @@ import socketio
 import uvicorn
 
 from gateway.app import create_app
+from gateway.call_feeds import CallFeeds, Feed
 from gateway.call_store import CallStore
 from gateway.calls import CallService
 from gateway.context import GatewayContext
@@ -25,17 +26,22 @@ from gateway.event_feed import EventFeed, NoticeProjector
 from gateway.guests import Guests
 from gateway.health import Readiness
 from gateway.http_server import EmbeddedServer
+from gateway.media.coordinator import MediaCoordinator
+from gateway.media.node_events import NodeEvents
+from gateway.media.sessions import MediaSessions
 from gateway.presence import PresenceReader, PresenceWriter
 from gateway.rate_limit import RateLimiter
 from gateway.settings import GatewaySettings
 from gateway.sockets.ice_servers import IceServers
 from gateway.sockets.lifecycle import Lifecycle
+from gateway.sockets.media import MediaSignaling
 from gateway.sockets.relay import SignalRelay
 from gateway.sockets.server import SocketServer
 from gateway.timers import CallMirror, Sweeper
 from gateway.tokens import TokenService
 from schemas import subjects
 from schemas.bus import Bus
+from schemas.call_commands import AnyCallCommand
 from schemas.call_state import (
     ActiveCallClaim,
     CallState,
@@ -45,6 +51,7 @@ from schemas.call_state import (
 )
 from schemas.kv import TypedKv
 from schemas.logs import get_logger
+from schemas.media_events import AnyMediaEvent
 from schemas.runtime import Service
 
 log = get_logger("gateway")
@@ -67,6 +74,9 @@ class GatewayService(Service[GatewaySettings]):
         self.store: CallStore | None = None
         self.feed: EventFeed | None = None
         self.presence: PresenceWriter | None = None
+        self.media: MediaSessions | None = None
+        self.coordinator: MediaCoordinator | None = None
+        self.feeds: CallFeeds | None = None
         self._server: EmbeddedServer | None = None
         self._server_task: asyncio.Task[None] | None = None
 
@@ -102,9 +112,34 @@ class GatewayService(Service[GatewaySettings]):
         )
         self.sockets.register(self.relay.handlers())
         self.sockets.register(IceServers(settings).handlers())
+        self.media = MediaSessions(
+            bus,
+            lease_s=settings.media_lease_s,
+            rpc_timeout_s=settings.media_rpc_timeout_s,
+            video_slots=settings.media_video_slots,
+            audio_slots=settings.media_audio_slots,
+        )
+        self.coordinator = MediaCoordinator(settings, calls, self.store, self.delivery, self.media)
+        self.sockets.register(MediaSignaling(settings, calls, self.media).handlers())
+        self.feeds = CallFeeds(bus)
+        self.feeds.add(
+            Feed("commands", subjects.call_commands_of, AnyCallCommand, self.coordinator.on_command)
+        )
+        self.feeds.add(
+            Feed(
+                "media_events",
+                subjects.media_events_of,
+                AnyMediaEvent,
+                NodeEvents(self.delivery, self.media, self.coordinator),
+            )
+        )
+        self.delivery.watch_calls(self.feeds.watch)
+        self.delivery.watch_binds(self.coordinator.on_bind)
         self.feed = EventFeed(bus)
         self.feed.add(NoticeProjector(self.delivery))
+        self.feed.add(self.coordinator.on_event)
         await self.feed.start()
+        self.media.start()
         self.app.state.ctx = GatewayContext(
             settings=settings,
             tokens=self.tokens,
@@ -182,6 +217,8 @@ class GatewayService(Service[GatewaySettings]):
             self._server.should_exit = True
 
     async def close(self) -> None:
+        if self.media is not None:
+            await self.media.stop()
         if self.feed is not None:
             await self.feed.stop()
         if self.mirror is not None:
@@ -215,6 +252,15 @@ class GatewayService(Service[GatewaySettings]):
             extra["events_duplicate"] = float(self.feed.duplicates)
         if self.presence is not None:
             extra["presence_writes"] = float(self.presence.writes)
+        if self.media is not None:
+            extra["media_sessions"] = float(self.media.count)
+            extra["media_sessions_opened"] = float(self.media.opened)
+            extra["media_sessions_lost"] = float(self.media.lost)
+        if self.coordinator is not None:
+            extra["mode_switches_told"] = float(self.coordinator.switches_told)
+            extra["media_node_refusals"] = float(self.coordinator.refusals)
+        if self.feeds is not None:
+            extra["calls_subscribed"] = float(self.feeds.calls)
         if self.mirror is not None:
             extra["calls_known"] = float(len(self.mirror.calls))
         extra["rate_limited"] = float(self.limiter.refused)

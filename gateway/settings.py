@@ -82,6 +82,16 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
     call_ended_retention_s: PositiveFloat = 3600.0
     call_max_participants: Annotated[int, msgspec.Meta(ge=2, le=50)] = 50
 
+    # --- media nodes (SFU) ---------------------------------------------------------------
+    #: A media session closes itself on its node unless renewed within this long (the
+    #: gateway renews every third of it); a dead gateway's sessions are gone after it.
+    media_lease_s: Annotated[float, msgspec.Meta(ge=1.0, le=3600.0)] = 20.0
+    #: How long a request to a media node (open a session, an SDP exchange) may take.
+    media_rpc_timeout_s: PositiveFloat = 10.0
+    #: Slots of each participant's downlink (empty: the media node's defaults).
+    media_video_slots: Annotated[int, msgspec.Meta(ge=0, le=16)] | None = None
+    media_audio_slots: Annotated[int, msgspec.Meta(ge=0, le=8)] | None = None
+
     # --- ICE -----------------------------------------------------------------------------
     #: Comma-separated STUN URLs. Empty by default: no third party learns who calls whom;
     #: production points this (and TURN) at its own coturn.

@@ -131,6 +131,15 @@ def call_view(state: CallState) -> dict[str, Any]:
         "endReason": state.end_reason,
         "epoch": state.epoch,
         "mediaNodeId": state.media_node_id,
+        "migration": (
+            {
+                "epoch": state.migration.epoch,
+                "fromMode": state.migration.from_mode,
+                "toMode": state.migration.to_mode,
+            }
+            if state.migration is not None
+            else None
+        ),
         "transcription": state.transcription,
         "participants": [participant_view(p) for p in state.participants],
         "invitees": [{"userId": i.user_id, "status": i.status} for i in state.invitees],

@@ -317,6 +317,12 @@ class Bus:
             with contextlib.suppress(Exception):
                 await self.nc.publish(dlq, data)
 
+    async def dead_letter(
+        self, subject: str, payload: bytes, expected: str, reason: str, *, attempts: int = 1
+    ) -> None:
+        """Park a message this service could not decode (for consumers outside the helpers)."""
+        await self._reject(subject, payload, expected, "decode", reason, attempts=attempts)
+
     # --- request / reply ------------------------------------------------------------
     async def request(
         self,

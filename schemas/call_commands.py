@@ -26,20 +26,40 @@ class CallCommand(Message, frozen=True, kw_only=True):
 
 
 class MigrateToSfu(CallCommand, frozen=True, kw_only=True, tag="call.migrate_to_sfu"):
-    """Move the call's media onto media node ``node_id`` (make-before-break)."""
+    """Move the call's media onto media node ``node_id`` (make-before-break).
+
+    The gateways holding the call's sockets open a session per participant on the node
+    (or reuse a pre-warmed one) and tell each client ``call:mode-switch``. The call's state
+    (``CallState.migration``) is the truth; the command only says "now".
+    """
 
     subject_name: ClassVar[str] = "migrate_to_sfu"
 
     epoch: int
     node_id: Id
+    deadline_s: float = 0.0
 
 
 class MigrateToP2p(CallCommand, frozen=True, kw_only=True, tag="call.migrate_to_p2p"):
-    """Move the call's media back to a direct peer-to-peer connection."""
+    """Move the call's media back to a direct peer-to-peer connection.
+
+    ``offerer_id`` is the participant told to send the offer (the other answers).
+    """
 
     subject_name: ClassVar[str] = "migrate_to_p2p"
 
     epoch: int
+    offerer_id: Id | None = None
+    deadline_s: float = 0.0
+
+
+class Prewarm(CallCommand, frozen=True, kw_only=True, tag="call.prewarm"):
+    """While the call is peer-to-peer, hold an idle session per participant on ``node_id``
+    (connected, not sending), so a later switch to the SFU only starts sending."""
+
+    subject_name: ClassVar[str] = "prewarm"
+
+    node_id: Id
 
 
 class EndCall(CallCommand, frozen=True, kw_only=True, tag="call.end"):
@@ -50,7 +70,7 @@ class EndCall(CallCommand, frozen=True, kw_only=True, tag="call.end"):
     reason: EndReason
 
 
-AnyCallCommand = MigrateToSfu | MigrateToP2p | EndCall
+AnyCallCommand = MigrateToSfu | MigrateToP2p | Prewarm | EndCall
 """Every call command."""
 
-CALL_COMMAND_TYPES: tuple[type[CallCommand], ...] = (MigrateToSfu, MigrateToP2p, EndCall)
+CALL_COMMAND_TYPES: tuple[type[CallCommand], ...] = (MigrateToSfu, MigrateToP2p, Prewarm, EndCall)

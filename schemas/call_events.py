@@ -141,15 +141,17 @@ MigrationReason = Literal[
     "node_unavailable",
     "node_refused",
     "deadline",
+    "path_failed",
     "superseded",
     "retry",
 ]
 """Why the selector migrated (``participant_count``: the design's 3-person rule both ways;
 ``p2p_media_failed``: the direct path never carried media or stopped; ``retry``: an earlier
 attempt failed), or why a migration did not complete (``node_refused``: the media node
-would not open a session; ``node_unavailable``: it stopped answering; ``deadline``: a
-participant's new path carried no media in time; ``superseded``: a newer decision replaced
-it)."""
+would not open a session, or none had room; ``node_unavailable``: it stopped answering;
+``path_failed``: a participant's client could not bring the new path up; ``deadline``: a
+participant's new path carried no media in time; ``superseded``: the participant count
+changed back and the target no longer applies)."""
 
 
 class MigrationStarted(CallEvent, frozen=True, kw_only=True, tag="call.migration_started"):
@@ -218,6 +220,31 @@ class ActiveSpeakerChanged(
 
 
 RingOutcome = Literal["accepted", "declined", "missed", "cancelled"]
+
+
+MediaPathState = Literal["ready", "failed"]
+
+
+class ParticipantMediaPath(CallEvent, frozen=True, kw_only=True, tag="participant.media_path"):
+    """A participant's client reported on a media path.
+
+    During a migration (``epoch`` = the migration's): ``ready`` — the new path carries the
+    others' media (the old one is kept until the migration completes); ``failed`` — it could
+    not bring the new path up (``reason``: ``node_refused``, ``ice_failed``, ``timeout`` ...).
+    Outside a migration, ``failed`` with ``mode`` ``p2p`` means the direct path never carried
+    media or stopped (ICE failed or stuck, frames no longer decoding): the call falls back to
+    the SFU for good. ``max_gap_ms`` is the longest gap in received media the client saw.
+    """
+
+    subject_name: ClassVar[str] = "media_path"
+
+    participant_id: Id
+    epoch: int
+    mode: CallMode
+    state: MediaPathState
+    reason: str = ""
+    peer_id: Id | None = None
+    max_gap_ms: float = 0.0
 
 
 class TranscriptionChanged(CallEvent, frozen=True, kw_only=True, tag="call.transcription_changed"):
@@ -291,6 +318,7 @@ AnyCallEvent = (
     | ParticipantResumed
     | RingEnded
     | MigrationStarted
+    | ParticipantMediaPath
     | TranscriptionChanged
     | ParticipantLanguageChanged
 )
@@ -311,6 +339,7 @@ CALL_EVENT_TYPES: tuple[type[CallEvent], ...] = (
     ParticipantResumed,
     RingEnded,
     MigrationStarted,
+    ParticipantMediaPath,
     TranscriptionChanged,
     ParticipantLanguageChanged,
 )

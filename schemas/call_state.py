@@ -19,6 +19,7 @@ from schemas.call_events import (
     ConversationType,
     EndReason,
     MediaKind,
+    MigrationReason,
     ParticipantKind,
 )
 from schemas.ids import Id, Lang
@@ -58,6 +59,40 @@ class CallParticipantState(msgspec.Struct, frozen=True, kw_only=True):
     disconnected_at: float | None = None
     #: SHA-256 (hex) of the resume token handed to the participant when it joined.
     resume_token_sha256: str = ""
+
+
+class PathFailure(msgspec.Struct, frozen=True, kw_only=True):
+    """A participant whose new media path did not come up, and why."""
+
+    participant_id: Id
+    reason: str
+
+
+class Migration(msgspec.Struct, frozen=True, kw_only=True):
+    """A migration in progress (make-before-break), decided by the mode selector.
+
+    Every participant brings up the new path while keeping the old one and reports
+    ``ready`` when the new path carries the others' media; once every participant still in
+    the call is ready the migration completes (``CallModeChanged``, outcome ``completed``)
+    and clients drop the old path. A failure report, a media node going away or the
+    deadline ends it as ``failed`` (the call stays in ``from_mode``, nobody having dropped
+    the old path).
+    """
+
+    epoch: int
+    from_mode: CallMode
+    to_mode: CallMode
+    reason: MigrationReason
+    node_id: Id | None = None
+    started_at: float
+    deadline_at: float
+    prewarmed: bool = False
+    #: SFU -> P2P: the participant told to send the offer.
+    offerer_id: Id | None = None
+    ready: list[Id] = msgspec.field(default_factory=list)
+    failures: list[PathFailure] = msgspec.field(default_factory=list)
+    #: Longest media gap any participant reported for this migration.
+    max_gap_ms: float = 0.0
 
 
 class CallInvitee(msgspec.Struct, frozen=True, kw_only=True):
@@ -116,7 +151,18 @@ class CallState(msgspec.Struct, frozen=True, kw_only=True):
     mode: CallMode = "p2p"
     #: Migration epoch, advanced by the mode selector with each mode decision.
     epoch: int = 0
+    #: The media node of the call while it is on the SFU (a call stays on one node).
     media_node_id: Id | None = None
+    #: The migration under way, if any.
+    migration: Migration | None = None
+    #: The direct path failed once: the call stays on the SFU for the rest of its life.
+    p2p_failed: bool = False
+    #: While P2P: the node where participants hold idle (pre-warmed) sessions.
+    prewarm_node_id: Id | None = None
+    #: No new migration is attempted before this (set after a failed attempt).
+    mode_retry_at: float | None = None
+    #: Migrations that failed in a row (reset by one that completes).
+    failed_migrations: int = 0
     #: Live transcription and captions on for this call (any participant may toggle it).
     transcription: bool = False
     initiator_user_id: Id

@@ -5,7 +5,7 @@ Strict types, unknown fields ignored; a payload that does not decode is a
 """
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -13,7 +13,7 @@ from gateway.delivery import SocketSession
 from gateway.errors import CallError
 from gateway.tokens import Principal
 from gateway.validation import ClientId
-from schemas.call_events import MediaKind
+from schemas.call_events import CallMode, MediaKind
 
 Ack = dict[str, Any]
 Handler = Callable[[SocketSession, Principal, Any], Awaitable[Ack]]
@@ -84,3 +84,46 @@ class ToggleRequest(Request, frozen=True, kw_only=True):
 
 class IceRequest(Request, frozen=True, kw_only=True):
     call_id: ClientId | None = None
+
+
+class SfuSdpRequest(Request, frozen=True, kw_only=True):
+    """``call:sfu-publish`` (the client's uplink offer) / ``call:sfu-downlink-answer``."""
+
+    call_id: ClientId
+    sdp: str
+
+
+class SfuRef(Request, frozen=True, kw_only=True):
+    """``call:sfu-downlink``: ask for the node's offer of this participant's slots."""
+
+    call_id: ClientId
+
+
+class SfuPreferences(Request, frozen=True, kw_only=True):
+    call_id: ClientId
+    pinned: Annotated[list[ClientId], msgspec.Meta(max_length=16)] = msgspec.field(
+        default_factory=list
+    )
+    tiles: Annotated[int, msgspec.Meta(ge=0, le=16)] | None = None
+
+
+class ModeSwitched(Request, frozen=True, kw_only=True):
+    """``call:mode-switched``: the new path of migration ``epoch`` carries media (``ok``),
+    or could not be brought up (``ok`` false, with a short ``reason``)."""
+
+    call_id: ClientId
+    epoch: Annotated[int, msgspec.Meta(ge=0)]
+    mode: CallMode
+    ok: bool = True
+    reason: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    max_gap_ms: Annotated[float, msgspec.Meta(ge=0, le=600_000)] = 0.0
+
+
+class MediaHealth(Request, frozen=True, kw_only=True):
+    """``call:media-health``: the direct path to ``peerId`` failed (ICE failed or stuck,
+    no frames decoding): the call falls back to the SFU."""
+
+    call_id: ClientId
+    state: Literal["failed"]
+    peer_id: ClientId | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=64)] = ""

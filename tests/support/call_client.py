@@ -1,4 +1,4 @@
-"""A reusable call client: a Socket.IO connection to a gateway plus aiortc peers.
+"""A reusable call client: a Socket.IO connection to a gateway plus aiortc media, both modes.
 
 Tests, later issues and benchmarks drive real calls with it::
 
@@ -10,51 +10,43 @@ Tests, later issues and benchmarks drive real calls with it::
     await alice.wait_media(); await bob.wait_media()
 
 Every server event is recorded; :meth:`wait_for` waits for the next one matching a
-predicate (never sleep-and-hope). With ``media=True`` the client answers offers and, when a
-participant joins a call it is in, offers to the newcomer (the rule: those already in the
-call offer to the one who arrives), sending audio and small video frames and counting the
-frames it receives per kind.
+predicate (never sleep-and-hope). With ``media=True`` the client sends audio and small
+video frames (its own colour) and follows the call's mode like a browser would:
+
+- **P2P**: it answers offers and, when a participant joins a call it is in, offers to the
+  newcomer (those already in the call offer to the one who arrives) — unless the join makes
+  a GROUP call three or more, which goes to the SFU;
+- **``call:mode-switch`` to the SFU**: it publishes and opens its downlink on the session
+  the gateway opened (or just starts sending on a pre-warmed one), and once every other
+  participant's media arrives through the SFU reports ``call:mode-switched``; it drops its
+  P2P links only when ``call:mode-changed`` says the migration completed;
+- **``call:mode-switch`` back to P2P**: the one told to offers to the other; once the direct
+  media arrives it reports, and closes its SFU legs on completion;
+- a failed migration keeps the old path (and, in a P2P call of three or more, builds the
+  mesh so nobody is without media); a direct path that stops carrying media is reported
+  (``call:media-health``), so the call falls back to the SFU.
+
+``arrivals`` records when media from whom arrived over which path, for gap measurements.
 """
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import socketio
-from aiortc import (
-    RTCConfiguration,
-    RTCPeerConnection,
-    RTCSessionDescription,
-    VideoStreamTrack,
-)
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
-from av import VideoFrame
 
+from tests.support.gateway_sfu import GatewaySfuClient, SocketSfuTransport
+from tests.support.media_peer import PatternVideoTrack, Rgb
 from tests.support.waiting import until
 
 Payload = dict[str, Any]
-
-
-class SmallVideoTrack(VideoStreamTrack):
-    """160x120 frames (aiortc's 30 fps clock): cheap to encode on a small machine."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._frame = np.zeros((120, 160, 3), dtype=np.uint8)
-        self._frame[:, :, 1] = 160
-        self._count = 0
-
-    async def recv(self) -> VideoFrame:
-        pts, time_base = await self.next_timestamp()
-        frame = VideoFrame.from_ndarray(self._frame, format="bgr24")
-        frame.pts = pts
-        frame.time_base = time_base
-        return frame
 
 
 @dataclass
@@ -65,18 +57,51 @@ class PeerLink:
     pc: RTCPeerConnection
     frames: dict[str, int] = field(default_factory=lambda: {"audio": 0, "video": 0})
     first_frame_at: dict[str, float] = field(default_factory=dict)
+    last_frame_at: dict[str, float] = field(default_factory=dict)
+    created_at: float = field(default_factory=time.monotonic)
     candidates_received: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: Reported to the gateway as failed already (once per link).
+    reported: bool = False
+    #: Tests: drop every incoming RTP packet (a path that stops carrying media).
+    cut: bool = False
 
 
 class CallClient:
     """One person's client (a socket and, optionally, peer connections)."""
 
-    def __init__(self, url: str, token: str, *, name: str = "", media: bool = True) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        name: str = "",
+        media: bool = True,
+        colour: Rgb = (40, 160, 40),
+        stall_s: float = 3.0,
+        setup_deadline_s: float = 15.0,
+    ) -> None:
         self.url = url
         self.token = token
         self.name = name
         self.media = media
+        self.colour = colour
+        #: A direct path whose video stopped this long is reported failed.
+        self.stall_s = stall_s
+        #: A direct path that carried nothing this long after it was made is reported failed.
+        self.setup_deadline_s = setup_deadline_s
+        self.mode = "p2p"
+        self.epoch = 0
+        self.conversation_type = ""
+        #: Other participants of the call, by id.
+        self.others: set[str] = set()
+        self.sfu: GatewaySfuClient | None = None
+        self._sfu_transport: SocketSfuTransport | None = None
+        #: (monotonic time, remote participant, kind, path) of every frame received.
+        self.arrivals: list[tuple[float, str, str, str]] = []
+        #: (epoch, mode, seconds from the switch to the report, ok) of each report sent.
+        self.reports: list[tuple[int, str, float, bool]] = []
+        self._monitor: asyncio.Task[None] | None = None
         self.sio = socketio.AsyncClient(reconnection=False)
         self.events: list[tuple[str, Payload, float]] = []
         self._consumed: set[int] = set()
@@ -111,12 +136,16 @@ class CallClient:
 
     async def close(self) -> None:
         await self.stop_heartbeats()
+        if self._monitor is not None:
+            self._monitor.cancel()
+            await asyncio.gather(self._monitor, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for link in list(self.links.values()):
             await self._close_link(link)
         self.links.clear()
+        await self._close_sfu()
         await self.drop()
 
     async def drop(self, timeout: float = 5.0) -> None:
@@ -131,12 +160,36 @@ class CallClient:
         payload = data if isinstance(data, dict) else {"value": data}
         self.events.append((event, payload, time.monotonic()))
         self._changed.set()
-        if event == "call:signal" and self.media:
-            self._spawn(self._on_signal(payload))
-        elif event == "call:participant-joined" and self.media:
+        if payload.get("callId") not in (None, self.call_id):
+            return
+        if event == "call:participant-joined":
             joined = payload.get("participant", {}).get("participantId")
-            if joined and payload.get("callId") == self.call_id and joined != self.participant_id:
-                self._spawn(self.offer_to(joined))
+            if joined and joined != self.participant_id:
+                self.others.add(joined)
+                grows_to_sfu = (
+                    self.conversation_type == "GROUP" and payload.get("activeCount", 0) >= 3
+                )
+                if self.media and self.mode == "p2p" and not grows_to_sfu:
+                    self._spawn(self.offer_to(joined))
+        elif event == "call:participant-left":
+            gone = payload.get("participantId")
+            self.others.discard(gone)
+            if gone in self.links:
+                self._spawn(self._close_link(self.links.pop(gone)))
+        elif not self.media:
+            return
+        elif event == "call:signal":
+            self._spawn(self._on_signal(payload))
+        elif event == "call:mode-switch":
+            self._spawn(self._switch(payload))
+        elif event == "call:sfu-prewarm":
+            self._spawn(self._prewarm(payload))
+        elif event == "call:mode-changed":
+            self._spawn(self._mode_changed(payload))
+        elif event in ("call:slots", "call:video-demand") and self._sfu_transport is not None:
+            self._sfu_transport.deliver(event, payload)
+        elif event == "call:ended":
+            self._spawn(self._close_sfu())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -188,9 +241,20 @@ class CallClient:
 
     # --- call actions ----------------------------------------------------------------------
     def _entered(self, ack: Payload) -> None:
-        self.call_id = ack["call"]["callId"]
+        call = ack["call"]
+        self.call_id = call["callId"]
         self.participant_id = ack["participantId"]
         self.resume_token = ack.get("resumeToken")
+        self.mode = call.get("mode", "p2p")
+        self.epoch = call.get("epoch", 0)
+        self.conversation_type = call.get("conversationType", "")
+        self.others = {
+            p["participantId"]
+            for p in call.get("participants", [])
+            if p["participantId"] != self.participant_id
+        }
+        if self.media and self._monitor is None:
+            self._monitor = asyncio.get_running_loop().create_task(self._watch_health())
 
     async def initiate(self, conversation_id: str, media: str = "video") -> Payload:
         ack = await self._must("call:initiate", {"conversationId": conversation_id, "media": media})
@@ -219,6 +283,7 @@ class CallClient:
         for link in list(self.links.values()):
             await self._close_link(link)
         self.links.clear()
+        await self._close_sfu()
         return ack
 
     async def end(self) -> Payload:
@@ -265,22 +330,37 @@ class CallClient:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         link = PeerLink(remote_id, pc)
         pc.addTrack(AudioStreamTrack())
-        pc.addTrack(SmallVideoTrack())
+        pc.addTrack(PatternVideoTrack(self.colour))
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
+            transceiver = next((t for t in pc.getTransceivers() if t.receiver.track is track), None)
+            if transceiver is not None:
+                self._cuttable(link, transceiver.receiver)
             link.tasks.append(asyncio.get_running_loop().create_task(self._count(link, track)))
 
         self.links[remote_id] = link
         return link
+
+    def _cuttable(self, link: PeerLink, receiver: Any) -> None:
+        handle = receiver._handle_rtp_packet
+
+        async def maybe_drop(packet: Any, arrival_time_ms: int) -> None:
+            if not link.cut:
+                await handle(packet, arrival_time_ms=arrival_time_ms)
+
+        receiver._handle_rtp_packet = maybe_drop
 
     async def _count(self, link: PeerLink, track: MediaStreamTrack) -> None:
         kind = track.kind
         with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
             while True:
                 await track.recv()
+                now = time.monotonic()
                 link.frames[kind] = link.frames.get(kind, 0) + 1
-                link.first_frame_at.setdefault(kind, time.monotonic())
+                link.first_frame_at.setdefault(kind, now)
+                link.last_frame_at[kind] = now
+                self.arrivals.append((now, link.remote_id, kind, "p2p"))
                 self._media_changed.set()
 
     async def offer_to(self, remote_id: str) -> None:
@@ -337,6 +417,170 @@ class CallClient:
 
     def frames(self, kind: str) -> int:
         return sum(link.frames.get(kind, 0) for link in self.links.values())
+
+    def cut_p2p(self) -> None:
+        """Tests: this client's direct paths stop carrying media (packets dropped)."""
+        for link in self.links.values():
+            link.cut = True
+
+    # --- following the call's mode -----------------------------------------------------
+    def _sfu_client(self, session_id: str, *, prewarm: bool) -> GatewaySfuClient:
+        assert self.call_id is not None and self.participant_id is not None
+        self._sfu_transport = SocketSfuTransport(self.sio, self.call_id, self.participant_id)
+        client = GatewaySfuClient(
+            self._sfu_transport,
+            session_id,
+            colour=self.colour,
+            speaking=True,
+            prewarm=prewarm,
+            fps=15.0,
+        )
+
+        def arrived() -> None:
+            t, who, kind = client.arrivals[-1]
+            self.arrivals.append((t, who, kind, "sfu"))
+            self._media_changed.set()
+
+        client.on_media = arrived
+        return client
+
+    async def _close_sfu(self) -> None:
+        client, self.sfu = self.sfu, None
+        if client is not None:
+            await client.close()
+
+    async def _prewarm(self, payload: Payload) -> None:
+        sfu = payload.get("sfu") or {}
+        if self.sfu is not None and self.sfu.session_id == sfu.get("sessionId"):
+            return
+        await self._close_sfu()
+        client = self._sfu_client(sfu["sessionId"], prewarm=True)
+        self.sfu = client
+        try:
+            await client.join()
+        except Exception as exc:
+            self.events.append(("client:error", {"error": repr(exc)}, time.monotonic()))
+
+    def _has_everyone(self, since: float, path: str) -> bool:
+        """Media of both kinds from every other participant arrived over ``path``."""
+        got = {(who, kind) for t, who, kind, p in self.arrivals if p == path and t >= since}
+        return all((who, kind) in got for who in self.others for kind in ("audio", "video"))
+
+    async def _switch(self, payload: Payload) -> None:
+        epoch, mode, kind = payload["epoch"], payload["mode"], payload["kind"]
+        started = time.monotonic()
+        ok, reason = True, ""
+        try:
+            if mode == "sfu":
+                sfu = payload["sfu"]
+                if self.sfu is not None and self.sfu.session_id == sfu["sessionId"]:
+                    await self.sfu.start_sending()  # pre-warmed: only start sending
+                else:
+                    await self._close_sfu()
+                    self.sfu = self._sfu_client(sfu["sessionId"], prewarm=False)
+                    await self.sfu.join()
+            else:
+                p2p = payload.get("p2p") or {}
+                if p2p.get("offerTo"):
+                    peer = p2p["offerTo"]
+                    if peer in self.links:
+                        await self._close_link(self.links.pop(peer))
+                    await self.offer_to(peer)
+            if kind == "attach":
+                self.mode, self.epoch = mode, max(self.epoch, epoch)
+                return
+            deadline = payload.get("deadlineS") or 10.0
+            await until(lambda: self._has_everyone(started, mode), self._media_changed, deadline)
+        except TimeoutError:
+            ok, reason = False, "timeout"
+        except Exception as exc:
+            ok, reason = False, type(exc).__name__[:60]
+        took = time.monotonic() - started
+        self.reports.append((epoch, mode, took, ok))
+        gap = self.max_gap_ms(started - 1.0, time.monotonic())
+        with contextlib.suppress(Exception):
+            await self.request(
+                "call:mode-switched",
+                {
+                    "callId": self.call_id,
+                    "epoch": epoch,
+                    "mode": mode,
+                    "ok": ok,
+                    "reason": reason,
+                    "maxGapMs": round(gap, 1),
+                },
+            )
+
+    async def _mode_changed(self, payload: Payload) -> None:
+        self.epoch = max(self.epoch, payload.get("epoch", 0))
+        if payload.get("outcome") == "completed":
+            self.mode = payload["toMode"]
+            if self.mode == "sfu":
+                for link in list(self.links.values()):
+                    await self._close_link(link)
+                self.links.clear()
+            else:
+                await self._close_sfu()
+            return
+        # The migration did not happen: drop the new path, keep (and complete) the old.
+        if payload.get("toMode") == "sfu":
+            await self._close_sfu()
+            if self.mode == "p2p":
+                for other in sorted(self.others):
+                    if (
+                        other not in self.links
+                        and self.participant_id
+                        and self.participant_id < other
+                    ):
+                        await self.offer_to(other)
+        elif payload.get("toMode") == "p2p" and self.mode == "sfu":
+            for link in list(self.links.values()):
+                await self._close_link(link)
+            self.links.clear()
+
+    async def _watch_health(self) -> None:
+        """Report a direct path that never carried media, or stopped (a browser's job)."""
+        while True:
+            await asyncio.sleep(0.25)
+            if self.mode != "p2p" or self.call_id is None:
+                continue
+            now = time.monotonic()
+            for link in list(self.links.values()):
+                if link.reported:
+                    continue
+                last = link.last_frame_at.get("video")
+                reason = ""
+                if link.pc.iceConnectionState == "failed":
+                    reason = "ice_failed"
+                elif last is None and now - link.created_at > self.setup_deadline_s:
+                    reason = "no_media"
+                elif last is not None and now - last > self.stall_s:
+                    reason = "frames_stalled"
+                if reason:
+                    link.reported = True
+                    with contextlib.suppress(Exception):
+                        await self.request(
+                            "call:media-health",
+                            {
+                                "callId": self.call_id,
+                                "state": "failed",
+                                "peerId": link.remote_id,
+                                "reason": reason,
+                            },
+                        )
+
+    def max_gap_ms(self, since: float, until_t: float, kind: str = "video") -> float:
+        """The longest gap in ``kind`` media from any other participant, over any path."""
+        worst = 0.0
+        for who in self.others:
+            times = sorted(t for t, w, k, _ in self.arrivals if w == who and k == kind)
+            inside = [t for t in times if since <= t <= until_t]
+            if not inside:
+                continue
+            before = [t for t in times if t < since]
+            points = ([before[-1]] if before else []) + inside
+            worst = max([worst] + [(b - a) * 1000 for a, b in itertools.pairwise(points)])
+        return worst
 
     async def wait_media(self, min_frames: int = 5, timeout: float = 20.0) -> None:
         """Until at least ``min_frames`` audio and video frames arrived from the peers."""
