@@ -23,6 +23,7 @@ from schemas.media import (
     AudioChunk,
     MediaNodeHeartbeat,
 )
+from schemas.media_events import MEDIA_EVENT_TYPES, AnyMediaEvent
 from schemas.rpc import RpcError
 from schemas.signaling import SocketDelivery
 from schemas.version import PACKAGE_VERSION, SCHEMA_VERSION
@@ -80,7 +81,8 @@ FAMILIES: tuple[Family, ...] = (
         "media.rpc.<node_id>.<verb>",
         AnyMediaRequest,
         MEDIA_REQUEST_TYPES,
-        "Requests to one media node: open a session, publish, subscribe, close.",
+        "Requests to one media node: open a session, publish (uplink), open and answer the "
+        "downlink of slots, set preferences, renew leases, close.",
     ),
     Family(
         "media_rpc_reply",
@@ -88,6 +90,14 @@ FAMILIES: tuple[Family, ...] = (
         AnyMediaReply,
         MEDIA_REPLY_TYPES,
         "Successful replies of a media node (failures are rpc_error).",
+    ),
+    Family(
+        "media_event",
+        "media.evt.<call_id>.<name>",
+        AnyMediaEvent,
+        MEDIA_EVENT_TYPES,
+        "What a media node tells the call's gateways about a session: its slot map, whether "
+        "its video is wanted (pause/resume), leg state, why it closed (core NATS).",
     ),
     Family(
         "media_node_heartbeat",

@@ -23,19 +23,23 @@ from schemas.captions import Caption, SegmentTimings, TranscriptSegment
 from schemas.dead_letter import DeadLetter
 from schemas.heartbeat import ServiceHeartbeat, ServiceLoad
 from schemas.media import (
-    AnswerSubscription,
+    AnswerDownlink,
     AudioChunk,
     CloseSession,
+    DownlinkOffer,
+    LeasesRenewed,
     MediaAck,
     MediaNodeHeartbeat,
+    OpenDownlink,
     OpenSession,
     Publish,
+    RenewLeases,
     SdpAnswer,
     SessionOpened,
-    Subscribe,
-    SubscriptionOffer,
-    Unsubscribe,
+    SetPreferences,
+    Slot,
 )
+from schemas.media_events import LegStateChanged, SessionClosed, SlotsChanged, VideoDemandChanged
 from schemas.rpc import RpcError
 from tests.support.gateway_samples import gateway_samples
 
@@ -127,24 +131,79 @@ def samples(call_id: str = "call-1") -> list[msgspec.Struct]:
         ActiveSpeakerChanged(
             call_id=call_id, participant_id="p-alice", previous_participant_id="p-guest"
         ),
-        OpenSession(call_id=call_id, participant_id="p-alice", transcription=True),
+        OpenSession(
+            call_id=call_id,
+            participant_id="p-alice",
+            transcription=True,
+            lease_s=20,
+            video_slots=9,
+            audio_slots=3,
+        ),
+        OpenSession(call_id=call_id, participant_id="p-guest", purpose="captions"),
         Publish(session_id="s-1", sdp="v=0\r\n"),
-        Subscribe(session_id="s-1", publisher_id="p-guest"),
-        AnswerSubscription(session_id="s-1", subscription_id="sub-1", sdp="v=0\r\n"),
-        Unsubscribe(session_id="s-1", subscription_id="sub-1"),
+        OpenDownlink(session_id="s-1"),
+        AnswerDownlink(session_id="s-1", sdp="v=0\r\n"),
+        SetPreferences(session_id="s-1", pinned=["p-guest"], video_tiles=4),
+        RenewLeases(session_ids=["s-1", "s-2"]),
         CloseSession(session_id="s-1"),
         SessionOpened(
-            session_id="s-1", node_id="media-1", call_id=call_id, participant_id="p-alice"
-        ),
-        SdpAnswer(session_id="s-1", sdp="v=0\r\n"),
-        SubscriptionOffer(
             session_id="s-1",
-            subscription_id="sub-1",
-            publisher_id="p-guest",
-            sdp="v=0\r\n",
-            kinds=["audio", "video"],
+            node_id="media-1",
+            call_id=call_id,
+            participant_id="p-alice",
+            video_slots=9,
+            audio_slots=3,
         ),
+        SdpAnswer(session_id="s-1", sdp="v=0\r\n", audio=True, video=True),
+        DownlinkOffer(
+            session_id="s-1",
+            sdp="v=0\r\n",
+            slots=[Slot(index=0, mid="0", kind="video", ssrc=1234, publisher_id="p-guest")],
+            version=1,
+        ),
+        LeasesRenewed(node_id="media-1", renewed=["s-1"], unknown=["s-2"]),
         MediaAck(session_id="s-1"),
+        SlotsChanged(
+            call_id=call_id,
+            session_id="s-1",
+            participant_id="p-alice",
+            node_id="media-1",
+            version=3,
+            slots=[
+                Slot(
+                    index=0,
+                    mid="0",
+                    kind="video",
+                    ssrc=1234,
+                    publisher_id="p-guest",
+                    showing_id="p-guest",
+                ),
+                Slot(index=1, mid="1", kind="audio", ssrc=5678),
+            ],
+            reason="speaker",
+        ),
+        VideoDemandChanged(
+            call_id=call_id,
+            session_id="s-2",
+            participant_id="p-guest",
+            node_id="media-1",
+            forwarded=False,
+        ),
+        LegStateChanged(
+            call_id=call_id,
+            session_id="s-1",
+            participant_id="p-alice",
+            node_id="media-1",
+            leg="downlink",
+            state="connected",
+        ),
+        SessionClosed(
+            call_id=call_id,
+            session_id="s-1",
+            participant_id="p-alice",
+            node_id="media-1",
+            reason="lease_expired",
+        ),
         MediaNodeHeartbeat(
             node_id="media-1",
             state="ready",
