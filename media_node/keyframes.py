@@ -1,8 +1,10 @@
-"""Keyframe detection and rate-limited keyframe requests toward a publisher."""
+"""Keyframe detection and rate-limited keyframe requests toward a publisher.
+
+Sending is synchronous (the node writes the PLI on its own RTCP path, no task per PLI)."""
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from schemas.logs import get_logger
 
@@ -23,7 +25,7 @@ class KeyframeRequester:
 
     def __init__(
         self,
-        send_pli: Callable[[int], Awaitable[None]],
+        send_pli: Callable[[int], None],
         *,
         min_interval_s: float = 0.3,
         clock: Callable[[], float] = time.monotonic,
@@ -37,7 +39,6 @@ class KeyframeRequester:
         self._timer: asyncio.TimerHandle | None = None
         self._primary_ssrc: int | None = None
         self._log_fields = log_fields or {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self.sent = 0
         self.requested = 0
 
@@ -77,13 +78,8 @@ class KeyframeRequester:
         self._last_sent = self._clock()
         self.sent += 1
         log.debug("keyframe.requested", reason=reason, ssrc=ssrc, **self._log_fields)
-        task = asyncio.get_running_loop().create_task(self._send(ssrc))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, ssrc: int) -> None:
         try:
-            await self._send_pli(ssrc)
+            self._send_pli(ssrc)
         except Exception as exc:  # a closed transport must not break forwarding
             log.debug("keyframe.send_failed", error=type(exc).__name__, **self._log_fields)
 

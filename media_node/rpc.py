@@ -14,16 +14,18 @@ from media_node.speaker import SpeakerChange
 from schemas import subjects
 from schemas.bus import Bus, Incoming, RpcFailure
 from schemas.media import (
-    AnswerSubscription,
+    AnswerDownlink,
     CloseSession,
+    DownlinkOffer,
+    LeasesRenewed,
     MediaAck,
+    OpenDownlink,
     OpenSession,
     Publish,
+    RenewLeases,
     SdpAnswer,
     SessionOpened,
-    Subscribe,
-    SubscriptionOffer,
-    Unsubscribe,
+    SetPreferences,
 )
 from schemas.runtime import InFlight
 
@@ -52,9 +54,10 @@ class MediaRpc:
         handlers: list[tuple[type[Any], Callable[[Any, Incoming], Awaitable[Any]]]] = [
             (OpenSession, self.open_session),
             (Publish, self.publish),
-            (Subscribe, self.subscribe),
-            (AnswerSubscription, self.answer_subscription),
-            (Unsubscribe, self.unsubscribe),
+            (OpenDownlink, self.open_downlink),
+            (AnswerDownlink, self.answer_downlink),
+            (SetPreferences, self.set_preferences),
+            (RenewLeases, self.renew_leases),
             (CloseSession, self.close_session),
         ]
         subs = []
@@ -69,54 +72,58 @@ class MediaRpc:
         if not self._accepting():
             raise RpcFailure("draining", "this media node is draining; pick another")
         with self._in_flight:
-            session = await self.registry.open(
-                call_id=req.call_id,
-                participant_id=req.participant_id,
-                transcription=req.transcription,
-                language=req.language,
-            )
+            session, replaced = self.registry.open(req)
+            if replaced is not None:
+                await self.registry.teardown(replaced, "replaced")
         return SessionOpened(
             session_id=session.session_id,
             node_id=self.node_id,
             call_id=req.call_id,
             participant_id=req.participant_id,
+            purpose=session.purpose,
+            lease_s=session.lease_s,
+            video_slots=session.video_slots,
+            audio_slots=session.audio_slots,
+            replaced_session_id=replaced.session_id if replaced is not None else None,
         )
 
     async def publish(self, req: Publish, _: Incoming) -> SdpAnswer:
         session = self.registry.get(req.session_id)
         with self._in_flight:
-            sdp = await session.publish(req.sdp)
-        return SdpAnswer(session_id=session.session_id, sdp=sdp)
+            return await session.publish(req.sdp)
 
-    async def subscribe(self, req: Subscribe, _: Incoming) -> SubscriptionOffer:
+    async def open_downlink(self, req: OpenDownlink, _: Incoming) -> DownlinkOffer:
         session = self.registry.get(req.session_id)
         with self._in_flight:
-            sub = await self.registry.subscribe(session, req.publisher_id)
-            sdp = await sub.offer()
-        return SubscriptionOffer(
-            session_id=session.session_id,
-            subscription_id=sub.subscription_id,
-            publisher_id=req.publisher_id,
-            sdp=sdp,
-            kinds=["audio", "video"],
-        )
+            return await session.open_downlink()
 
-    async def answer_subscription(self, req: AnswerSubscription, _: Incoming) -> MediaAck:
+    async def answer_downlink(self, req: AnswerDownlink, _: Incoming) -> MediaAck:
         session = self.registry.get(req.session_id)
         with self._in_flight:
-            await self.registry.subscription(session, req.subscription_id).answer(req.sdp)
+            await session.answer_downlink(req.sdp)
         return MediaAck(session_id=session.session_id)
 
-    async def unsubscribe(self, req: Unsubscribe, _: Incoming) -> MediaAck:
+    async def set_preferences(self, req: SetPreferences, _: Incoming) -> MediaAck:
         session = self.registry.get(req.session_id)
-        with self._in_flight:
-            await self.registry.subscription(session, req.subscription_id).close()
+        if session.purpose != "call":
+            raise RpcFailure("bad_request", "a captions session receives nothing")
+        if session.participant_id in req.pinned:
+            raise RpcFailure("bad_request", "a session cannot pin its own participant")
+        session.pinned = list(dict.fromkeys(req.pinned))
+        session.video_tiles = req.video_tiles
+        room = self.registry.room_of(session)
+        if room is not None:
+            room.reassign("pinned")
         return MediaAck(session_id=session.session_id)
+
+    async def renew_leases(self, req: RenewLeases, _: Incoming) -> LeasesRenewed:
+        renewed, unknown = self.registry.renew(req.session_ids, req.lease_s)
+        return LeasesRenewed(node_id=self.node_id, renewed=renewed, unknown=unknown)
 
     async def close_session(self, req: CloseSession, _: Incoming) -> MediaAck:
         session = self.registry.get(req.session_id)
         with self._in_flight:
-            change = await self.registry.close(req.session_id)
+            change = await self.registry.close(session, req.reason)
         if change is not None:
             await self._on_speaker_change(session.call_id, change)
         return MediaAck(session_id=req.session_id)

@@ -1,42 +1,34 @@
-"""One participant in one call on this node: its publish leg and its subscriptions.
+"""One participant in one call on this node: its uplink, its downlink of slots, its feeds.
 
-Each session has (at most) one publish peer connection (the client offers its microphone
-and camera; the node answers with Opus and VP8 pinned) and one peer connection per
-subscription (the node offers one publisher's audio and video; the client answers).
-Separate connections per subscription avoid renegotiation, which aiortc handles poorly;
-the cost is one ICE/DTLS association per subscription (see the README section).
+A ``call`` session publishes on its uplink (what others may receive, as two
+:class:`~media_node.feed.PublisherFeed` s that outlive uplink replacements) and receives on
+its downlink (a fixed set of :class:`~media_node.slot.Slot` s the call room fills). A
+``captions`` session has an audio-only uplink feeding the transcription tap and nothing
+else. Re-publishing or re-opening the downlink replaces that leg's peer connection.
 """
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection
 
-from media_node import passthrough
-from media_node.forwarder import ForwardedTrack, ForwardingStats, TrackForwarder
-from media_node.jitter import use_marker_jitter_buffer
+from media_node.downlink import Downlink, DownlinkConfig
+from media_node.feed import PublisherClock, PublisherFeed
 from media_node.keyframes import KeyframeRequester
-from media_node.sdp import (
-    PINNED,
-    UnusableSdp,
-    announce_address,
-    check_description,
-    negotiated_mime,
-    pinned_codecs,
-    primary_payload_type,
-)
+from media_node.leg import Leg
+from media_node.sdp import announce_address
+from media_node.slot import Slot
 from media_node.tap import AudioTap, ChunkSink, TapStats, VadKind
+from media_node.uplink import Uplink, UplinkConfig
+from schemas import media
 from schemas.bus import RpcFailure
-from schemas.ids import new_id
 from schemas.logs import get_logger
+from schemas.media_events import LegStateChanged, MediaEvent, SessionClosed
 
 log = get_logger("media_node.session")
-
-KINDS = ("audio", "video")
 
 
 @dataclass
@@ -44,31 +36,41 @@ class NodeContext:
     """What every session of a node shares."""
 
     node_id: str
-    forwarding: ForwardingStats
+    uplinks: UplinkConfig
+    downlinks: DownlinkConfig
     taps: TapStats
     executor: Executor
     publish_chunk: ChunkSink
+    emit: Callable[[MediaEvent], None]
     vad: VadKind = "silero"
     keyframe_interval_s: float = 0.3
-    max_hole_s: float = 0.5
-    video_queue_frames: int = 64
-    audio_queue_frames: int = 50
     tap_queue_packets: int = 250
     public_ip: str = ""
     #: STUN/TURN servers for the node's own candidates; none by default (aiortc would
     #: otherwise ask a public Google STUN server for every connection).
     stun_urls: tuple[str, ...] = ()
+    legs: set[Leg] = field(default_factory=set)
 
     def peer_connection(self) -> RTCPeerConnection:
         servers = [RTCIceServer(urls=url) for url in self.stun_urls]
-        return RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        config = RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        return RTCPeerConnection(config)
 
 
-LevelSink = Callable[[str, float], None]
+class RoomHooks(Protocol):
+    """What a session tells its call room."""
+
+    def level(self, participant_id: str, dbov: float) -> None: ...
+
+    def publishing_changed(self, session: "ParticipantSession") -> None: ...
+
+    def downlink_changed(self, session: "ParticipantSession") -> None: ...
+
+    def showing_changed(self, session: "ParticipantSession", slot: Slot) -> None: ...
 
 
 class ParticipantSession:
-    """A participant's media on this node (see the module docstring)."""
+    """See the module docstring."""
 
     def __init__(
         self,
@@ -76,326 +78,277 @@ class ParticipantSession:
         session_id: str,
         call_id: str,
         participant_id: str,
+        purpose: media.SessionPurpose,
         transcription: bool,
         language: str,
+        lease_s: float,
+        video_slots: int,
+        audio_slots: int,
+        joined: int,
         node: NodeContext,
-        on_level: LevelSink,
+        room: RoomHooks,
     ) -> None:
         self.session_id = session_id
         self.call_id = call_id
         self.participant_id = participant_id
+        self.purpose = purpose
         self.transcription = transcription
         self.language = language
+        self.lease_s = lease_s
+        self.video_slots = video_slots if purpose == "call" else 0
+        self.audio_slots = audio_slots if purpose == "call" else 0
+        self.joined = joined
         self._node = node
-        self._on_level = on_level
-        self._fields = {"call_id": call_id, "participant_id": participant_id}
-        #: Subscribers' tracks of this participant's media, per kind.
-        self.outlets: dict[str, set[ForwardedTrack]] = {kind: set() for kind in KINDS}
-        self.publish_pc: Any = None
-        self.forwarders: dict[str, TrackForwarder] = {}
-        self._video_hooks: passthrough.ReceiverHooks | None = None
+        self._room = room
+        self.fields = {"call_id": call_id, "participant_id": participant_id}
+        clock = PublisherClock()
         self.keyframes = KeyframeRequester(
-            self._send_pli, min_interval_s=node.keyframe_interval_s, log_fields=self._fields
+            self._send_pli, min_interval_s=node.keyframe_interval_s, log_fields=self.fields
         )
+        self.feeds: dict[str, PublisherFeed] = {
+            "audio": PublisherFeed(
+                participant_id=participant_id, kind="audio", clock_rate=48000, clock=clock
+            )
+        }
+        if purpose == "call":
+            self.feeds["video"] = PublisherFeed(
+                participant_id=participant_id,
+                kind="video",
+                clock_rate=90000,
+                clock=clock,
+                keyframes=self.keyframes,
+            )
+        self.uplink: Uplink | None = None
+        self.downlink: Downlink | None = None
+        self._offered: Downlink | None = None
         self.tap: AudioTap | None = None
+        self.pinned: list[str] = []
+        self.video_tiles: int | None = None
+        self.mapping_version = 0
         self.level_from_rtp = False
-        #: Subscriptions this participant receives.
-        self.subscriptions: dict[str, Subscription] = {}
-        #: Subscriptions of others to this participant.
-        self.subscribers: dict[str, Subscription] = {}
         self.closed = False
-        # Held while aiortc negotiates the publish leg. Closing a peer connection while it
-        # gathers ICE leaks the sockets gathered after the close (aioice keeps no handle on
-        # them), so closing waits for the negotiation in hand to finish first.
-        self._negotiating = asyncio.Lock()
+        self.close_reason: media.CloseReason | None = None
 
-    # --- publishing ------------------------------------------------------------------
-    async def publish(self, offer_sdp: str) -> str:
-        """Answer the client's offer for what it sends; start forwarding it."""
-        if self.closed:
-            raise RpcFailure("not_found", "this session was closed")
-        if self.publish_pc is not None:
-            raise RpcFailure("conflict", "this session already published")
-        try:
-            counts = check_description(offer_sdp)
-        except UnusableSdp as exc:
-            raise RpcFailure("bad_request", f"unusable SDP offer: {exc}") from None
-        if counts.get("audio", 0) > 1 or counts.get("video", 0) > 1:
-            raise RpcFailure("bad_request", "at most one audio and one video track")
-        if not counts.get("audio") and not counts.get("video"):
-            raise RpcFailure("bad_request", "the offer carries no audio or video")
-        pc = self._node.peer_connection()
-        # Set before the first await: a concurrent publish sees it and gets ``conflict``.
-        self.publish_pc = pc
-        # Pin the codecs before setRemoteDescription, which filters them: a browser that
-        # prefers H.264 would otherwise get H.264, which no subscriber could be sent.
-        for kind in KINDS:
-            transceiver = pc.addTransceiver(kind, direction="recvonly")
-            transceiver.setCodecPreferences(pinned_codecs(kind, sending=False))
+    # --- what others may receive --------------------------------------------------------
+    @property
+    def publishes_video(self) -> bool:
+        return self.purpose == "call" and self.uplink is not None and "video" in self.uplink.kinds
 
-        @pc.on("track")
-        def on_track(track: Any) -> None:
-            # Fired before receive() starts aiortc's decoder thread: just in time.
-            receiver = next(
-                (t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None
-            )
-            passthrough.enable_passthrough(track, receiver)
+    @property
+    def publishes_audio(self) -> bool:
+        return self.purpose == "call" and self.uplink is not None and "audio" in self.uplink.kinds
 
-        try:
-            async with self._negotiating:
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-                self._still_publishing(pc)
-                receiving = [t for t in pc.getTransceivers() if t.receiver.track is not None]
-                if not receiving:
-                    raise RpcFailure("bad_request", "the offer sends no audio or video")
-                for transceiver in receiving:
-                    if negotiated_mime(transceiver) not in PINNED[transceiver.kind]:
-                        raise RpcFailure(
-                            "bad_request", f"{transceiver.kind}: only Opus and VP8 are forwarded"
-                        )
-                await pc.setLocalDescription(await pc.createAnswer())
-            self._still_publishing(pc)
-        except RpcFailure:
-            await self._drop_publish_pc(pc)
-            raise
-        except Exception as exc:  # aiortc raises ValueError, InternalError, ... on bad SDP
-            await self._drop_publish_pc(pc)
-            raise RpcFailure("bad_request", f"unusable SDP offer: {type(exc).__name__}") from None
-        for transceiver in receiving:
-            self._start_forwarding(transceiver)
-        pc.on("connectionstatechange", self._on_publish_state)
-        log.info("session.published", kinds=[t.kind for t in receiving], **self._fields)
-        return announce_address(str(pc.localDescription.sdp), self._node.public_ip)
+    @property
+    def idle(self) -> bool:
+        """Connected but sending nothing (a pre-warmed session)."""
+        up = self.uplink
+        return up is not None and up.state == "connected" and not up.receiving
 
-    def _still_publishing(self, pc: Any) -> None:
-        """After an await: the session may have been closed (or replaced) meanwhile."""
-        if self.closed or self.publish_pc is not pc:
-            # Starting forwarders and a tap now would leak them: close() already ran.
-            raise RpcFailure("not_found", "this session was closed")
-
-    def _start_forwarding(self, transceiver: Any) -> None:
-        kind = transceiver.kind
-        taps: list[Callable[[Any], None]] = []
-        if kind == "audio" and self.transcription:
-            self.tap = AudioTap(
-                call_id=self.call_id,
-                participant_id=self.participant_id,
-                language=self.language,
-                vad=self._node.vad,
-                executor=self._node.executor,
-                publish=self._node.publish_chunk,
-                stats=self._node.taps,
-                on_level=self._level_from_tap,
-                queue_size=self._node.tap_queue_packets,
-            )
-            self.tap.start()
-            taps.append(self.tap.feed)
-        forwarder = TrackForwarder(
-            transceiver.receiver.track,
-            kind,
-            subscribers=self.outlets[kind],
-            stats=self._node.forwarding,
-            taps=taps,
-            log_fields=self._fields,
+    # --- the uplink -----------------------------------------------------------------------
+    async def publish(self, offer_sdp: str) -> media.SdpAnswer:
+        """Answer the client's offer; a second publish replaces the uplink."""
+        self._check_open()
+        node = self._node
+        kinds = ("audio", "video") if self.purpose == "call" else ("audio",)
+        uplink = Uplink(
+            node.peer_connection(),
+            feeds=self.feeds,
+            config=node.uplinks,
+            on_state=self._leg_state,
+            on_level=self._level_from_rtp,
+            tap=self._tap_sink() if self.transcription else None,
+            kinds_allowed=kinds,
+            log_fields=self.fields,
         )
-        if kind == "audio":
-            passthrough.ReceiverHooks(transceiver.receiver, observe=self._observe_audio)
-        else:
-            # Release each frame on its last packet rather than on the next frame's first.
-            use_marker_jitter_buffer(
-                transceiver.receiver, max_hole_s=self._node.max_hole_s, log_fields=self._fields
-            )
-            primary_pt = primary_payload_type(transceiver)
-            keyframes = self.keyframes
-
-            def observe_video(packet: Any) -> None:
-                if packet.payload_type == primary_pt and packet.ssrc != keyframes.primary_ssrc:
-                    keyframes.set_primary_ssrc(packet.ssrc)
-
-            self._video_hooks = passthrough.ReceiverHooks(
-                transceiver.receiver, observe=observe_video, on_own_pli=forwarder.upstream_lost
-            )
-        self.forwarders[kind] = forwarder
-        forwarder.start()
-
-    def _observe_audio(self, packet: Any) -> None:
+        node.legs.add(uplink)
+        try:
+            answer = await uplink.negotiate(offer_sdp)
+        except BaseException:
+            await self._discard(uplink)
+            raise
         if self.closed:
-            return  # packets still arriving while closing must not revive a left speaker
-        level = packet.extensions.audio_level
-        if level is not None:
-            self.level_from_rtp = True
-            self._on_level(self.participant_id, -float(level[1]))
+            await self._discard(uplink)
+            raise RpcFailure("not_found", "this session was closed")
+        old, self.uplink = self.uplink, uplink
+        if old is not None:
+            log.info("session.uplink_replaced", **self.fields)
+            self._close_leg(old)
+        if self.transcription and self.tap is None and "audio" in uplink.kinds:
+            self._start_tap()
+        log.info("session.published", kinds=uplink.kinds, **self.fields)
+        self._room.publishing_changed(self)
+        return media.SdpAnswer(
+            session_id=self.session_id,
+            sdp=announce_address(answer, node.public_ip),
+            audio="audio" in uplink.kinds,
+            video="video" in uplink.kinds,
+        )
+
+    def _send_pli(self, ssrc: int) -> None:
+        if self.uplink is not None:
+            self.uplink.send_pli(ssrc)
+
+    def _level_from_rtp(self, dbov: float) -> None:
+        if self.closed or self.purpose != "call":
+            return
+        self.level_from_rtp = True
+        self._room.level(self.participant_id, dbov)
 
     def _level_from_tap(self, dbov: float) -> None:
-        if not self.level_from_rtp and not self.closed:
-            self._on_level(self.participant_id, dbov)
+        if not self.level_from_rtp and not self.closed and self.purpose == "call":
+            self._room.level(self.participant_id, dbov)
 
-    async def _send_pli(self, ssrc: int) -> None:
-        if self._video_hooks is not None:
-            await self._video_hooks.send_pli(ssrc)
+    def _tap_sink(self) -> Callable[[bytes, int], None]:
+        def feed(payload: bytes, timestamp: int) -> None:
+            if self.tap is not None:
+                self.tap.feed(payload, timestamp)
 
-    def request_keyframe(self, reason: str) -> None:
-        self.keyframes.request(reason)
+        return feed
 
-    def _on_publish_state(self) -> None:
-        pc = self.publish_pc
-        if pc is not None:
-            log.info("session.publish_state", state=pc.connectionState, **self._fields)
-
-    async def _drop_publish_pc(self, pc: Any = None) -> None:
-        """Close the publish leg (``pc``: only if it is still this session's)."""
-        if pc is None:
-            pc = self.publish_pc
-        if self.publish_pc is pc:
-            self.publish_pc = None
-        if pc is not None:
-            async with self._negotiating:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pc.close(), 5)
-
-    # --- outlets (this participant's media toward subscribers) ------------------------
-    def new_outlet(self, kind: str) -> ForwardedTrack:
-        capacity = (
-            self._node.video_queue_frames if kind == "video" else self._node.audio_queue_frames
+    def _start_tap(self) -> None:
+        node = self._node
+        self.tap = AudioTap(
+            call_id=self.call_id,
+            participant_id=self.participant_id,
+            language=self.language,
+            vad=node.vad,
+            executor=node.executor,
+            publish=node.publish_chunk,
+            stats=node.taps,
+            on_level=self._level_from_tap,
+            queue_size=node.tap_queue_packets,
         )
-        track = ForwardedTrack(
-            kind,
-            on_keyframe_needed=self.request_keyframe,
-            stats=self._node.forwarding,
-            capacity=capacity,
+        self.tap.start()
+
+    # --- the downlink ---------------------------------------------------------------------
+    async def open_downlink(self) -> media.DownlinkOffer:
+        """The node's offer of this session's slots; a second one replaces the downlink."""
+        self._check_open()
+        if self.purpose != "call":
+            raise RpcFailure("bad_request", "a captions session has no downlink")
+        if self.video_slots + self.audio_slots == 0:
+            raise RpcFailure("bad_request", "this session asked for no slots")
+        node = self._node
+        downlink = Downlink(
+            node.peer_connection(),
+            video_slots=self.video_slots,
+            audio_slots=self.audio_slots,
+            config=node.downlinks,
+            on_state=self._leg_state,
+            on_showing_changed=lambda slot: self._room.showing_changed(self, slot),
+            log_fields=self.fields,
         )
-        self.outlets[kind].add(track)
-        if kind == "video":
-            self.request_keyframe("new_subscriber")
-        return track
+        node.legs.add(downlink)
+        try:
+            sdp = await downlink.offer()
+        except BaseException:
+            await self._discard(downlink)
+            raise
+        if self.closed:
+            await self._discard(downlink)
+            raise RpcFailure("not_found", "this session was closed")
+        previous, self._offered = self._offered, downlink
+        if previous is not None and previous is not self.downlink:
+            self._close_leg(previous)  # offered but never answered
+        return media.DownlinkOffer(
+            session_id=self.session_id,
+            sdp=announce_address(sdp, node.public_ip),
+            slots=[self.slot_info(s) for s in downlink.slots],
+            version=self.mapping_version,
+        )
 
-    def remove_outlet(self, track: ForwardedTrack) -> None:
-        self.outlets[track.kind].discard(track)
-        track.stop()
+    async def answer_downlink(self, sdp: str) -> None:
+        """Apply the answer to the last offer; it replaces the previous downlink."""
+        self._check_open()
+        offered = self._offered
+        if offered is None:
+            if self.downlink is not None and self.downlink.answered:
+                raise RpcFailure("conflict", "this downlink was already answered")
+            raise RpcFailure("conflict", "ask for a downlink offer first (open_downlink)")
+        await offered.answer(sdp)
+        if self.closed or offered.closed:
+            raise RpcFailure("not_found", "this session was closed")
+        if self._offered is offered:
+            self._offered = None
+        old, self.downlink = self.downlink, offered
+        if old is not None and old is not offered:
+            log.info("session.downlink_replaced", **self.fields)
+            self._close_leg(old)
+        self._room.downlink_changed(self)
 
-    def new_peer_connection(self) -> RTCPeerConnection:
-        """A peer connection with this node's ICE servers."""
-        return self._node.peer_connection()
+    def slot_info(self, slot: Slot) -> media.Slot:
+        return media.Slot(
+            index=slot.index,
+            mid=slot.mid,
+            kind="video" if slot.video else "audio",
+            ssrc=slot.ssrc,
+            publisher_id=slot.assigned_id,
+            showing_id=slot.showing_id,
+        )
 
     @property
-    def public_ip(self) -> str:
-        """The address this node announces in its candidates (empty: its own)."""
-        return self._node.public_ip
+    def slots(self) -> list[Slot]:
+        return self.downlink.slots if self.downlink is not None else []
 
-    @property
-    def forwarded_streams(self) -> int:
-        return sum(len(tracks) for tracks in self.outlets.values())
+    # --- state ------------------------------------------------------------------------------
+    def _leg_state(self, leg: Leg, state: str, reason: str) -> None:
+        current = leg is self.uplink or leg is self.downlink or leg is self._offered
+        if self.closed or not current:
+            return
+        self._emit(
+            LegStateChanged(
+                call_id=self.call_id,
+                session_id=self.session_id,
+                participant_id=self.participant_id,
+                node_id=self._node.node_id,
+                leg="uplink" if leg is self.uplink else "downlink",
+                state=state,  # type: ignore[arg-type]
+                reason=reason,
+            )
+        )
+        if leg is self.downlink and state == "connected":
+            self._room.downlink_changed(self)
 
-    # --- closing -----------------------------------------------------------------------
-    async def close(self) -> None:
-        """Stop publishing and every subscription from or to this participant."""
+    def _emit(self, event: MediaEvent) -> None:
+        self._node.emit(event)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RpcFailure("not_found", "this session was closed")
+
+    def _close_leg(self, leg: Leg) -> None:
+        task = leg.start_close()
+        task.add_done_callback(lambda _: self._node.legs.discard(leg))
+
+    async def _discard(self, leg: Leg) -> None:
+        try:
+            await leg.close()
+        finally:
+            self._node.legs.discard(leg)
+
+    async def close(self, reason: media.CloseReason) -> None:
+        """Stop everything from and to this participant (every step runs)."""
         if self.closed:
             return
         self.closed = True
-        # Every step runs even if one fails: a half-closed session leaks peer connections
-        # and tasks. Subscriptions close concurrently (each is its own ICE/DTLS teardown).
-        subs = [*self.subscriptions.values(), *self.subscribers.values()]
-        steps: list[Any] = [sub.close() for sub in subs]
+        self.close_reason = reason
         self.keyframes.close()
-        steps += [forwarder.stop() for forwarder in self.forwarders.values()]
+        for feed in self.feeds.values():
+            feed.close()
+        legs = [leg for leg in (self.uplink, self.downlink, self._offered) if leg is not None]
+        steps: list[Any] = [self._discard(leg) for leg in legs]
         if self.tap is not None:
             steps.append(self.tap.stop())
-        steps.append(self._drop_publish_pc())
         for result in await asyncio.gather(*steps, return_exceptions=True):
             if isinstance(result, Exception):
-                log.warning(
-                    "session.close_step_failed", error=type(result).__name__, **self._fields
-                )
-        log.info("session.closed", **self._fields)
-
-
-class Subscription:
-    """One subscriber receiving one publisher's audio and video on its own connection."""
-
-    def __init__(self, subscriber: ParticipantSession, publisher: ParticipantSession) -> None:
-        self.subscription_id = new_id()
-        self.subscriber = subscriber
-        self.publisher = publisher
-        self.pc: Any = None
-        self.tracks: list[ForwardedTrack] = []
-        self.answered = False
-        self._closed = False
-        self._negotiating = asyncio.Lock()  # see ParticipantSession._negotiating
-
-    async def offer(self) -> str:
-        """Create the node's SDP offer carrying the publisher's media (ICE gathered)."""
-        pc = self.subscriber.new_peer_connection()
-        self.pc = pc
-        publisher = self.publisher
-        for kind in KINDS:
-            track = publisher.new_outlet(kind)
-            self.tracks.append(track)
-            transceiver = pc.addTransceiver(track, direction="sendonly")
-            transceiver.setCodecPreferences(pinned_codecs(kind, sending=True))
-            if kind == "video":
-                # The subscriber's PLI/FIR goes to the publisher (rate-limited there).
-                passthrough.on_keyframe_request(
-                    transceiver.sender, lambda: publisher.request_keyframe("subscriber_pli")
-                )
-        self.subscriber.subscriptions[self.subscription_id] = self
-        publisher.subscribers[self.subscription_id] = self
-        try:
-            async with self._negotiating:
-                await pc.setLocalDescription(await pc.createOffer())
-        except BaseException:
-            await self.close()  # leave no outlet or half-made subscription behind
-            raise
-        if self._closed:
-            # Either participant left while ICE was gathered: no offer for a dead leg.
-            raise RpcFailure("not_found", "that participant left")
-        log.info(
-            "subscription.offered",
-            call_id=publisher.call_id,
-            participant_id=self.subscriber.participant_id,
-            publisher_id=publisher.participant_id,
-            subscription_id=self.subscription_id,
+                log.warning("session.close_step_failed", error=type(result).__name__, **self.fields)
+        self._emit(
+            SessionClosed(
+                call_id=self.call_id,
+                session_id=self.session_id,
+                participant_id=self.participant_id,
+                node_id=self._node.node_id,
+                reason=reason,
+            )
         )
-        return announce_address(str(pc.localDescription.sdp), self.subscriber.public_ip)
-
-    async def answer(self, sdp: str) -> None:
-        """Apply the client's answer; the media starts once ICE and DTLS connect."""
-        if self._closed:
-            raise RpcFailure("not_found", "no such subscription in this session")
-        if self.answered:
-            raise RpcFailure("conflict", "this subscription was already answered")
-        try:
-            check_description(sdp)
-        except UnusableSdp as exc:
-            raise RpcFailure("bad_request", f"unusable SDP answer: {exc}") from None
-        # Claimed before the await: a second answer racing this one gets ``conflict``.
-        self.answered = True
-        try:
-            async with self._negotiating:
-                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
-        except Exception as exc:
-            self.answered = False  # the client may retry with a usable answer
-            if self._closed:
-                raise RpcFailure("not_found", "that participant left") from None
-            raise RpcFailure("bad_request", f"unusable SDP answer: {type(exc).__name__}") from None
-        if self._closed:
-            raise RpcFailure("not_found", "that participant left")
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.subscriber.subscriptions.pop(self.subscription_id, None)
-        self.publisher.subscribers.pop(self.subscription_id, None)
-        for track in self.tracks:
-            self.publisher.remove_outlet(track)
-        if self.pc is not None:
-            async with self._negotiating:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.pc.close(), 5)
-        log.info(
-            "subscription.closed",
-            call_id=self.publisher.call_id,
-            participant_id=self.subscriber.participant_id,
-            publisher_id=self.publisher.participant_id,
-            subscription_id=self.subscription_id,
-        )
+        log.info("session.closed", reason=reason, **self.fields)

@@ -1,10 +1,15 @@
 """The audio tap: a participant's Opus -> 16 kHz mono PCM -> utterances -> ``audio.chunk``.
 
 Only participants whose session asked for transcription are tapped. The forwarding path
-only *offers* packets to the tap (:meth:`AudioTap.feed`, never blocks): a bounded queue
-takes them, and decoding, resampling and voice activity detection run in a thread pool,
-one batch at a time per tap (a decoder is stateful). When the queue is full the packet is
-dropped and counted; forwarding never waits for transcription.
+only *offers* Opus payloads to the tap (:meth:`AudioTap.feed`, with their RTP timestamp;
+never blocks, never raises into forwarding): a bounded queue takes them, and decoding,
+resampling and voice activity detection run in a thread pool, one batch at a time per tap
+(a decoder is stateful). When the queue is full the packet is dropped and counted;
+forwarding never waits for transcription.
+
+Opus DTX: a silent publisher sends one packet every ~400 ms instead of 50 a second. The
+tap restores the silence the RTP timestamps say was there (up to ``MAX_GAP_S`` per gap),
+so the utterance cutter still sees the pauses that end an utterance.
 
 VAD: Silero (the ONNX model shipped in ``faster_whisper``), run as a stream over 32 ms
 windows with its recurrent state kept between windows; or a plain energy threshold
@@ -35,6 +40,10 @@ log = get_logger("media_node.tap")
 SAMPLE_RATE = 16000
 WINDOW = 512  # samples per VAD window (32 ms at 16 kHz; what Silero expects)
 Pcm = npt.NDArray[np.int16]
+OPUS_RATE = 48000
+FRAME_TICKS = 960  # one 20 ms Opus frame at 48 kHz
+#: Longest silence restored for one timestamp gap (enough to end any utterance).
+MAX_GAP_S = 1.0
 VadKind = Literal["silero", "energy"]
 
 
@@ -238,7 +247,8 @@ class AudioTap:
         self._publish = publish
         self._stats = stats
         self._on_level = on_level
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue(maxsize=queue_size)
+        self._last_ts: int | None = None
         self._decoder: OpusTo16k | None = None
         self._vad: Vad | None = None
         self._cutter = UtteranceCutter()
@@ -252,13 +262,13 @@ class AudioTap:
             self._run(), name=f"tap:{self.participant_id}"
         )
 
-    def feed(self, packet: Any) -> None:
-        """Offer one Opus packet (event loop; never blocks, drops when behind)."""
+    def feed(self, payload: bytes, rtp_timestamp: int = -1) -> None:
+        """Offer one Opus payload (event loop; never blocks, drops when behind)."""
         self._stats.packets_in += 1
         if self._started_at is None:
             self._started_at = datetime.now(UTC)
         try:
-            self._queue.put_nowait(bytes(packet))
+            self._queue.put_nowait((payload, rtp_timestamp))
         except asyncio.QueueFull:
             self.dropped += 1
             self._stats.packets_dropped += 1
@@ -268,7 +278,7 @@ class AudioTap:
         ended = False
         while not ended:
             first = await self._queue.get()
-            batch: list[bytes] = []
+            batch: list[tuple[bytes, int]] = []
             if first is None:
                 ended = True
             else:
@@ -292,8 +302,16 @@ class AudioTap:
                 )
                 continue
             if self._on_level is not None:
-                for lvl in levels:
-                    self._on_level(lvl)
+                try:
+                    for lvl in levels:
+                        self._on_level(lvl)
+                except Exception as exc:
+                    log.warning(
+                        "tap.level_failed",
+                        call_id=self.call_id,
+                        participant_id=self.participant_id,
+                        error=type(exc).__name__,
+                    )
             for chunk in chunks:
                 try:
                     await self._publish(chunk)
@@ -306,13 +324,18 @@ class AudioTap:
                         error=type(exc).__name__,
                     )
 
-    def _process(self, batch: list[bytes], ended: bool) -> tuple[list[AudioChunk], list[float]]:
+    def _process(
+        self, batch: list[tuple[bytes, int]], ended: bool
+    ) -> tuple[list[AudioChunk], list[float]]:
         """Runs in the executor: decode, resample, VAD, cut."""
         if self._decoder is None:
             self._decoder = OpusTo16k()
             self._vad = make_vad(self.vad_kind)
         assert self._vad is not None
-        pieces = [self._carry, *(self._decoder.decode(p) for p in batch)]
+        pieces = [self._carry]
+        for payload, timestamp in batch:
+            pieces.append(self._silence_before(timestamp))
+            pieces.append(self._decoder.decode(payload))
         pcm = np.concatenate(pieces)
         full = len(pcm) // WINDOW * WINDOW
         self._carry = pcm[full:]
@@ -325,6 +348,17 @@ class AudioTap:
         if ended:
             utterances += self._cutter.flush()
         return [self._chunk(u) for u in utterances], levels
+
+    def _silence_before(self, timestamp: int) -> Pcm:
+        """The silence DTX left out before this packet (see the module docstring)."""
+        last, self._last_ts = self._last_ts, timestamp
+        if timestamp < 0 or last is None or last < 0:
+            return np.zeros(0, dtype=np.int16)
+        gap = ((timestamp - last) & 0xFFFFFFFF) - FRAME_TICKS
+        if gap <= 0 or gap > 0x7FFFFFFF:
+            return np.zeros(0, dtype=np.int16)
+        samples = min(gap, int(MAX_GAP_S * OPUS_RATE)) * SAMPLE_RATE // OPUS_RATE
+        return np.zeros(samples, dtype=np.int16)
 
     def _chunk(self, u: Utterance) -> AudioChunk:
         start_s = u.start_sample / SAMPLE_RATE

@@ -1,44 +1,23 @@
-"""A reusable aiortc test peer for the media node.
+"""Media helpers for tests of the media node, and the node as a real process.
 
-It publishes a synthetic video track whose colour identifies the publisher and whose top
-rows carry a 16-bit frame counter (black/white blocks that survive VP8), plus a synthetic
-audio track (speech-like bursts, or silence); and it subscribes to other participants,
-decoding their frames (or, for load tests, only counting the encoded frames).
+Synthetic tracks: video whose colour identifies the publisher and whose top rows carry a
+16-bit frame counter (black/white blocks that survive VP8), and audio (speech-like bursts,
+silence, or switched on and off at run time). :class:`NodeProcess` runs
+``python -m media_node`` as a child process. The SFU participant itself is
+:mod:`tests.support.sfu_client`.
 """
 
 import asyncio
-import contextlib
 import fractions
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 import av
 import numpy as np
 import numpy.typing as npt
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack, VideoStreamTrack
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from media_node import passthrough
-from schemas import subjects
 from schemas.bus import Bus
-from schemas.media import (
-    AnswerSubscription,
-    CloseSession,
-    MediaAck,
-    MediaRequest,
-    OpenSession,
-    Publish,
-    SdpAnswer,
-    SessionOpened,
-    Subscribe,
-    SubscriptionOffer,
-    Unsubscribe,
-)
-from tests.support.waiting import until
 
-T = TypeVar("T")
 Rgb = tuple[int, int, int]
 BLOCK = 16
 BITS = 16
@@ -76,14 +55,25 @@ def colour_close(a: Rgb, b: Rgb, tolerance: int = 40) -> bool:
     return all(abs(x - y) <= tolerance for x, y in zip(a, b, strict=True))
 
 
-class PatternVideoTrack(VideoStreamTrack):
+class PatternVideoTrack(MediaStreamTrack):
     """Solid ``colour`` frames with a frame counter; remembers when each frame was made."""
 
+    kind = "video"
+
     def __init__(
-        self, colour: Rgb, width: int = 160, height: int = 120, *, textured: bool = False
+        self,
+        colour: Rgb,
+        width: int = 160,
+        height: int = 120,
+        *,
+        textured: bool = False,
+        fps: float = 30.0,
     ) -> None:
         super().__init__()
         self.colour = colour
+        self.fps = fps
+        self._start: float | None = None
+        self._pts = 0
         base = np.zeros((height, width, 3), dtype=np.int16)
         base[:, :] = colour
         if textured:
@@ -96,6 +86,16 @@ class PatternVideoTrack(VideoStreamTrack):
             self._images = [base.astype(np.uint8)]
         self.sent_at: dict[int, float] = {}
         self.count = 0
+
+    async def next_timestamp(self) -> tuple[int, fractions.Fraction]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.time()
+        else:
+            self._pts += round(90000 / self.fps)
+            await asyncio.sleep(self._start + self._pts / 90000 - time.time())
+        return self._pts, fractions.Fraction(1, 90000)
 
     async def recv(self) -> av.VideoFrame:
         pts, time_base = await self.next_timestamp()
@@ -128,16 +128,25 @@ def speech_like(seconds: float, rate: int = AUDIO_RATE, f0: float = 130.0) -> np
 
 
 class SyntheticAudioTrack(MediaStreamTrack):
-    """20 ms mono frames at 48 kHz: speech-like bursts (1.2 s on, 0.8 s off) or silence."""
+    """20 ms mono frames at 48 kHz: speech-like bursts (1.2 s on, 0.8 s off) or silence.
+
+    ``speaking`` may be changed at run time (a test moving the active speaker); ``steady``
+    speech has no pauses (a speaker who keeps talking).
+    """
 
     kind = "audio"
 
-    def __init__(self, speaking: bool) -> None:
+    def __init__(self, speaking: bool, *, steady: bool = False) -> None:
         super().__init__()
         loop = np.zeros(2 * AUDIO_RATE, dtype=np.int16)
-        if speaking:
-            loop[: int(1.2 * AUDIO_RATE)] = speech_like(1.2)
+        loop[: int(1.2 * AUDIO_RATE)] = speech_like(1.2)
+        if steady:
+            loop = np.tile(speech_like(1.0, f0=150.0), 2)
         self._pcm = loop
+        self._silence = np.zeros(AUDIO_SAMPLES, dtype=np.int16)
+        self.speaking = speaking
+        #: When speaking last turned on (monotonic), for latency measurements.
+        self.spoke_at: float | None = None
         self._start: float | None = None
         self._timestamp = 0
 
@@ -150,216 +159,16 @@ class SyntheticAudioTrack(MediaStreamTrack):
             self._timestamp += AUDIO_SAMPLES
             await asyncio.sleep(self._start + self._timestamp / AUDIO_RATE - time.time())
         offset = self._timestamp % len(self._pcm)
-        chunk = np.take(self._pcm, range(offset, offset + AUDIO_SAMPLES), mode="wrap")
+        if self.speaking:
+            chunk = np.take(self._pcm, range(offset, offset + AUDIO_SAMPLES), mode="wrap")
+        else:
+            chunk = self._silence
         frame = av.AudioFrame(format="s16", layout="mono", samples=AUDIO_SAMPLES)
         frame.planes[0].update(chunk.astype(np.int16).tobytes())
         frame.pts = self._timestamp
         frame.sample_rate = AUDIO_RATE
         frame.time_base = fractions.Fraction(1, AUDIO_RATE)
         return frame
-
-
-@dataclass
-class RemoteFeed:
-    """What a subscriber receives from one publisher."""
-
-    publisher_id: str
-    subscription_id: str
-    pc: RTCPeerConnection
-    decode: bool
-    subscribed_at: float = field(default_factory=time.monotonic)
-    video_frames: int = 0
-    audio_frames: int = 0
-    keyframes: int = 0
-    colours: list[Rgb] = field(default_factory=list)
-    counters: list[tuple[int, float]] = field(default_factory=list)
-    first_frame_at: float | None = None
-    frame_times: list[float] = field(default_factory=list)
-    dropped_packets: int = 0
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def first_frame_s(self) -> float | None:
-        return None if self.first_frame_at is None else self.first_frame_at - self.subscribed_at
-
-    async def wait_until(self, predicate: Callable[["RemoteFeed"], bool], timeout: float) -> None:
-        await until(lambda: predicate(self), self.changed, timeout)
-
-    def _on_video(self, frame: Any) -> None:
-        now = time.monotonic()
-        if self.first_frame_at is None:
-            self.first_frame_at = now
-        self.video_frames += 1
-        self.frame_times.append(now)
-        if self.decode:
-            image = frame.to_ndarray(format="rgb24")
-            self.colours.append(body_colour(image))
-            self.counters.append((read_counter(image), now))
-        elif len(memoryview(frame)) > 0 and (memoryview(frame)[0] & 1) == 0:
-            self.keyframes += 1
-        self.changed.set()
-
-    def _on_audio(self, _: Any) -> None:
-        self.audio_frames += 1
-        self.changed.set()
-
-
-class MediaPeer:
-    """One participant talking to a media node over NATS and WebRTC."""
-
-    def __init__(
-        self,
-        bus: Bus,
-        node_id: str,
-        call_id: str,
-        participant_id: str,
-        *,
-        colour: Rgb = (200, 40, 40),
-        speaking: bool = True,
-        transcription: bool = False,
-        size: tuple[int, int] = (160, 120),
-        textured: bool = False,
-    ) -> None:
-        self.bus = bus
-        self.node_id = node_id
-        self.call_id = call_id
-        self.participant_id = participant_id
-        self.colour = colour
-        self.speaking = speaking
-        self.transcription = transcription
-        self.size = size
-        self.textured = textured
-        self.session_id = ""
-        self.publish_pc: RTCPeerConnection | None = None
-        self.video: PatternVideoTrack | None = None
-        self.feeds: dict[str, RemoteFeed] = {}
-
-    async def rpc(self, request: MediaRequest, reply_type: type[T], timeout: float = 15.0) -> T:
-        subject = subjects.media_rpc(self.node_id, request.verb)
-        return await self.bus.request(subject, request, reply_type, timeout=timeout)
-
-    async def open(self) -> SessionOpened:
-        opened = await self.rpc(
-            OpenSession(
-                call_id=self.call_id,
-                participant_id=self.participant_id,
-                transcription=self.transcription,
-            ),
-            SessionOpened,
-        )
-        self.session_id = opened.session_id
-        return opened
-
-    async def publish(self, *, audio: bool = True, video: bool = True) -> None:
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.publish_pc = pc
-        if audio:
-            pc.addTrack(SyntheticAudioTrack(self.speaking))
-        if video:
-            self.video = PatternVideoTrack(self.colour, *self.size, textured=self.textured)
-            pc.addTrack(self.video)
-        await pc.setLocalDescription(await pc.createOffer())
-        answer = await self.rpc(
-            Publish(session_id=self.session_id, sdp=pc.localDescription.sdp), SdpAnswer
-        )
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
-
-    async def subscribe(
-        self, publisher_id: str, *, decode: bool = True, drop_every: int = 0
-    ) -> RemoteFeed:
-        """Receive ``publisher_id``; ``drop_every`` > 0 loses every n-th video RTP packet."""
-        asked_at = time.monotonic()
-        offer = await self.rpc(
-            Subscribe(session_id=self.session_id, publisher_id=publisher_id), SubscriptionOffer
-        )
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        feed = RemoteFeed(publisher_id, offer.subscription_id, pc, decode, subscribed_at=asked_at)
-
-        @pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            if not decode:
-                # With its receiver: frames are wrapped on the loop, no thread hop (less
-                # CPU taken from the process a benchmark measures on the same cores).
-                receiver = next(
-                    (t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None
-                )
-                passthrough.enable_passthrough(track, receiver)
-            handler = feed._on_video if track.kind == "video" else feed._on_audio
-            feed.tasks.append(asyncio.get_running_loop().create_task(_pump(track, handler)))
-
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
-        if drop_every:
-            for transceiver in pc.getTransceivers():
-                if transceiver.kind == "video":
-                    _drop_packets(transceiver, feed, drop_every)
-        await pc.setLocalDescription(await pc.createAnswer())
-        await self.rpc(
-            AnswerSubscription(
-                session_id=self.session_id,
-                subscription_id=offer.subscription_id,
-                sdp=pc.localDescription.sdp,
-            ),
-            MediaAck,
-        )
-        self.feeds[publisher_id] = feed
-        return feed
-
-    async def unsubscribe(self, publisher_id: str) -> None:
-        feed = self.feeds.pop(publisher_id)
-        await self.rpc(
-            Unsubscribe(session_id=self.session_id, subscription_id=feed.subscription_id),
-            MediaAck,
-        )
-        await _close_feed(feed)
-
-    async def close(self, *, tell_node: bool = True) -> None:
-        if tell_node and self.session_id:
-            # The node may already be gone in fault tests.
-            with contextlib.suppress(Exception):
-                await self.rpc(CloseSession(session_id=self.session_id), MediaAck, timeout=5)
-            self.session_id = ""
-        for feed in list(self.feeds.values()):
-            await _close_feed(feed)
-        self.feeds.clear()
-        if self.publish_pc is not None:
-            await self.publish_pc.close()
-            self.publish_pc = None
-
-
-async def _pump(track: MediaStreamTrack, handler: Callable[[Any], None]) -> None:
-    try:
-        while True:
-            handler(await track.recv())
-    except MediaStreamError:
-        return
-
-
-async def _close_feed(feed: RemoteFeed) -> None:
-    await feed.pc.close()
-    for task in feed.tasks:
-        task.cancel()
-    await asyncio.gather(*feed.tasks, return_exceptions=True)
-
-
-def _drop_packets(transceiver: Any, feed: RemoteFeed, every: int) -> None:
-    """Lose every n-th original video packet before the receiver sees it (not RTX)."""
-    receiver = transceiver.receiver
-    handle = receiver._handle_rtp_packet
-    seen = 0
-
-    async def lossy(packet: Any, arrival_time_ms: int) -> None:
-        nonlocal seen
-        codecs = transceiver._codecs
-        media_pt = codecs[0].payloadType if codecs else None
-        if packet.payload_type == media_pt:
-            seen += 1
-            if seen % every == 0:
-                feed.dropped_packets += 1
-                return
-        await handle(packet, arrival_time_ms=arrival_time_ms)
-
-    receiver._handle_rtp_packet = lossy
 
 
 class NodeProcess:
