@@ -120,7 +120,9 @@ class GatewayService(Service[GatewaySettings]):
             audio_slots=settings.media_audio_slots,
         )
         self.coordinator = MediaCoordinator(settings, calls, self.store, self.delivery, self.media)
-        self.sockets.register(MediaSignaling(settings, calls, self.media).handlers())
+        media_signaling = MediaSignaling(settings, calls, self.media)
+        self.sockets.register(media_signaling.handlers())
+        self.sockets.register(media_signaling.negotiation_handlers(), ordered=False)
         self.feeds = CallFeeds(bus)
         self.feeds.add(
             Feed("commands", subjects.call_commands_of, AnyCallCommand, self.coordinator.on_command)

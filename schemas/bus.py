@@ -110,6 +110,20 @@ class Consumer:
             await self.task
 
 
+async def fetch_soon(psub: Any, batch: int, *, wait_s: float) -> list[Msg]:
+    """Up to ``batch`` messages of a pull subscription, returning as soon as one is there.
+
+    nats-py's ``fetch(batch, timeout)`` with nothing pending waits until ``batch`` messages
+    came or the whole timeout passed: one event would wait ``timeout``. So wait for one,
+    then take (without waiting) whatever else is already there.
+    """
+    msgs: list[Msg] = await psub.fetch(1, timeout=wait_s)
+    if batch > 1:
+        with contextlib.suppress(nats.errors.TimeoutError):
+            msgs += await psub.fetch(batch - 1, timeout=0.001)
+    return msgs
+
+
 class Bus:
     """A typed facade over one nats-py connection. Create with :meth:`connect`."""
 
@@ -517,7 +531,7 @@ class Bus:
         async def loop() -> None:
             while not stopping.is_set():
                 try:
-                    msgs = await psub.fetch(batch, timeout=0.5)
+                    msgs = await fetch_soon(psub, batch, wait_s=0.5)
                 except nats.errors.TimeoutError:
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):

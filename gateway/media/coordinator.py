@@ -176,6 +176,7 @@ class MediaCoordinator:
                 "call:sfu-prewarm",
                 {
                     "callId": state.call_id,
+                    "participantId": participant_id,
                     "epoch": state.epoch,
                     "sfu": _sfu(ref),
                     **self._ice(socket),
@@ -192,6 +193,7 @@ class MediaCoordinator:
         m = state.migration
         payload: dict[str, Any] = {
             "callId": state.call_id,
+            "participantId": socket.participant_id,
             "epoch": switch.epoch,
             "mode": switch.mode,
             "kind": switch.kind,

@@ -37,7 +37,7 @@ from gateway.selector.settings import SelectorSettings
 from gateway.state_machine import Outcome
 from gateway.timers import CallMirror
 from schemas import subjects
-from schemas.bus import Bus, Incoming
+from schemas.bus import Bus, Incoming, fetch_soon
 from schemas.call_events import (
     ActiveSpeakerChanged,
     AnyCallEvent,
@@ -269,7 +269,7 @@ class SelectorService(Service[SelectorSettings]):
             if not self.accepting:
                 return
             try:
-                msgs = await self._psub.fetch(_FETCH, timeout=1.0)
+                msgs = await fetch_soon(self._psub, _FETCH, wait_s=1.0)
             except nats.errors.TimeoutError:
                 continue
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):

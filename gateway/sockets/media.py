@@ -62,12 +62,18 @@ class MediaSignaling:
 
     def handlers(self) -> Handlers:
         return {
-            "call:sfu-publish": self.publish,
-            "call:sfu-downlink": self.downlink,
-            "call:sfu-downlink-answer": self.downlink_answer,
             "call:sfu-preferences": self.preferences,
             "call:mode-switched": self.mode_switched,
             "call:media-health": self.media_health,
+        }
+
+    def negotiation_handlers(self) -> Handlers:
+        """The SDP exchanges: a client negotiates its uplink and downlink at once (the
+        node orders what concerns one leg; the socket need not wait for the other leg)."""
+        return {
+            "call:sfu-publish": self.publish,
+            "call:sfu-downlink": self.downlink,
+            "call:sfu-downlink-answer": self.downlink_answer,
         }
 
     def _ref(self, session: SocketSession, call_id: str) -> SessionRef:

@@ -81,6 +81,7 @@ class SocketServer:
         self.delivery: Delivery | None = None
         self.principals: dict[str, Principal] = {}
         self._handlers: dict[str, Handler] = {}
+        self._unordered: set[str] = set()
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("*", self._on_unknown)
@@ -88,12 +89,19 @@ class SocketServer:
     def attach(self, delivery: Delivery) -> None:
         self.delivery = delivery
 
-    def register(self, handlers: Handlers) -> None:
-        """Serve these events (each name once)."""
+    def register(self, handlers: Handlers, *, ordered: bool = True) -> None:
+        """Serve these events (each name once).
+
+        ``ordered=False``: a socket's events of these names do not wait for its other
+        events in hand, nor make them wait (independent requests, such as the SDP of an
+        SFU uplink and downlink, negotiated at the same time).
+        """
         for name, handler in handlers.items():
             if name in self._handlers:
                 raise ValueError(f"{name} is handled twice")
             self._handlers[name] = handler
+            if not ordered:
+                self._unordered.add(name)
             self.sio.on(name, self._bound(name))
 
     async def emit(self, event: str, payload: dict[str, Any], sid: str) -> None:
@@ -163,6 +171,8 @@ class SocketServer:
             if principal is None or session is None:
                 raise CallError("unauthorized", "the socket is not authenticated")
             self.limiter.check(principal.principal_id, name)
+            if name in self._unordered:
+                return await self._handlers[name](session, principal, data)
             async with session.lock:  # one event of a socket at a time, in arrival order
                 return await self._handlers[name](session, principal, data)
         except CallError as err:

@@ -16,22 +16,12 @@ from schemas.call_state import (
     CallState,
     ConversationMember,
     ConversationRecord,
-    OutboxEntry,
     Presence,
 )
 from schemas.codec import decode
 from schemas.kv import TypedKv
+from tests.support.crashing_store import CrashingStore
 from tests.support.waiting import eventually
-
-
-class CrashingStore(CallStore):
-    """A writer that dies right after its compare-and-set: nothing of the change is
-    published (recovery, with its stream check, still works)."""
-
-    async def flush(self, call_id: str, outbox: list[OutboxEntry], *, check_stream: bool) -> int:
-        if not check_stream:
-            return 0
-        return await super().flush(call_id, outbox, check_stream=check_stream)
 
 
 async def _sweepers(

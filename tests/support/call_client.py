@@ -80,6 +80,7 @@ class CallClient:
         colour: Rgb = (40, 160, 40),
         stall_s: float = 3.0,
         setup_deadline_s: float = 15.0,
+        heartbeats: bool = False,
     ) -> None:
         self.url = url
         self.token = token
@@ -90,18 +91,24 @@ class CallClient:
         self.stall_s = stall_s
         #: A direct path that carried nothing this long after it was made is reported failed.
         self.setup_deadline_s = setup_deadline_s
+        #: Send ``call:heartbeat`` on the interval the gateway asks for, once in a call.
+        self.heartbeats = heartbeats
         self.mode = "p2p"
         self.epoch = 0
         self.conversation_type = ""
         #: Other participants of the call, by id.
         self.others: set[str] = set()
         self.sfu: GatewaySfuClient | None = None
+        #: The SFU session carries media (not merely pre-warmed).
+        self.sfu_live = False
         self._sfu_transport: SocketSfuTransport | None = None
         #: (monotonic time, remote participant, kind, path) of every frame received.
         self.arrivals: list[tuple[float, str, str, str]] = []
         #: (epoch, mode, seconds from the switch to the report, ok) of each report sent.
         self.reports: list[tuple[int, str, float, bool]] = []
         self._monitor: asyncio.Task[None] | None = None
+        #: Direct peer connections ever made (a call that starts on the SFU makes none).
+        self.p2p_links_made = 0
         self.sio = socketio.AsyncClient(reconnection=False)
         self.events: list[tuple[str, Payload, float]] = []
         self._consumed: set[int] = set()
@@ -120,9 +127,16 @@ class CallClient:
     # --- connection ----------------------------------------------------------------------
     @classmethod
     async def connect(
-        cls, url: str, token: str, *, name: str = "", media: bool = True, timeout: float = 10
+        cls,
+        url: str,
+        token: str,
+        *,
+        name: str = "",
+        media: bool = True,
+        timeout: float = 10,
+        **options: Any,
     ) -> "CallClient":
-        client = cls(url, token, name=name, media=media)
+        client = cls(url, token, name=name, media=media, **options)
         await client.open(timeout=timeout)
         return client
 
@@ -160,8 +174,8 @@ class CallClient:
         payload = data if isinstance(data, dict) else {"value": data}
         self.events.append((event, payload, time.monotonic()))
         self._changed.set()
-        if payload.get("callId") not in (None, self.call_id):
-            return
+        if self.call_id is not None and payload.get("callId") not in (None, self.call_id):
+            return  # (before the join's ack, a switch for the call being joined is kept)
         if event == "call:participant-joined":
             joined = payload.get("participant", {}).get("participantId")
             if joined and joined != self.participant_id:
@@ -253,8 +267,11 @@ class CallClient:
             for p in call.get("participants", [])
             if p["participantId"] != self.participant_id
         }
+        self._changed.set()
         if self.media and self._monitor is None:
             self._monitor = asyncio.get_running_loop().create_task(self._watch_health())
+        if self.heartbeats and self._heartbeat is None:
+            self.start_heartbeats(float(ack.get("heartbeatIntervalS", 5.0)))
 
     async def initiate(self, conversation_id: str, media: str = "video") -> Payload:
         ack = await self._must("call:initiate", {"conversationId": conversation_id, "media": media})
@@ -329,6 +346,7 @@ class CallClient:
     def _new_link(self, remote_id: str) -> PeerLink:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         link = PeerLink(remote_id, pc)
+        self.p2p_links_made += 1
         pc.addTrack(AudioStreamTrack())
         pc.addTrack(PatternVideoTrack(self.colour))
 
@@ -390,6 +408,7 @@ class CallClient:
             return
         kind = payload.get("type")
         try:
+            await self._in_call()  # an offer can overtake the ack of our own accept
             if kind in ("offer", "ice-restart"):
                 link = self.links.get(remote) or self._new_link(remote)
                 await link.pc.setRemoteDescription(RTCSessionDescription(payload["sdp"], "offer"))
@@ -417,6 +436,16 @@ class CallClient:
 
     def frames(self, kind: str) -> int:
         return sum(link.frames.get(kind, 0) for link in self.links.values())
+
+    async def wait_everyone(self, since: float, path: str, timeout: float = 30.0) -> None:
+        """Until media of both kinds from every other participant arrived over ``path``."""
+        try:
+            await until(lambda: self.receives_everyone(since, path), self._media_changed, timeout)
+        except TimeoutError:
+            got = sorted({(w, k) for t, w, k, p in self.arrivals if p == path and t >= since})
+            raise AssertionError(
+                f"{self.name}: not everyone over {path} (others={sorted(self.others)}, got={got})"
+            ) from None
 
     def cut_p2p(self) -> None:
         """Tests: this client's direct paths stop carrying media (packets dropped)."""
@@ -446,10 +475,21 @@ class CallClient:
 
     async def _close_sfu(self) -> None:
         client, self.sfu = self.sfu, None
+        self.sfu_live = False
         if client is not None:
             await client.close()
 
+    async def _in_call(self) -> None:
+        """Until the ack of the join that bound this socket was handled (a switch can be
+        pushed right after the binding, before the ack reaches the client)."""
+        await until(
+            lambda: self.call_id is not None and self.participant_id is not None,
+            self._changed,
+            10,
+        )
+
     async def _prewarm(self, payload: Payload) -> None:
+        await self._in_call()
         sfu = payload.get("sfu") or {}
         if self.sfu is not None and self.sfu.session_id == sfu.get("sessionId"):
             return
@@ -461,7 +501,7 @@ class CallClient:
         except Exception as exc:
             self.events.append(("client:error", {"error": repr(exc)}, time.monotonic()))
 
-    def _has_everyone(self, since: float, path: str) -> bool:
+    def receives_everyone(self, since: float, path: str) -> bool:
         """Media of both kinds from every other participant arrived over ``path``."""
         got = {(who, kind) for t, who, kind, p in self.arrivals if p == path and t >= since}
         return all((who, kind) in got for who in self.others for kind in ("audio", "video"))
@@ -471,7 +511,9 @@ class CallClient:
         started = time.monotonic()
         ok, reason = True, ""
         try:
+            await self._in_call()
             if mode == "sfu":
+                self.sfu_live = True
                 sfu = payload["sfu"]
                 if self.sfu is not None and self.sfu.session_id == sfu["sessionId"]:
                     await self.sfu.start_sending()  # pre-warmed: only start sending
@@ -490,7 +532,9 @@ class CallClient:
                 self.mode, self.epoch = mode, max(self.epoch, epoch)
                 return
             deadline = payload.get("deadlineS") or 10.0
-            await until(lambda: self._has_everyone(started, mode), self._media_changed, deadline)
+            await until(
+                lambda: self.receives_everyone(started, mode), self._media_changed, deadline
+            )
         except TimeoutError:
             ok, reason = False, "timeout"
         except Exception as exc:
@@ -511,20 +555,38 @@ class CallClient:
                 },
             )
 
+    async def wait_mode(self, mode: str, timeout: float = 30.0) -> None:
+        """Until a completed migration put this client on ``mode`` with the old path gone."""
+
+        def settled() -> bool:
+            # Back on P2P a pre-warmed SFU session may stay, idle.
+            old_gone = not self.links if mode == "sfu" else not self.sfu_live
+            return self.mode == mode and old_gone
+
+        try:
+            await until(settled, self._changed, timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"{self.name}: not on {mode} (mode={self.mode}, links={sorted(self.links)}, "
+                f"sfu={self.sfu is not None}; saw {[n for n, _, _ in self.events][-12:]})"
+            ) from None
+
     async def _mode_changed(self, payload: Payload) -> None:
         self.epoch = max(self.epoch, payload.get("epoch", 0))
         if payload.get("outcome") == "completed":
-            self.mode = payload["toMode"]
-            if self.mode == "sfu":
+            if payload["toMode"] == "sfu":
                 for link in list(self.links.values()):
                     await self._close_link(link)
                 self.links.clear()
             else:
                 await self._close_sfu()
+            self.mode = payload["toMode"]
+            self._changed.set()
             return
         # The migration did not happen: drop the new path, keep (and complete) the old.
         if payload.get("toMode") == "sfu":
             await self._close_sfu()
+            self._changed.set()
             if self.mode == "p2p":
                 for other in sorted(self.others):
                     if (

@@ -8,6 +8,7 @@ back onto media events, so :class:`GatewaySfuClient` is the very same client the
 node's own tests use, attached to a session the gateway opened.
 """
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -142,11 +143,13 @@ class GatewaySfuClient(SfuClient):
         self.on_media: Callable[[], None] | None = None
 
     async def join(self) -> None:
-        """Publish and connect the downlink of the gateway's session (no open_session)."""
+        """Publish and connect the downlink of the gateway's session (no open_session),
+        both legs at once, as a browser does."""
         self._unwatch = await self.transport.watch(self.call_id, self._on_event)
-        await self.publish()
         if self.purpose == "call":
-            await self.open_downlink()
+            await asyncio.gather(self.publish(), self.open_downlink())
+        else:
+            await self.publish()
 
     def received_from(self, kind: str = "video") -> set[str]:
         """Remote participants whose media of ``kind`` arrived through the SFU."""

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import VideoStreamTrack
+from media_node.forwarder import ForwardingStats
 
 from media_node import passthrough
 from media_node.calls import SessionRegistry
-from media_node.forwarder import ForwardingStats
 from media_node.session import NodeContext, ParticipantSession
 from media_node.tap import TapStats
 from schemas.bus import RpcFailure
