@@ -171,6 +171,7 @@ def _event_participant(p: CallParticipantState) -> Participant:
         user_id=p.user_id,
         display_name=p.display_name,
         language=p.language,
+        principal_id=p.principal_id,
     )
 
 

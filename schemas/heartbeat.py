@@ -13,7 +13,7 @@ import msgspec
 from schemas.ids import Id
 from schemas.message import Message, utc_now
 
-ServiceKind = Literal["gateway", "media_node", "transcriber", "translator_bridge"]
+ServiceKind = Literal["gateway", "media_node", "transcriber", "translator_bridge", "archive"]
 ServiceState = Literal["starting", "ready", "draining", "stopped"]
 
 

@@ -7,6 +7,7 @@ import pytest
 from schemas.bus import Bus
 from schemas.ids import new_id
 from schemas.settings import BusSettings
+from tests.support.mongo_server import MongoServer
 from tests.support.nats_server import NatsCluster, NatsServer
 
 
@@ -24,6 +25,15 @@ def nats_cluster() -> Iterator[NatsCluster]:
     cluster = NatsCluster().start()
     yield cluster
     cluster.cleanup()
+
+
+@pytest.fixture(scope="session")
+def mongo_server() -> Iterator[MongoServer]:
+    """One real MongoDB wire-protocol server (nx-27017) for the whole session, started by the
+    tests that ask for it; each test uses its own database."""
+    server = MongoServer().start()
+    yield server
+    server.cleanup()
 
 
 @pytest.fixture
