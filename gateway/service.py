@@ -15,6 +15,7 @@ import socketio
 import uvicorn
 
 from gateway.app import create_app
+from gateway.archive.repository import ArchiveRepository
 from gateway.call_store import CallStore
 from gateway.calls import CallService
 from gateway.context import GatewayContext
@@ -52,6 +53,7 @@ class GatewayService(Service[GatewaySettings]):
         self.mirror: CallMirror | None = None
         self.sweeper: Sweeper | None = None
         self.store: CallStore | None = None
+        self.history: ArchiveRepository | None = None
         self._server: EmbeddedServer | None = None
         self._server_task: asyncio.Task[None] | None = None
 
@@ -79,6 +81,20 @@ class GatewayService(Service[GatewaySettings]):
         calls = CallService(settings, self.store, conversations, self.mirror, guests.admit)
         self.signaling = Signaling(settings, self.tokens, calls, self.limiter)
         self.signaling.attach(self.delivery)
+        if settings.socketio_admin_enabled:
+            # Authenticated, read-only: it shows sockets and rooms, it cannot disconnect them.
+            self.signaling.sio.instrument(
+                auth={
+                    "username": settings.socketio_admin_user,
+                    "password": settings.socketio_admin_password,
+                },
+                mode="production",
+                read_only=True,
+                server_id=self.service_id,
+            )
+        if settings.mongo_url:
+            # Connections are made on first use: MongoDB being away never blocks calls.
+            self.history = ArchiveRepository.connect(settings.mongo_url, settings.mongo_database)
         self.app.state.ctx = GatewayContext(
             settings=settings,
             tokens=self.tokens,
@@ -86,6 +102,7 @@ class GatewayService(Service[GatewaySettings]):
             guests=guests,
             calls=calls,
             limiter=self.limiter,
+            history=self.history,
         )
         self.sweeper = Sweeper(
             self.store,
@@ -157,6 +174,8 @@ class GatewayService(Service[GatewaySettings]):
     async def close(self) -> None:
         if self.mirror is not None:
             await self.mirror.stop()
+        if self.history is not None:
+            self.history.close()
 
     async def wait_idle(self) -> None:
         await super().wait_idle()
@@ -180,5 +199,8 @@ class GatewayService(Service[GatewaySettings]):
             extra["outbox_recovered"] = float(self.sweeper.recovered)
         if self.mirror is not None:
             extra["calls_known"] = float(len(self.mirror.calls))
+            live = [s for s, _ in self.mirror.calls.values() if s.status != "ended"]
+            extra["active_calls"] = float(len(live))
+            extra["active_participants"] = float(sum(len(s.participants) for s in live))
         extra["rate_limited"] = float(self.limiter.refused)
         return extra

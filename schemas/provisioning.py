@@ -61,6 +61,19 @@ def stream_configs(settings: BusSettings) -> list[StreamConfig]:
             num_replicas=settings.nats_stream_replicas,
             duplicate_window=DUPLICATE_WINDOW_S,
         ),
+        StreamConfig(
+            name=subjects.TRANSCRIPTS_STREAM,
+            description="Transcript segments and captions (published with core NATS, kept "
+            "here so the archive stores the final ones durably).",
+            subjects=[subjects.ALL_TRANSCRIPT_SEGMENTS, subjects.ALL_CAPTIONS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=settings.transcripts_max_age_s,
+            max_bytes=settings.transcripts_max_bytes,
+            discard=DiscardPolicy.OLD,
+            num_replicas=settings.nats_stream_replicas,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        ),
     ]
 
 

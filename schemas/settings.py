@@ -104,6 +104,10 @@ class BusSettings(Settings, frozen=True, kw_only=True):
     call_events_max_age_s: PositiveFloat = 7 * 24 * 3600.0
     call_events_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 1024 * 1024 * 1024
     dead_letters_max_age_s: PositiveFloat = 14 * 24 * 3600.0
+    #: How long transcript segments and captions are kept in ``TRANSCRIPTS`` (the archive
+    #: copies the final ones into MongoDB).
+    transcripts_max_age_s: PositiveFloat = 7 * 24 * 3600.0
+    transcripts_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 1024 * 1024 * 1024
 
     def servers(self) -> list[str]:
         return [s.strip() for s in self.nats_url.split(",") if s.strip()]

@@ -27,6 +27,8 @@ _LANG_RE = re.compile(LANG_PATTERN)
 
 # --- JetStream streams and KV buckets ---------------------------------------------------
 CALL_EVENTS_STREAM = "CALL_EVENTS"
+#: Transcript segments and captions, kept for the archive (core publishes are stored too).
+TRANSCRIPTS_STREAM = "TRANSCRIPTS"
 DEAD_LETTER_STREAM = "DEAD_LETTERS"
 CALLS_BUCKET = "calls"
 
@@ -37,6 +39,7 @@ ALL_SERVICE_HEARTBEATS = "svc.heartbeat.>"
 ALL_DEAD_LETTERS = "dlq.>"
 ALL_AUDIO_CHUNKS = "audio.chunk.>"
 ALL_TRANSCRIPT_SEGMENTS = "transcript.segment.*"
+ALL_CAPTIONS = "caption.*.*"
 MEDIA_NODE_HEARTBEAT = "media.node.heartbeat"
 ALL_MEDIA_EVENTS = "media.evt.>"
 
@@ -55,6 +58,11 @@ def call_event(call_id: str, name: str) -> str:
 def call_events_of(call_id: str) -> str:
     """Every event of one call."""
     return f"call.evt.{_token(call_id, 'call_id')}.*"
+
+
+def call_events_named(name: str) -> str:
+    """One kind of event of every call (e.g. ``initiated``: every call's first event)."""
+    return f"call.evt.*.{_token(name, 'event name')}"
 
 
 def call_command(call_id: str, name: str) -> str:

@@ -2,7 +2,7 @@
 
 | collection | one document per | ``_id`` |
 |---|---|---|
-| ``call_events`` | call event, exactly as published (the log the others are folded from) | event id |
+| ``call_events`` | call event as published (the log the rest is folded from) | event id |
 | ``call_sessions`` | call (CallSession) | call id |
 | ``call_participants`` | participant of a call (CallParticipant) | ``<call>:<participant>`` |
 | ``call_history`` | person and call they took part in or were rung for | ``<principal>:<call>`` |

@@ -58,8 +58,6 @@ INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
     (CAPTIONS, [("call_id", ASCENDING), ("utterance_id", ASCENDING)]),
 )
 
-_event_decoder = msgspec.json.Decoder(AnyCallEvent)
-
 
 class InvalidCursor(ValueError):
     """A pagination cursor that this API did not hand out."""
@@ -107,7 +105,7 @@ class ArchiveRepository:
     @classmethod
     def connect(cls, url: str, database: str, *, timeout_s: float = 5.0) -> "ArchiveRepository":
         """A client (connections are made lazily; :meth:`ping` checks the server)."""
-        client = AsyncIOMotorClient(
+        client: Any = AsyncIOMotorClient(
             url,
             tz_aware=True,
             serverSelectionTimeoutMS=int(timeout_s * 1000),
@@ -150,7 +148,7 @@ class ArchiveRepository:
         cursor = self.db[EVENTS].find({"call_id": call_id}).sort("stream_seq", ASCENDING)
         out: list[Sequenced] = []
         async for raw in cursor:
-            event = msgspec.convert(raw["event"], AnyCallEvent, strict=False)  # type: ignore[call-overload]
+            event: AnyCallEvent = msgspec.convert(raw["event"], AnyCallEvent, strict=False)
             out.append(Sequenced(int(raw["stream_seq"]), event))
         return out
 
@@ -180,11 +178,12 @@ class ArchiveRepository:
             out.append((HISTORY, f"{h.principal_id}:{h.call_id}", h))
         return out
 
-    async def write(self, docs: Sequence[tuple[str, str, Doc]], version: int) -> int:
-        """Write folded documents (version-guarded); returns how many changed."""
-        written = 0
+    async def write(self, docs: Sequence[tuple[str, str, Doc]], version: int) -> dict[str, int]:
+        """Write folded documents (version-guarded); how many changed, per collection."""
+        written: dict[str, int] = {}
         for collection, doc_id, doc in docs:
-            written += await self._put(collection, doc_id, doc, version)
+            if await self._put(collection, doc_id, doc, version):
+                written[collection] = written.get(collection, 0) + 1
         return written
 
     async def put_revisioned(self, collection: str, doc_id: str, doc: Doc, revision: int) -> bool:
