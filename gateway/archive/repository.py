@@ -167,15 +167,19 @@ class ArchiveRepository:
 
     @staticmethod
     def documents(folded: Folded) -> list[tuple[str, str, Doc]]:
-        """``(collection, _id, document)`` of everything a fold produced."""
+        """``(collection, _id, document)`` of everything a fold produced.
+
+        The session comes last: once it shows a revision, everything folded with it is
+        written (readers may treat it as the commit marker).
+        """
         out: list[tuple[str, str, Doc]] = []
         if folded.session is None:
             return out
-        out.append((SESSIONS, folded.session.call_id, folded.session))
         for p in folded.participants:
             out.append((PARTICIPANTS, f"{p.call_id}:{p.participant_id}", p))
         for h in folded.history:
             out.append((HISTORY, f"{h.principal_id}:{h.call_id}", h))
+        out.append((SESSIONS, folded.session.call_id, folded.session))
         return out
 
     async def write(self, docs: Sequence[tuple[str, str, Doc]], version: int) -> dict[str, int]:

@@ -109,6 +109,11 @@ class ArchiveWriter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    def folded_count(self, call_id: str) -> int:
+        """How many events of a call this writer last folded and wrote (0: none lately)."""
+        known = self._written.get(call_id)
+        return len(known[0]) if known is not None else 0
+
     # --- call events --------------------------------------------------------------------
     async def on_event(self, event: AnyCallEvent, msg: Incoming) -> None:
         with WRITE_SECONDS.time():
