@@ -8,7 +8,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -167,9 +167,7 @@ async def test_replaying_the_stream_gives_the_same_documents(
         try:
             await complete(repository, rec)
             # A replay over existing documents: wait until it has read every event again.
-            await eventually(
-                lambda a=archive: _folded(a, rec.call_id) == len(rec.events), 30, step=0.05
-            )
+            await eventually(_all_folded(archive, rec), 30, step=0.05)
             snapshots.append(await snapshot(repository, rec.call_id))
         finally:
             assert await archive.close() == 0
@@ -226,9 +224,12 @@ async def test_a_restarted_archive_resumes_with_no_gap_and_no_duplicate(
     assert len(participants) == 3 and all(p.left_at is not None for p in participants)
 
 
-def _folded(archive: RunningArchive, call_id: str) -> int:
-    writer = archive.service.writer
-    return 0 if writer is None else writer.folded_count(call_id)
+def _all_folded(archive: RunningArchive, rec: RecordedCall) -> Callable[[], bool]:
+    def check() -> bool:
+        writer = archive.service.writer
+        return writer is not None and writer.folded_count(rec.call_id) == len(rec.events)
+
+    return check
 
 
 async def _at_least(count: Any, n: int) -> bool:
