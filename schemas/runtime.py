@@ -109,10 +109,14 @@ class Heartbeater:
         self._process = psutil.Process(os.getpid())
         self._process.cpu_percent(None)
         self._task: asyncio.Task[None] | None = None
+        #: Where ``/metrics`` is served (0: not served); operators find it in the heartbeat.
+        self.metrics_port = 0
 
     def snapshot(self) -> ServiceHeartbeat:
         svc = self.service
         extra = {**self.bus.stats.as_gauges(), **svc.load_extra()}
+        if self.metrics_port:
+            extra["metrics_port"] = float(self.metrics_port)
         return ServiceHeartbeat(
             service_id=svc.service_id,
             kind=svc.kind,
@@ -184,7 +188,13 @@ async def _serve(service: Service[S], stop: asyncio.Event) -> int:
         return EXIT_BUS_UNAVAILABLE
 
     heart = Heartbeater(bus, service)  # type: ignore[arg-type]
-    endpoint = _start_metrics(service, bus, heart)
+    try:
+        endpoint = _start_metrics(service, bus, heart)
+    except OSError as exc:
+        log.error("service.metrics_port_unavailable", kind=service.kind, error=str(exc))
+        print(f"{service.kind}: cannot serve metrics: {exc}", file=sys.stderr)
+        await bus.close()
+        return EXIT_FAILED
     try:
         await provision(bus.js, settings)
         await heart.beat("starting")
@@ -267,6 +277,7 @@ def _start_metrics(
     if port is None:
         return None
     endpoint = metrics.MetricsEndpoint(service.settings.metrics_host, port).start()
+    heart.metrics_port = endpoint.port
     log.info(
         "service.metrics_listening",
         kind=kind,

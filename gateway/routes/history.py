@@ -225,10 +225,7 @@ async def get_call(call_id: str, ctx: Ctx, who: Caller) -> CallDetail:
         ended_at=_ts(session.ended_at),
         end_reason=session.end_reason,
         participants=[_present(p) for p in participants if p.left_at is None],
-        invitees=[
-            InviteeView(user_id=i.user_id, status=i.outcome)
-            for i in session.invitees
-        ],
+        invitees=[InviteeView(user_id=i.user_id, status=i.outcome) for i in session.invitees],
         source="archive",
         history=_history_view(session, participants),
     )

@@ -19,6 +19,7 @@ class EmbeddedStack:
         self.run_dir = run_dir
         self.gateway_port = free_port()
         self.nats_port = free_port()
+        self.mongo_port = free_port()
         self.lines: list[str] = []
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -44,6 +45,8 @@ class EmbeddedStack:
                 "STACK_DIR": str(self.run_dir),
                 "STACK_NATS_PORT": str(self.nats_port),
                 "GATEWAY_PORT": str(self.gateway_port),
+                "STACK_MONGO_PORT": str(self.mongo_port),
+                "STACK_METRICS_PORT": "0",
             },
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
