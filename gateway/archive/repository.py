@@ -12,7 +12,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -71,7 +71,8 @@ class Cursor:
     key: str
 
     def encode(self) -> str:
-        raw = msgspec.json.encode([self.at, self.key])
+        at = self.at if self.at.tzinfo is not None else self.at.replace(tzinfo=UTC)
+        raw = msgspec.json.encode([at, self.key])
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
@@ -91,8 +92,19 @@ def _fields(doc: msgspec.Struct) -> dict[str, Any]:
     return out
 
 
+def _utc(value: Any) -> Any:
+    """Times are stored in UTC; some servers hand them back without a zone (nx-27017)."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    if isinstance(value, dict):
+        return {k: _utc(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_utc(v) for v in value]
+    return value
+
+
 def _load(raw: dict[str, Any], type_: type[D]) -> D:
-    return msgspec.convert(raw, type_, strict=False)
+    return msgspec.convert(_utc(raw), type_, strict=False)
 
 
 class ArchiveRepository:
@@ -148,7 +160,7 @@ class ArchiveRepository:
         cursor = self.db[EVENTS].find({"call_id": call_id}).sort("stream_seq", ASCENDING)
         out: list[Sequenced] = []
         async for raw in cursor:
-            event: AnyCallEvent = msgspec.convert(raw["event"], AnyCallEvent, strict=False)
+            event: AnyCallEvent = msgspec.convert(_utc(raw["event"]), AnyCallEvent, strict=False)
             out.append(Sequenced(int(raw["stream_seq"]), event))
         return out
 
