@@ -1,4 +1,6 @@
-# One image for every service; compose.yaml picks the entry point per container.
+# One image for every service; compose.yaml picks the entry point per container:
+# python -m gateway | gateway.selector | gateway.archive | media_node | transcriber |
+# translator_bridge.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
@@ -20,5 +22,7 @@ RUN pip install --no-deps .
 
 RUN useradd --system --uid 10001 meeshy
 USER meeshy
+# 8000: the gateway (REST, Socket.IO, web client); 9100: /metrics of every service.
+EXPOSE 8000 9100
 # Each container overrides this with its own service module.
 CMD ["python", "-m", "gateway"]
