@@ -11,6 +11,7 @@ attempts, so an outage delays the archive but loses nothing.
 import asyncio
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TypeVar
 
 import msgspec
@@ -167,7 +168,7 @@ class ArchiveWriter:
             self._written.popitem(last=False)
 
     @staticmethod
-    def _observe(event: AnyCallEvent, created_at: object) -> None:
+    def _observe(event: AnyCallEvent, created_at: datetime | None) -> None:
         """Business metrics, once per event (never on a redelivery)."""
         match event:
             case CallInitiated():
@@ -181,10 +182,10 @@ class ArchiveWriter:
                 MODE_SWITCH.labels(to_mode=event.to_mode, outcome=event.outcome).observe(
                     event.duration_ms / 1000.0
                 )
-            case CallStatusChanged(to_status="active", from_status="ringing") if isinstance(
-                created_at, type(event.occurred_at)
-            ):
-                CALL_SETUP.observe(max(0.0, (event.occurred_at - created_at).total_seconds()))
+            case CallStatusChanged(to_status="active", from_status="ringing"):
+                if created_at is not None:
+                    setup = (event.occurred_at - created_at).total_seconds()
+                    CALL_SETUP.observe(max(0.0, setup))
             case _:
                 pass
 

@@ -9,6 +9,7 @@ Access: a person sees the calls they took part in or were rung for; the transcri
 calls they took part in (a guest: the call it joined, by the guest id of its token).
 """
 
+import asyncio
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -30,6 +31,9 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 router = APIRouter(prefix="/api/calls", tags=["history"], responses=ERRORS)
+
+#: How long a live call's view waits for its archived history before answering without it.
+LIVE_HISTORY_TIMEOUT_S = 1.0
 
 
 class HistoryItem(Model):
@@ -206,7 +210,16 @@ async def get_call(call_id: str, ctx: Ctx, who: Caller) -> CallDetail:
     except CallError as exc:
         if exc.code != "not_found" or ctx.history is None:
             raise
-    archived = await _archived(ctx, who.principal_id, call_id, required=live is None)
+    if live is None:
+        archived = await _archived(ctx, who.principal_id, call_id, required=True)
+    else:
+        # The live view stands on its own: a slow or absent archive only leaves out history.
+        try:
+            archived = await asyncio.wait_for(
+                _archived(ctx, who.principal_id, call_id, required=False), LIVE_HISTORY_TIMEOUT_S
+            )
+        except TimeoutError:
+            archived = None
     if live is not None:
         history = _history_view(*archived) if archived is not None else None
         return CallDetail(**live.model_dump(), source="live", history=history)
