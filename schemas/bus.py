@@ -289,7 +289,8 @@ class Bus:
 
         With ``queue``, instances in the same group share the messages (one each).
         Decode failures go to the dead-letter subject; handler exceptions are logged and
-        counted; neither stops the subscription.
+        counted; neither stops the subscription. Whether its messages are traced is decided
+        here, from the tracing set up at the time.
         """
         decoder = decoder_for(type_)
         expected = type_name(type_)
@@ -312,13 +313,10 @@ class Bus:
             with _continue(msg, "process", SpanKind.CONSUMER):
                 await on_message(msg)
 
-        async def dispatch(msg: Msg) -> None:
-            if _tracing.active:
-                await on_message_traced(msg)
-            else:
-                await on_message(msg)
-
-        return await self.nc.subscribe(subject, queue=queue, cb=dispatch)
+        # Chosen once, so an untraced subscription pays nothing per message (services set
+        # tracing up before they subscribe).
+        callback = on_message_traced if _tracing.active else on_message
+        return await self.nc.subscribe(subject, queue=queue, cb=callback)
 
     async def _reject(
         self,

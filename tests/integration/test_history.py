@@ -19,15 +19,19 @@ from typing import Any
 
 import httpx
 import pytest
+import socketio
 
 from schemas import subjects
 from schemas.bus import Bus
 from schemas.captions import Caption, TranscriptSegment
 from schemas.ids import new_id
+from tests.support.call_client import CallClient
 from tests.support.gateways import GatewayCluster
 from tests.support.mongo_server import MongoServer
 from tests.support.nats_server import NatsServer, free_port
 from tests.support.waiting import eventually
+
+ADMIN_PASSWORD = "admin-ui-test-password"
 
 
 @dataclass
@@ -64,6 +68,8 @@ def stack(nats_server: NatsServer, mongo_server: MongoServer) -> Iterator[Histor
             "METRICS_PORT": str(gw_metrics),
             "OTEL_TRACES_EXPORTER": "file",
             "OTEL_TRACES_FILE": str(run / "gateway.jsonl"),
+            "SOCKETIO_ADMIN_ENABLED": "true",
+            "SOCKETIO_ADMIN_PASSWORD": ADMIN_PASSWORD,
         },
     ).start()
     env = {
@@ -296,16 +302,26 @@ def _series(text: str) -> dict[str, float]:
 async def test_the_metrics_endpoints_expose_the_named_series(
     stack: HistoryStack, scenario: Scenario
 ) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
-        refused = await http.get(
-            f"{stack.url}/api/calls/{scenario.group_call}/transcript",
-            headers=bearer(scenario.tokens["carol"]),
-        )
-        assert refused.status_code == 403
-        gw = _series((await http.get(stack.gateway_metrics)).text)
-        ar = _series((await http.get(stack.archive_metrics)).text)
+    client = await CallClient.connect(stack.url, scenario.tokens["erin"], media=False)
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            refused = await http.get(
+                f"{stack.url}/api/calls/{scenario.group_call}/transcript",
+                headers=bearer(scenario.tokens["carol"]),
+            )
+            assert refused.status_code == 403
+
+            async def one_socket() -> bool:
+                text = (await http.get(stack.gateway_metrics)).text
+                return _series(text).get("meeshy_gateway_sockets") == 1
+
+            await eventually(one_socket, 10, step=0.1)  # load figures are read at scrape
+            gw = _series((await http.get(stack.gateway_metrics)).text)
+            ar = _series((await http.get(stack.archive_metrics)).text)
+    finally:
+        await client.close()
     assert gw['meeshy_gateway_http_errors_total{code="forbidden"}'] >= 1
-    assert gw["meeshy_gateway_sockets"] == 0 and gw["meeshy_gateway_active_calls"] >= 0
+    assert gw["meeshy_gateway_active_calls"] >= 0
     assert gw["meeshy_bus_published_total"] > 0 and gw["meeshy_service_state"] == 1
     assert any(k.startswith('meeshy_service_info{kind="gateway"') for k in gw)
     assert ar['meeshy_calls_started_total{conversation_type="GROUP"}'] >= 1
@@ -340,3 +356,22 @@ async def test_a_trace_spans_the_gateway_and_the_archive(
     assert {s["service"] for s in archive_spans} == {"archive"}
     assert {s["service"] for s in stack.spans("gateway")} == {"gateway"}
     assert all(s["name"] != "svc.heartbeat publish" for s in stack.spans("gateway"))
+
+
+async def test_the_socketio_admin_ui_needs_its_login(stack: HistoryStack) -> None:
+    for password, admitted in (("wrong-password-here", False), (ADMIN_PASSWORD, True)):
+        sio = socketio.AsyncClient(reconnection=False)
+        try:
+            await sio.connect(
+                stack.url,
+                namespaces=["/admin"],
+                auth={"username": "admin", "password": password},
+                transports=["websocket"],
+                wait_timeout=10,
+            )
+            connected = "/admin" in sio.namespaces
+        except socketio.exceptions.ConnectionError:
+            connected = False
+        finally:
+            await sio.disconnect()
+        assert connected is admitted, password
