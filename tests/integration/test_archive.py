@@ -146,6 +146,12 @@ async def test_the_projection_of_a_recorded_call(
     assert sorted(c.language for c in captions) == ["en", "en", "fr"]
     logged = await snapshot(repo, rec.call_id)
     assert len(logged[r.EVENTS]) == len(rec.events)  # the duplicate was logged once
+    for collection, keys in r.INDEXES:  # the indexes the queries need exist
+        indexed = [
+            [k for k, _ in info["key"]]
+            for info in (await repo.db[collection].index_information()).values()
+        ]
+        assert [k for k, _ in keys] in indexed, (collection, keys)
 
 
 async def test_replaying_the_stream_gives_the_same_documents(
