@@ -1,10 +1,16 @@
-"""Live call state in KV ``calls``, changed only by compare-and-set, each change published.
+"""Live call state in KV ``calls``, changed only by compare-and-set; the one exit of its effects.
 
-:meth:`CallStore.apply` reads a call, runs a pure transition on it, and writes the result
-at the revision it read; when another writer got there first it re-reads and re-runs the
-transition, so the decision is always made on the current state. Only the writer whose
-compare-and-set won publishes the transition's events (JetStream, de-duplicated by event id)
-and socket notices. One active call per conversation is claimed with a KV *create* in
+:meth:`CallStore.apply` reads a call, runs a pure transition on it, stamps the events with
+the call's next revisions and writes state and outbox at the revision it read; when another
+writer got there first it re-reads and re-runs the transition, so the decision is always
+made on the current state. Then the store itself publishes the whole outbox in order
+(events into ``CALL_EVENTS``, de-duplicated by their derived ids; commands on core NATS)
+and removes what it published. Nobody else publishes a call's events or commands: socket
+notices are projected from the events by every gateway (:mod:`gateway.notices`).
+
+A failure to publish after a successful write does not fail the operation: the change
+happened, and the entries stay in the outbox, where a sweeper finds and publishes them
+(:meth:`recover`). One active call per conversation is claimed with a KV *create* in
 ``call_claims``.
 """
 
@@ -13,15 +19,16 @@ import time
 from collections.abc import Callable
 
 import msgspec
+import nats.errors
 import nats.js.errors
 
-from gateway.delivery import Delivery
 from gateway.errors import CallError
+from gateway.outbox import OutboxFull, stamp, without
 from gateway.state_machine import Outcome
 from schemas import subjects
 from schemas.bus import Bus
-from schemas.call_state import ActiveCallClaim, CallState, OutboxEvent
-from schemas.codec import encode
+from schemas.call_state import ActiveCallClaim, CallState, OutboxEntry
+from schemas.codec import decoder_for
 from schemas.errors import KeyExists, RevisionMismatch
 from schemas.ids import check_id
 from schemas.kv import KvEntry, TypedKv
@@ -30,12 +37,17 @@ from schemas.logs import get_logger
 log = get_logger("gateway.call_store")
 
 MAX_CAS_ATTEMPTS = 50
-#: An outbox never grows past this (entries are normally removed right after publishing).
-MAX_OUTBOX = 200
 #: A claim whose call never got written (crash between the two writes) is stale after this.
 STALE_CLAIM_S = 5.0
 
 Transition = Callable[[CallState], Outcome | None]
+#: Runs after the write and before anything is published (binds the caller's socket, so
+#: the notices projected from these very events already reach it).
+Written = Callable[[Outcome], None]
+
+
+class _SeqOnly(msgspec.Struct):
+    seq: int = 0
 
 
 class CallStore:
@@ -44,14 +56,19 @@ class CallStore:
         bus: Bus,
         calls: TypedKv[CallState],
         claims: TypedKv[ActiveCallClaim],
-        delivery: Delivery,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._bus = bus
         self.calls = calls
         self.claims = claims
-        self._delivery = delivery
+        self._clock = clock
+        self._seq_decoder: msgspec.json.Decoder[_SeqOnly] = decoder_for(_SeqOnly)
         self.cas_conflicts = 0
         self.events_published = 0
+        self.commands_published = 0
+        self.publish_failures = 0
+        self.recovered = 0
 
     async def get(self, call_id: str) -> KvEntry[CallState] | None:
         try:
@@ -76,13 +93,22 @@ class CallStore:
         return entry.value
 
     # --- writing -------------------------------------------------------------------------
-    async def create(self, outcome: Outcome) -> Outcome:
-        """Claim the conversation and write the new call; ``conflict`` if one is active."""
-        now = time.time()
-        state = msgspec.structs.replace(
-            outcome.state, updated_at=now, outbox=_outbox_of(outcome, now)
-        )
-        outcome.state = state
+    def _stamped(self, outcome: Outcome, base: CallState) -> None:
+        try:
+            outcome.state, outcome.events = stamp(
+                outcome.state, outcome.events, outcome.commands, base=base, now=self._clock()
+            )
+        except OutboxFull:
+            log.error("call_store.outbox_full", call_id=base.call_id)
+            raise CallError(
+                "unavailable", "this call cannot record changes right now; try again"
+            ) from None
+
+    async def create(self, outcome: Outcome, *, written: Written | None = None) -> Outcome:
+        """Claim the conversation, write the new call, publish its events."""
+        initial = outcome.state
+        self._stamped(outcome, initial)
+        state = outcome.state
         key = subjects.call_claim_key(state.conversation_id)
         claim = ActiveCallClaim(
             conversation_id=state.conversation_id, call_id=state.call_id, claimed_at=time.time()
@@ -101,6 +127,7 @@ class CallStore:
         else:
             raise CallError("unavailable", "could not claim the conversation; try again")
         outcome.revision = await self.calls.create(state.call_id, state)
+        await self._after_write(outcome, written)
         return outcome
 
     async def _clear_stale_claim(self, key: str) -> bool:
@@ -118,11 +145,14 @@ class CallStore:
             await self.claims.delete(key, revision=entry.revision)
         return True
 
-    async def apply(self, call_id: str, transition: Transition) -> Outcome | None:
-        """Run ``transition`` on the current state and write it by compare-and-set.
+    async def apply(
+        self, call_id: str, transition: Transition, *, written: Written | None = None
+    ) -> Outcome | None:
+        """Run ``transition`` on the current state, write it by compare-and-set, publish.
 
-        Returns the winning outcome (not yet published: call :meth:`publish`), or ``None``
-        when the transition had nothing to do. ``CallError`` from the transition propagates.
+        Returns the winning outcome (its events stamped and published, or left to the
+        sweeper if publishing failed), or ``None`` when the transition had nothing to do.
+        ``CallError`` from the transition propagates; nothing was written then.
         """
         for _ in range(MAX_CAS_ATTEMPTS):
             entry = await self.get(call_id)
@@ -131,50 +161,107 @@ class CallStore:
             outcome = transition(entry.value)
             if outcome is None:
                 return None
-            now = time.time()
-            outbox = [*outcome.state.outbox, *_outbox_of(outcome, now)]
-            if len(outbox) > MAX_OUTBOX:
-                log.warning(
-                    "call_store.outbox_full", call_id=call_id, dropped=len(outbox) - MAX_OUTBOX
-                )
-                outbox = outbox[-MAX_OUTBOX:]
-            outcome.state = msgspec.structs.replace(outcome.state, updated_at=now, outbox=outbox)
+            self._stamped(outcome, entry.value)
             try:
                 outcome.revision = await self.calls.update(call_id, outcome.state, entry.revision)
             except RevisionMismatch:
                 self.cas_conflicts += 1
                 continue
+            await self._after_write(outcome, written)
             return outcome
         raise CallError("unavailable", "the call is changing too fast; try again")
 
-    async def publish(self, outcome: Outcome) -> None:
-        """Publish a written outcome: events into ``CALL_EVENTS``, then socket notices."""
-        for event in outcome.events:
-            await self._bus.js_publish(
-                subjects.call_event(event.call_id, event.subject_name), event, msg_id=event.event_id
-            )
-            self.events_published += 1
-        if outcome.notices:
-            await self._delivery.send_notices(outcome.call_id, outcome.notices)
-        if outcome.events:
-            await self._remove_from_outbox(outcome.call_id, {e.event_id for e in outcome.events})
-        if outcome.state.status == "ended":
-            await self._release_claim(outcome.state)
+    async def _after_write(self, outcome: Outcome, written: Written | None) -> None:
+        if written is not None:
+            written(outcome)
         for event in outcome.events:
             log.info(
                 "call.event",
                 call_id=event.call_id,
+                seq=event.seq,
                 event_type=type(event).__name__,
                 participant_id=getattr(event, "participant_id", None),
             )
+        await self.flush(outcome.call_id, outcome.state.outbox, check_stream=False)
+        if outcome.state.status == "ended":
+            await self._release_claim(outcome.state)
 
-    async def _remove_from_outbox(self, call_id: str, event_ids: set[str]) -> None:
-        """Drop published events from the outbox (a lost race leaves them to the sweeper)."""
+    # --- publishing ------------------------------------------------------------------------
+    async def flush(self, call_id: str, outbox: list[OutboxEntry], *, check_stream: bool) -> int:
+        """Publish ``outbox`` in order, then remove what was published. Returns how many
+        entries this call added to the stream (not those it found there already).
+
+        Every writer publishes the whole outbox it wrote, not only its own entries: with
+        de-duplication, a call's events then enter the stream in ``seq`` order whichever
+        writers race. ``check_stream`` (recovery of old entries, which may be older than the
+        de-duplication window) first asks the stream whether each event is already there.
+        """
+        if not outbox:
+            return 0
+        published: set[str] = set()
+        sent = 0
+        try:
+            for entry in outbox:
+                if check_stream and entry.kind == "event" and await self._in_stream(entry):
+                    published.add(entry.message_id)
+                    continue
+                if await self._publish(entry):
+                    sent += 1
+                published.add(entry.message_id)
+        except Exception as exc:  # NATS away: the sweeper publishes the rest later
+            self.publish_failures += 1
+            log.warning(
+                "call_store.publish_deferred",
+                call_id=call_id,
+                pending=len(outbox) - len(published),
+                error=type(exc).__name__,
+            )
+        if published:
+            await self._remove_from_outbox(call_id, published)
+        return sent
+
+    async def _publish(self, entry: OutboxEntry) -> bool:
+        """Publish one entry; False if the stream already had it (a racing writer's)."""
+        data = bytes(entry.data)
+        if entry.kind == "event":
+            # Through the bus helper, so the trace context travels in the headers.
+            ack = await self._bus.js_publish_encoded(entry.subject, data, msg_id=entry.message_id)
+            if ack.duplicate:
+                return False
+            self.events_published += 1
+            return True
+        await self._bus.publish_encoded(entry.subject, data)
+        self.commands_published += 1
+        return True
+
+    async def _in_stream(self, entry: OutboxEntry) -> bool:
+        """Whether this event is in ``CALL_EVENTS`` already.
+
+        A call's events reach the stream in ``seq`` order, so the last message on this
+        event's subject having a ``seq`` at least this one's means it was published.
+        """
+        try:
+            last = await self._bus.js.get_last_msg(subjects.CALL_EVENTS_STREAM, entry.subject)
+        except nats.js.errors.NotFoundError:
+            return False
+        try:
+            seq = self._seq_decoder.decode(last.data or b"{}").seq
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return False
+        return bool(seq >= entry.seq)
+
+    async def _remove_from_outbox(self, call_id: str, message_ids: set[str]) -> None:
+        """Drop published entries (losing every race leaves them to the sweeper, whose
+        stream check then finds them published)."""
         for _ in range(5):
-            entry = await self.get(call_id)
+            try:
+                entry = await self.get(call_id)
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                log.info("call_store.outbox_left_to_sweeper", call_id=call_id, error=str(exc))
+                return
             if entry is None:
                 return
-            remaining = [e for e in entry.value.outbox if e.event_id not in event_ids]
+            remaining = without(entry.value.outbox, message_ids)
             if len(remaining) == len(entry.value.outbox):
                 return
             try:
@@ -186,42 +273,20 @@ class CallStore:
                 self.cas_conflicts += 1
         log.info("call_store.outbox_left_to_sweeper", call_id=call_id)
 
-    async def flush_outbox(self, call_id: str, older_than: float) -> int:
-        """Publish outbox events written before ``older_than`` whose writer never confirmed
-        them (it crashed after its write), then remove them. Returns how many were missing
-        from the stream and published here."""
+    async def recover(self, call_id: str, older_than: float) -> int:
+        """Publish entries written before ``older_than`` whose writer never removed them
+        (it crashed, or NATS was away), checking the stream first. Returns how many were
+        missing and published here."""
         entry = await self.get(call_id)
-        if entry is None:
+        if entry is None or not entry.value.outbox:
             return 0
-        stale = [e for e in entry.value.outbox if e.written_at < older_than]
-        if not stale:
+        if entry.value.outbox[0].written_at >= older_than:
             return 0
-        published = 0
-        for item in stale:
-            if await self._in_stream(item):
-                continue
-            await self._bus.js.publish(
-                item.subject, bytes(item.event), headers={"Nats-Msg-Id": item.event_id}
-            )
-            published += 1
-            self.events_published += 1
-            log.warning("call_store.outbox_recovered", call_id=call_id, event_id=item.event_id)
-        await self._remove_from_outbox(call_id, {e.event_id for e in stale})
-        return published
-
-    async def _in_stream(self, item: OutboxEvent) -> bool:
-        try:
-            last = await self._bus.js.get_last_msg(subjects.CALL_EVENTS_STREAM, item.subject)
-        except nats.js.errors.NotFoundError:
-            return False
-        headers = last.headers or {}
-        return bool(headers.get("Nats-Msg-Id") == item.event_id)
-
-    async def apply_and_publish(self, call_id: str, transition: Transition) -> Outcome | None:
-        outcome = await self.apply(call_id, transition)
-        if outcome is not None:
-            await self.publish(outcome)
-        return outcome
+        sent = await self.flush(call_id, entry.value.outbox, check_stream=True)
+        if sent:
+            self.recovered += sent
+            log.warning("call_store.outbox_recovered", call_id=call_id, published=sent)
+        return sent
 
     async def _release_claim(self, state: CallState) -> None:
         key = subjects.call_claim_key(state.conversation_id)
@@ -235,15 +300,3 @@ class CallStore:
         """Remove an ended call after its retention (only if unchanged since read)."""
         with contextlib.suppress(RevisionMismatch):
             await self.calls.delete(call_id, revision=revision)
-
-
-def _outbox_of(outcome: Outcome, now: float) -> list[OutboxEvent]:
-    return [
-        OutboxEvent(
-            subject=subjects.call_event(e.call_id, e.subject_name),
-            event_id=e.event_id,
-            written_at=now,
-            event=msgspec.Raw(encode(e)),
-        )
-        for e in outcome.events
-    ]

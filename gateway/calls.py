@@ -1,8 +1,8 @@
 """Call operations shared by REST and Socket.IO: who may do what, then a CAS transition.
 
-Each operation returns the written :class:`Outcome` without publishing it, so the Socket.IO
-layer can bind the socket to its participant before the notices go out; REST publishes at
-once.
+Each operation returns the written and published :class:`Outcome`. ``written`` (optional)
+runs after the write and before publishing: the Socket.IO layer binds its socket to the
+participant there, so the notices projected from these events already reach it.
 """
 
 import secrets
@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gateway import state_machine as sm
-from gateway.call_store import CallStore
+from gateway.call_store import CallStore, Written
 from gateway.conversations import Conversations, is_moderator, may_take_part
 from gateway.errors import CallError
 from gateway.settings import GatewaySettings
@@ -27,6 +27,10 @@ def new_resume_token() -> str:
     return secrets.token_urlsafe(24)
 
 
+def new_participant_id() -> str:
+    return f"p-{new_id()[:16]}"
+
+
 @dataclass
 class Joined:
     """A written join: the outcome, and the secret the participant resumes with."""
@@ -37,6 +41,10 @@ class Joined:
     @property
     def participant_id(self) -> str:
         return str(self.outcome.result["participantId"])
+
+
+JoinedHook = Callable[[Joined], None]
+"""Runs after a join or start is written, before its events are published."""
 
 
 class CallService:
@@ -85,7 +93,14 @@ class CallService:
         return await self.store.require(call_id)
 
     # --- writing -------------------------------------------------------------------------
-    async def start(self, who: Principal, conversation_id: str, media: MediaKind) -> Joined:
+    async def start(
+        self,
+        who: Principal,
+        conversation_id: str,
+        media: MediaKind,
+        *,
+        bind: JoinedHook | None = None,
+    ) -> Joined:
         if who.kind != "user":
             raise CallError("forbidden", "guests cannot start calls")
         conversation = await self.conversations.membership(conversation_id, who)
@@ -94,42 +109,60 @@ class CallService:
             call_id=f"call-{new_id()[:20]}",
             conversation=conversation,
             initiator=who,
+            participant_id=new_participant_id(),
             media=media,
             now=time.time(),
             timers=self.timers(),
             resume_token=token,
         )
-        return Joined(await self.store.create(outcome), token)
+        joined = Joined(outcome, token)
+        await self.store.create(outcome, written=_with_token(bind, joined))
+        return joined
 
-    async def join(self, who: Principal, call_id: str, resume_token: str | None = None) -> Joined:
+    async def join(
+        self,
+        who: Principal,
+        call_id: str,
+        resume_token: str | None = None,
+        *,
+        bind: JoinedHook | None = None,
+    ) -> Joined:
         state = await self.store.require(call_id)
         if who.kind == "guest" and self.admit_guest is not None:
             await self.admit_guest(who)
         new_token = new_resume_token()
+        joined = Joined(sm.Outcome(state), new_token)
+        hook = _with_token(bind, joined)
         if resume_token:
             outcome = await self.store.apply(
                 call_id,
                 lambda s: _own_resume(s, who, resume_token, new_token),
+                written=hook,
             )
             assert outcome is not None
-            return Joined(outcome, new_token)
+            joined.outcome = outcome
+            return joined
         conversation = await self.conversations.get(state.conversation_id)
         allowed = may_take_part(conversation, who)
         if not allowed:
             raise CallError("forbidden", "not a member of this conversation")
+        participant_id = new_participant_id()
         outcome = await self.store.apply(
             call_id,
             lambda s: sm.join(
                 s,
                 who,
+                participant_id=participant_id,
                 now=time.time(),
                 resume_token=new_token,
                 max_participants=self.settings.call_max_participants,
                 may_join=allowed,
             ),
+            written=hook,
         )
         assert outcome is not None
-        return Joined(outcome, new_token)
+        joined.outcome = outcome
+        return joined
 
     async def decline(self, who: Principal, call_id: str) -> Outcome:
         if who.kind != "user":
@@ -141,7 +174,12 @@ class CallService:
         return outcome
 
     async def leave(
-        self, who: Principal, call_id: str, participant_id: str | None = None
+        self,
+        who: Principal,
+        call_id: str,
+        participant_id: str | None = None,
+        *,
+        written: Written | None = None,
     ) -> Outcome:
         """Leave (own participant), or remove someone else when the role allows it."""
         state = await self.store.require(call_id)
@@ -162,6 +200,7 @@ class CallService:
         outcome = await self.store.apply(
             call_id,
             lambda s: sm.leave(s, target, reason, now=time.time(), by=by),  # type: ignore[arg-type]
+            written=written,
         )
         assert outcome is not None
         return outcome
@@ -195,11 +234,6 @@ class CallService:
             lambda s: sm.set_media(s, participant_id, audio=audio, video=video, now=time.time()),
         )
 
-    async def heartbeat(self, call_id: str, participant_id: str) -> Outcome | None:
-        return await self.store.apply(
-            call_id, lambda s: sm.heartbeat(s, participant_id, now=time.time())
-        )
-
     async def disconnect(
         self, call_id: str, participant_id: str, resume_hash: str
     ) -> Outcome | None:
@@ -215,6 +249,19 @@ class CallService:
             return await self.store.apply(call_id, transition)
         except CallError:
             return None
+
+
+def _with_token(bind: JoinedHook | None, joined: Joined) -> Written | None:
+    """The store's hook for a join: hands the socket layer the written join (with the
+    resume token the participant will use)."""
+    if bind is None:
+        return None
+
+    def hook(outcome: Outcome) -> None:
+        joined.outcome = outcome
+        bind(joined)
+
+    return hook
 
 
 def _own_resume(s: CallState, who: Principal, token: str, new_token: str) -> Outcome:

@@ -1,9 +1,16 @@
-"""Pushing events to browser sockets wherever they are connected, over NATS.
+"""This gateway's sockets, and pushing events to sockets wherever they are connected.
 
-Each gateway subscribes to ``user.<principal_id>.signal`` while it holds at least one socket
-of that user or guest. Anyone (this gateway or another) publishes a
-:class:`SocketDelivery` there; the holding gateways emit it to the matching sockets. A
-delivery bound to a participant reaches only the socket bound to that participant.
+The registry knows each local socket, whose it is (a user or guest: its principal) and the
+call participant it is bound to, with two indexes: principal -> sockets and call ->
+sockets. Notices projected from call events reach the local sockets of the call (or of the
+people rung) through :meth:`Delivery.deliver_notice`; a per-call watcher
+(:class:`CallWatch`) is told when a call gains its first local socket and loses its last,
+so per-call subscriptions (commands, media-node events, captions) follow the sockets.
+
+Each gateway also subscribes to ``user.<principal_id>.signal`` while it holds at least one
+socket of that person. Anyone (this gateway or another) publishes a :class:`SocketDelivery`
+there (a P2P signal for one participant); the holding gateways emit it to the matching
+sockets. A delivery bound to a participant reaches only the socket bound to that participant.
 """
 
 import asyncio
@@ -14,7 +21,7 @@ from typing import Any
 
 from nats.aio.subscription import Subscription
 
-from gateway.state_machine import Notice
+from gateway.notices import Notice
 from schemas import subjects
 from schemas.bus import Bus, Incoming
 from schemas.logs import get_logger
@@ -24,6 +31,9 @@ log = get_logger("gateway.delivery")
 
 Emit = Callable[[str, dict[str, Any], str], Awaitable[None]]
 """``emit(event, payload, sid)``: push one Socket.IO event to one local socket."""
+
+CallWatch = Callable[[str, bool], None]
+"""``watch(call_id, present)``: a call gained its first local socket (True) or lost its last."""
 
 
 @dataclass
@@ -57,8 +67,13 @@ class Delivery:
         self._emit = emit
         self.sessions: dict[str, SocketSession] = {}
         self._principals: dict[str, _Principal] = {}
+        self._calls: dict[str, set[str]] = {}
+        self._watchers: list[CallWatch] = []
         self.delivered = 0
         self.dropped = 0
+
+    def watch_calls(self, watcher: CallWatch) -> None:
+        self._watchers.append(watcher)
 
     # --- registry ------------------------------------------------------------------------
     async def attach(self, session: SocketSession) -> None:
@@ -95,6 +110,7 @@ class Delivery:
         session = self.sessions.pop(sid, None)
         if session is None:
             return None
+        self._unindex(session)
         entry = self._principals.get(session.principal_id)
         if entry is not None:
             entry.sids.discard(sid)
@@ -103,6 +119,69 @@ class Delivery:
                 if entry.subscription is not None:
                     await _unsubscribe(entry.subscription)
         return session
+
+    # --- binding sockets to call participants -------------------------------------------
+    def bind(
+        self, session: SocketSession, call_id: str, participant_id: str, resume_hash: str
+    ) -> None:
+        """Bind a socket to a participant (any other local socket of it is unbound)."""
+        for other in list(self.sessions_in(call_id)):
+            if other.sid != session.sid and other.participant_id == participant_id:
+                self.unbind(other)
+        if session.call_id != call_id:
+            self.unbind(session)
+        session.call_id = call_id
+        session.participant_id = participant_id
+        session.resume_hash = resume_hash
+        sids = self._calls.setdefault(call_id, set())
+        first = not sids
+        sids.add(session.sid)
+        if first:
+            self._tell(call_id, True)
+
+    def unbind(self, session: SocketSession) -> None:
+        self._unindex(session)
+        session.call_id = session.participant_id = None
+
+    def unbind_participant(self, call_id: str, participant_id: str) -> None:
+        for session in list(self.sessions_in(call_id)):
+            if session.participant_id == participant_id:
+                self.unbind(session)
+
+    def unbind_call(self, call_id: str) -> None:
+        for session in list(self.sessions_in(call_id)):
+            self.unbind(session)
+
+    def _unindex(self, session: SocketSession) -> None:
+        if session.call_id is None:
+            return
+        sids = self._calls.get(session.call_id)
+        if sids is not None:
+            sids.discard(session.sid)
+            if not sids:
+                del self._calls[session.call_id]
+                self._tell(session.call_id, False)
+
+    def _tell(self, call_id: str, present: bool) -> None:
+        for watcher in self._watchers:
+            try:
+                watcher(call_id, present)
+            except Exception as exc:  # one watcher's bug must not break binding
+                log.exception("delivery.watcher_failed", call_id=call_id, error=type(exc).__name__)
+
+    def sessions_in(self, call_id: str) -> list[SocketSession]:
+        """The local sockets bound to participants of ``call_id``."""
+        return [self.sessions[s] for s in self._calls.get(call_id, ()) if s in self.sessions]
+
+    def session_of(self, call_id: str, participant_id: str) -> SocketSession | None:
+        for session in self.sessions_in(call_id):
+            if session.participant_id == participant_id:
+                return session
+        return None
+
+    @property
+    def calls_held(self) -> list[str]:
+        return list(self._calls)
 
     @property
     def subscription_count(self) -> int:
@@ -139,11 +218,37 @@ class Delivery:
         )
         await self._bus.publish(subjects.user_signal(principal_id), message)
 
-    async def send_notices(self, call_id: str, notices: list[Notice]) -> None:
-        for n in notices:
-            await self.send(
-                n.principal_id, n.event, n.payload, call_id=call_id, participant_id=n.participant_id
-            )
+    async def deliver_notice(self, notice: Notice) -> int:
+        """Emit a projected notice to the local sockets it is for; returns how many."""
+        if notice.users:
+            targets = [s for u in notice.users for s in self.sockets_of(u)]
+        else:
+            targets = [
+                s
+                for s in self.sessions_in(notice.call_id)
+                if s.participant_id != notice.exclude
+                and (notice.only is None or s.participant_id == notice.only)
+            ]
+        for session in targets:
+            await self._emit_to(notice.event, notice.payload, session.sid)
+        return len(targets)
+
+    async def emit_to_participant(
+        self, call_id: str, participant_id: str, event: str, payload: dict[str, Any]
+    ) -> bool:
+        """Emit to the local socket bound to one participant; False if none is here."""
+        session = self.session_of(call_id, participant_id)
+        if session is None:
+            return False
+        await self._emit_to(event, payload, session.sid)
+        return True
+
+    async def _emit_to(self, event: str, payload: dict[str, Any], sid: str) -> None:
+        try:
+            await self._emit(event, payload, sid)
+            self.delivered += 1
+        except Exception as exc:  # a socket closing under us
+            log.debug("delivery.emit_failed", sid=sid, error=type(exc).__name__)
 
     # --- receiving -----------------------------------------------------------------------
     async def _on_delivery(self, message: SocketDelivery, _: Incoming) -> None:
@@ -155,11 +260,7 @@ class Delivery:
             ):
                 continue
             matched = True
-            try:
-                await self._emit(message.event, message.payload, session.sid)
-                self.delivered += 1
-            except Exception as exc:  # a socket closing under us
-                log.debug("delivery.emit_failed", sid=session.sid, error=type(exc).__name__)
+            await self._emit_to(message.event, message.payload, session.sid)
         if not matched:
             self.dropped += 1
 

@@ -1,8 +1,9 @@
 """The gateway service: HTTP and Socket.IO in front (one ASGI app), the bus behind.
 
-Start-up: typed KV handles, the call mirror (KV watch), the sweeper, the REST context and
-the Socket.IO server, then the listener. Draining: stop the listener and the sweeper (other
-gateways keep sweeping), let requests in hand finish.
+Start-up: typed KV handles, the call mirror (KV watch), the event feed (call events ->
+socket notices), the sweeper, the REST context and the Socket.IO server, then the listener.
+Draining: stop the listener and the sweeper (other gateways keep sweeping), let requests in
+hand finish.
 """
 
 import asyncio
@@ -21,17 +22,28 @@ from gateway.calls import CallService
 from gateway.context import GatewayContext
 from gateway.conversations import Conversations
 from gateway.delivery import Delivery
+from gateway.event_feed import EventFeed, NoticeProjector
 from gateway.guests import Guests
 from gateway.health import Readiness
 from gateway.http_server import EmbeddedServer
+from gateway.presence import PresenceReader, PresenceWriter
 from gateway.rate_limit import RateLimiter
 from gateway.settings import GatewaySettings
-from gateway.signaling import Signaling
+from gateway.sockets.ice_servers import IceServers
+from gateway.sockets.lifecycle import Lifecycle
+from gateway.sockets.relay import SignalRelay
+from gateway.sockets.server import SocketServer
 from gateway.timers import CallMirror, Sweeper
 from gateway.tokens import TokenService
 from schemas import subjects
 from schemas.bus import Bus
-from schemas.call_state import ActiveCallClaim, CallState, ConversationRecord, ShareLinkRecord
+from schemas.call_state import (
+    ActiveCallClaim,
+    CallState,
+    ConversationRecord,
+    Presence,
+    ShareLinkRecord,
+)
 from schemas.kv import TypedKv
 from schemas.logs import get_logger
 from schemas.runtime import Service
@@ -48,11 +60,14 @@ class GatewayService(Service[GatewaySettings]):
         self.app = create_app(self.readiness, service_id)
         self.tokens = TokenService(settings)
         self.limiter = RateLimiter(settings)
-        self.signaling: Signaling | None = None
+        self.sockets: SocketServer | None = None
+        self.relay: SignalRelay | None = None
         self.delivery: Delivery | None = None
         self.mirror: CallMirror | None = None
         self.sweeper: Sweeper | None = None
         self.store: CallStore | None = None
+        self.feed: EventFeed | None = None
+        self.presence: PresenceWriter | None = None
         self.history: ArchiveRepository | None = None
         self._server: EmbeddedServer | None = None
         self._server_task: asyncio.Task[None] | None = None
@@ -63,6 +78,7 @@ class GatewayService(Service[GatewaySettings]):
         claims_kv: TypedKv[ActiveCallClaim] = await bus.kv(
             subjects.CALL_CLAIMS_BUCKET, ActiveCallClaim
         )
+        presence_kv: TypedKv[Presence] = await bus.kv(subjects.PRESENCE_BUCKET, Presence)
         conversations = Conversations(
             await bus.kv(subjects.CONVERSATIONS_BUCKET, ConversationRecord)
         )
@@ -77,13 +93,23 @@ class GatewayService(Service[GatewaySettings]):
         self.mirror = CallMirror(await bus.js.key_value(subjects.CALLS_BUCKET))
         await self.mirror.start()
         self.delivery = Delivery(bus, self._emit)
-        self.store = CallStore(bus, calls_kv, claims_kv, self.delivery)
+        self.store = CallStore(bus, calls_kv, claims_kv)
         calls = CallService(settings, self.store, conversations, self.mirror, guests.admit)
-        self.signaling = Signaling(settings, self.tokens, calls, self.limiter)
-        self.signaling.attach(self.delivery)
+        self.presence = PresenceWriter(presence_kv, self.service_id)
+        self.sockets = SocketServer(settings, self.tokens, calls, self.limiter)
+        self.sockets.attach(self.delivery)
+        self.relay = SignalRelay(settings, calls, self.delivery)
+        self.sockets.register(
+            Lifecycle(settings, calls, self.delivery, self.presence, self._emit).handlers()
+        )
+        self.sockets.register(self.relay.handlers())
+        self.sockets.register(IceServers(settings).handlers())
+        self.feed = EventFeed(bus)
+        self.feed.add(NoticeProjector(self.delivery))
+        await self.feed.start()
         if settings.socketio_admin_enabled:
             # Authenticated, read-only: it shows sockets and rooms, it cannot disconnect them.
-            self.signaling.sio.instrument(
+            self.sockets.sio.instrument(
                 auth={
                     "username": settings.socketio_admin_user,
                     "password": settings.socketio_admin_password,
@@ -107,16 +133,17 @@ class GatewayService(Service[GatewaySettings]):
         self.sweeper = Sweeper(
             self.store,
             self.mirror,
-            settings.call_sweep_interval_s,
-            settings.call_ended_retention_s,
-            settings.call_outbox_grace_s,
+            PresenceReader(presence_kv),
+            interval_s=settings.call_sweep_interval_s,
+            retention_s=settings.call_ended_retention_s,
+            outbox_grace_s=settings.call_outbox_grace_s,
         )
         self.sweeper.start()
-        return socketio.ASGIApp(self.signaling.sio, other_asgi_app=self.app)
+        return socketio.ASGIApp(self.sockets.sio, other_asgi_app=self.app)
 
     async def _emit(self, event: str, payload: dict[str, Any], sid: str) -> None:
-        if self.signaling is not None:
-            await self.signaling.emit(event, payload, sid)
+        if self.sockets is not None:
+            await self.sockets.emit(event, payload, sid)
 
     async def start(self, bus: Bus) -> None:
         self.readiness.bus = bus
@@ -172,6 +199,8 @@ class GatewayService(Service[GatewaySettings]):
             self._server.should_exit = True
 
     async def close(self) -> None:
+        if self.feed is not None:
+            await self.feed.stop()
         if self.mirror is not None:
             await self.mirror.stop()
         if self.history is not None:
@@ -189,14 +218,22 @@ class GatewayService(Service[GatewaySettings]):
         if self.delivery is not None:
             extra["sockets"] = float(self.delivery.socket_count)
             extra["deliveries"] = float(self.delivery.delivered)
-        if self.signaling is not None:
-            extra["signals_relayed"] = float(self.signaling.relayed)
+            extra["calls_held"] = float(len(self.delivery.calls_held))
+        if self.relay is not None:
+            extra["signals_relayed"] = float(self.relay.relayed)
         if self.store is not None:
             extra["cas_conflicts"] = float(self.store.cas_conflicts)
             extra["call_events_published"] = float(self.store.events_published)
+            extra["call_commands_published"] = float(self.store.commands_published)
+            extra["outbox_publish_failures"] = float(self.store.publish_failures)
         if self.sweeper is not None:
             extra["timers_fired"] = float(self.sweeper.fired)
             extra["outbox_recovered"] = float(self.sweeper.recovered)
+        if self.feed is not None:
+            extra["events_received"] = float(self.feed.received)
+            extra["events_duplicate"] = float(self.feed.duplicates)
+        if self.presence is not None:
+            extra["presence_writes"] = float(self.presence.writes)
         if self.mirror is not None:
             extra["calls_known"] = float(len(self.mirror.calls))
             live = [s for s, _ in self.mirror.calls.values() if s.status != "ended"]

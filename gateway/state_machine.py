@@ -1,9 +1,12 @@
 """The call state machine: pure transitions from one :class:`CallState` to the next.
 
-No I/O here. Each transition returns the new state, the bus events that describe the
-change, and the socket notices to deliver; :mod:`gateway.call_store` writes the state by
-compare-and-set and, only if it won, publishes the events and notices. A transition that
-finds nothing to do returns ``None`` (so a timer that lost the race publishes nothing).
+No I/O here, and nothing random: ids and time are passed in. Each transition returns the
+new state and the domain events that describe the change (and any commands it issues);
+:mod:`gateway.call_store` stamps them with the call's revision, writes them with the state
+by compare-and-set (the outbox) and publishes them. Socket notices are not made here: every
+gateway projects them from the events (:mod:`gateway.notices`), whoever made the change. A
+transition that finds nothing to do returns ``None`` (a timer that lost the race publishes
+nothing).
 
 States: ``initiated`` -> ``ringing`` -> ``active`` <-> ``reconnecting`` -> ``ended``.
 Rules (from the design document):
@@ -16,6 +19,7 @@ Rules (from the design document):
 """
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +27,7 @@ import msgspec
 
 from gateway.errors import CallError
 from gateway.tokens import Principal
+from schemas.call_commands import CallCommand
 from schemas.call_events import (
     CallEnded,
     CallEvent,
@@ -48,7 +53,6 @@ from schemas.call_state import (
     CallState,
     ConversationRecord,
 )
-from schemas.ids import new_id
 
 _replace = msgspec.structs.replace
 
@@ -63,16 +67,6 @@ LEAVE_TO_END: dict[str, EndReason] = {
 
 
 @dataclass(frozen=True, slots=True)
-class Notice:
-    """A Socket.IO event for one person (optionally only its socket bound to a participant)."""
-
-    principal_id: str
-    event: str
-    payload: dict[str, Any]
-    participant_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Timers:
     """The timer parameters of a new call."""
 
@@ -84,11 +78,11 @@ class Timers:
 
 @dataclass
 class Outcome:
-    """A transition's result: the state to write, what to publish, what to answer."""
+    """A transition's result: the state to write, its events and commands, what to answer."""
 
     state: CallState
     events: list[CallEvent] = field(default_factory=list)
-    notices: list[Notice] = field(default_factory=list)
+    commands: list[CallCommand] = field(default_factory=list)
     result: dict[str, Any] = field(default_factory=dict)
     #: The KV revision the store wrote (set by :mod:`gateway.call_store`).
     revision: int = 0
@@ -106,13 +100,6 @@ class Outcome:
             CallStatusChanged(call_id=self.call_id, from_status=before, to_status=status)
         )
 
-    def notify_participants(
-        self, event: str, payload: dict[str, Any], *, exclude: str | None = None
-    ) -> None:
-        for p in self.state.participants:
-            if p.participant_id != exclude:
-                self.notices.append(Notice(p.principal_id, event, payload, p.participant_id))
-
 
 # --- views (what clients see) ---------------------------------------------------------------
 def participant_view(p: CallParticipantState) -> dict[str, Any]:
@@ -122,6 +109,7 @@ def participant_view(p: CallParticipantState) -> dict[str, Any]:
         "userId": p.user_id,
         "displayName": p.display_name,
         "language": p.language,
+        "captionLanguage": p.caption_language or p.language,
         "audioEnabled": p.audio_enabled,
         "videoEnabled": p.video_enabled,
         "connection": p.connection,
@@ -141,6 +129,9 @@ def call_view(state: CallState) -> dict[str, Any]:
         "startedAt": state.started_at,
         "endedAt": state.ended_at,
         "endReason": state.end_reason,
+        "epoch": state.epoch,
+        "mediaNodeId": state.media_node_id,
+        "transcription": state.transcription,
         "participants": [participant_view(p) for p in state.participants],
         "invitees": [{"userId": i.user_id, "status": i.status} for i in state.invitees],
     }
@@ -164,20 +155,23 @@ def participant_of(state: CallState, principal_id: str) -> CallParticipantState 
     return None
 
 
-def _event_participant(p: CallParticipantState) -> Participant:
+def event_participant(p: CallParticipantState) -> Participant:
     return Participant(
         participant_id=p.participant_id,
         kind=p.kind,
         user_id=p.user_id,
         display_name=p.display_name,
         language=p.language,
+        caption_language=p.caption_language,
         principal_id=p.principal_id,
     )
 
 
-def _new_participant(who: Principal, now: float, resume_token: str) -> CallParticipantState:
+def _new_participant(
+    who: Principal, participant_id: str, now: float, resume_token: str
+) -> CallParticipantState:
     return CallParticipantState(
-        participant_id=f"p-{new_id()[:16]}",
+        participant_id=participant_id,
         kind=who.kind,
         principal_id=who.principal_id,
         user_id=who.user_id,
@@ -200,13 +194,14 @@ def start_call(
     call_id: str,
     conversation: ConversationRecord,
     initiator: Principal,
+    participant_id: str,
     media: MediaKind,
     now: float,
     timers: Timers,
     resume_token: str,
 ) -> Outcome:
     """A new call: the initiator is in, every other member is rung."""
-    me = _new_participant(initiator, now, resume_token)
+    me = _new_participant(initiator, participant_id, now, resume_token)
     invitees = [
         CallInvitee(user_id=m.user_id)
         for m in conversation.members
@@ -234,12 +229,12 @@ def start_call(
             call_id=call_id,
             conversation_id=conversation.conversation_id,
             conversation_type=conversation.type,
-            initiator=_event_participant(me),
+            initiator=event_participant(me),
             media=media,
         )
     )
     out.events.append(
-        ParticipantJoined(call_id=call_id, participant=_event_participant(me), active_count=1)
+        ParticipantJoined(call_id=call_id, participant=event_participant(me), active_count=1)
     )
     out.set_status("ringing")
     if invitees:
@@ -248,20 +243,12 @@ def start_call(
                 call_id=call_id,
                 ringing_user_ids=[i.user_id for i in invitees],
                 ring_timeout_s=timers.ring_timeout_s,
+                conversation_id=conversation.conversation_id,
+                conversation_type=conversation.type,
+                media=media,
+                caller=event_participant(me),
             )
         )
-    view = call_view(out.state)
-    incoming = {
-        "callId": call_id,
-        "conversationId": conversation.conversation_id,
-        "conversationType": conversation.type,
-        "media": media,
-        "caller": {"userId": initiator.principal_id, "displayName": initiator.display_name},
-        "ringTimeoutS": timers.ring_timeout_s,
-    }
-    out.notices.append(Notice(initiator.principal_id, "call:initiated", view))
-    for inv in invitees:
-        out.notices.append(Notice(inv.user_id, "call:incoming", incoming))
     out.result = {"participantId": me.participant_id}
     return out
 
@@ -270,6 +257,7 @@ def join(
     state: CallState,
     who: Principal,
     *,
+    participant_id: str,
     now: float,
     resume_token: str,
     max_participants: int,
@@ -278,7 +266,8 @@ def join(
     """``who`` enters the call (an accept if it was being rung).
 
     A person already in the call rebinds (a second tab, or the REST initiator's socket):
-    same participant, new resume token. ``may_join`` is the caller's membership verdict.
+    same participant, new resume token. ``participant_id`` is the id a newcomer gets;
+    ``may_join`` is the caller's membership verdict.
     """
     _require_live(state)
     out = Outcome(state)
@@ -294,7 +283,7 @@ def join(
     limit = 2 if state.conversation_type == "DIRECT" else max_participants
     if len(state.participants) >= limit:
         raise CallError("conflict", f"the call is full ({limit} participants)")
-    me = _new_participant(who, now, resume_token)
+    me = _new_participant(who, participant_id, now, resume_token)
     was_invited = False
     invitees = []
     for inv in state.invitees:
@@ -307,33 +296,20 @@ def join(
     count = len(out.state.participants)
     out.events.append(
         ParticipantJoined(
-            call_id=state.call_id, participant=_event_participant(me), active_count=count
+            call_id=state.call_id,
+            participant=event_participant(me),
+            active_count=count,
+            answered_ring=was_invited,
         )
     )
     if was_invited:
         out.events.append(
             RingEnded(call_id=state.call_id, user_ids=[who.principal_id], outcome="accepted")
         )
-        out.notices.append(
-            Notice(
-                who.principal_id,
-                "call:ring-stopped",
-                {"callId": state.call_id, "outcome": "accepted"},
-            )
-        )
     _stop_ring_clock_if_idle(out)
     if count >= 2 and state.status in ("initiated", "ringing"):
         out.state = _replace(out.state, started_at=now)
         out.set_status("active")
-    joined = {"callId": state.call_id, "participant": participant_view(me), "activeCount": count}
-    if was_invited:
-        accepted = {
-            "callId": state.call_id,
-            "callee": {"userId": who.principal_id, "displayName": who.display_name},
-            "participantId": me.participant_id,
-        }
-        out.notify_participants("call:accepted", accepted, exclude=me.participant_id)
-    out.notify_participants("call:participant-joined", joined, exclude=me.participant_id)
     out.result = {"participantId": me.participant_id, "accepted": was_invited}
     return out
 
@@ -360,10 +336,6 @@ def decline(state: CallState, user_id: str, *, now: float) -> Outcome:
         raise CallError("conflict", "you are not being rung for this call")
     out = Outcome(state)
     _set_invitees(out, [user_id], "declined")
-    out.notices.append(
-        Notice(user_id, "call:ring-stopped", {"callId": state.call_id, "outcome": "declined"})
-    )
-    out.notify_participants("call:declined", {"callId": state.call_id, "userId": user_id})
     _stop_ring_clock_if_idle(out)
     if state.conversation_type == "DIRECT" or (
         state.status in ("initiated", "ringing") and not _ringing(out.state)
@@ -412,9 +384,7 @@ def set_media(
     if (new_audio, new_video) == (p.audio_enabled, p.video_enabled):
         return None
     out = Outcome(state)
-    _put_participant(
-        out, _replace(p, audio_enabled=new_audio, video_enabled=new_video, last_seen_at=now)
-    )
+    _put_participant(out, _replace(p, audio_enabled=new_audio, video_enabled=new_video))
     out.events.append(
         MediaStateChanged(
             call_id=state.call_id,
@@ -423,29 +393,6 @@ def set_media(
             video_enabled=new_video,
         )
     )
-    out.notify_participants(
-        "call:media-toggled",
-        {
-            "callId": state.call_id,
-            "participantId": participant_id,
-            "audioEnabled": new_audio,
-            "videoEnabled": new_video,
-        },
-        exclude=participant_id,
-    )
-    return out
-
-
-def heartbeat(state: CallState, participant_id: str, *, now: float) -> Outcome | None:
-    """A sign of life; written only when it moves the deadline noticeably (no event)."""
-    _require_live(state)
-    p = find_participant(state, participant_id)
-    if p is None:
-        raise CallError("not_in_call", "you are not in this call")
-    if p.connection == "connected" and now - p.last_seen_at < state.heartbeat_timeout_s / 10:
-        return None
-    out = Outcome(state)
-    _put_participant(out, _replace(p, last_seen_at=now))
     return out
 
 
@@ -463,21 +410,23 @@ def disconnect(state: CallState, participant_id: str, *, now: float) -> Outcome 
             call_id=state.call_id, participant_id=participant_id, grace_s=state.reconnect_grace_s
         )
     )
-    out.notify_participants(
-        "call:participant-disconnected",
-        {
-            "callId": state.call_id,
-            "participantId": participant_id,
-            "graceS": state.reconnect_grace_s,
-        },
-        exclude=participant_id,
-    )
     if out.state.status == "active":
         out.set_status("reconnecting")
     return out
 
 
-def next_deadline(state: CallState) -> float | None:
+Presence = Mapping[str, float]
+"""Last sign of life per participant id (heartbeats, from the ``presence`` bucket)."""
+
+_NO_PRESENCE: Presence = {}
+
+
+def last_seen(p: CallParticipantState, presence: Presence) -> float:
+    """The later of the participant's last state change and its last heartbeat."""
+    return max(p.last_seen_at, presence.get(p.participant_id, 0.0))
+
+
+def next_deadline(state: CallState, presence: Presence = _NO_PRESENCE) -> float | None:
     """The earliest time at which :func:`apply_due` has something to do."""
     if state.status == "ended":
         return None
@@ -488,15 +437,18 @@ def next_deadline(state: CallState) -> float | None:
         if p.connection == "reconnecting" and p.disconnected_at is not None:
             times.append(p.disconnected_at + state.reconnect_grace_s)
         else:
-            times.append(p.last_seen_at + state.heartbeat_timeout_s)
+            times.append(last_seen(p, presence) + state.heartbeat_timeout_s)
     return min(times)
 
 
-def apply_due(state: CallState, *, now: float) -> Outcome | None:
-    """Apply every timer that is due at ``now``; ``None`` if none is."""
+def apply_due(state: CallState, *, now: float, presence: Presence = _NO_PRESENCE) -> Outcome | None:
+    """Apply every timer that is due at ``now``; ``None`` if none is.
+
+    ``presence`` holds the participants' last heartbeats (read by the sweeper).
+    """
     if state.status == "ended":
         return None
-    deadline = next_deadline(state)
+    deadline = next_deadline(state, presence)
     if deadline is None or deadline > now:
         return None
     out = Outcome(state)
@@ -509,20 +461,17 @@ def apply_due(state: CallState, *, now: float) -> Outcome | None:
         if p.connection == "reconnecting" and p.disconnected_at is not None:
             if now >= p.disconnected_at + state.reconnect_grace_s:
                 _leave(out, p.participant_id, "connection_lost", now=now, by=None)
-        elif now >= p.last_seen_at + state.heartbeat_timeout_s:
+        elif now >= last_seen(p, presence) + state.heartbeat_timeout_s:
             _leave(out, p.participant_id, "heartbeat_timeout", now=now, by=None)
     if (
         out.state.status != "ended"
         and out.state.ring_deadline_at is not None
         and now >= out.state.ring_deadline_at
     ):
-        ringing = _ringing(out.state)
-        _set_invitees(out, ringing, "missed")
-        for user_id in ringing:
-            out.notices.append(Notice(user_id, "call:missed", {"callId": state.call_id}))
+        _set_invitees(out, _ringing(out.state), "missed")
         out.state = _replace(out.state, ring_deadline_at=None)
         if out.state.status in ("initiated", "ringing"):
-            _end(out, "missed", now=now, by=None, notify_invitees=False)
+            _end(out, "missed", now=now, by=None)
     return out if out.events or out.state != state else None
 
 
@@ -538,11 +487,12 @@ def _reconnect(out: Outcome, p: CallParticipantState, token: str, *, now: float)
     )
     _put_participant(out, updated)
     if p.connection == "reconnecting":
-        out.events.append(ParticipantResumed(call_id=out.call_id, participant_id=p.participant_id))
-        out.notify_participants(
-            "call:participant-resumed",
-            {"callId": out.call_id, "participant": participant_view(updated)},
-            exclude=p.participant_id,
+        out.events.append(
+            ParticipantResumed(
+                call_id=out.call_id,
+                participant_id=p.participant_id,
+                participant=event_participant(updated),
+            )
         )
         _settle_reconnecting(out)
 
@@ -604,15 +554,6 @@ def _leave(
             active_count=len(remaining),
         )
     )
-    left = {
-        "callId": state.call_id,
-        "participantId": participant_id,
-        "reason": reason,
-        "activeCount": len(remaining),
-    }
-    out.notify_participants("call:participant-left", left)
-    if reason == "removed":
-        out.notices.append(Notice(p.principal_id, "call:participant-left", left, participant_id))
     _settle_reconnecting(out)
     never_answered = state.status in ("initiated", "ringing")
     if state.conversation_type == "DIRECT":
@@ -627,14 +568,7 @@ def _leave(
             _end(out, LEAVE_TO_END[reason], now=now, by=by or participant_id)
 
 
-def _end(
-    out: Outcome,
-    reason: EndReason,
-    *,
-    now: float,
-    by: str | None,
-    notify_invitees: bool = True,
-) -> None:
+def _end(out: Outcome, reason: EndReason, *, now: float, by: str | None) -> None:
     state = out.state
     ringing = _ringing(state)
     if ringing:
@@ -649,17 +583,6 @@ def _end(
             )
         )
     duration = now - state.started_at if state.started_at is not None else 0.0
-    ended = {
-        "callId": state.call_id,
-        "reason": reason,
-        "durationS": round(duration, 3),
-        "endedBy": by,
-    }
-    out.notify_participants("call:ended", ended)
-    if notify_invitees:
-        for user_id in ringing:
-            event = "call:missed" if reason == "missed" else "call:ended"
-            out.notices.append(Notice(user_id, event, {"callId": state.call_id, "reason": reason}))
     out.state = _replace(
         out.state,
         participants=[],

@@ -5,7 +5,10 @@ finding due calls costs no round trip. Every ``call_sweep_interval_s`` each gate
 the due transitions (ring timeout, reconnect grace, heartbeat loss, maximum duration) by
 compare-and-set: the first writer wins and publishes; the others re-read, find nothing due,
 and publish nothing. So each timer fires exactly once, wherever the call was started, and a
-crashed gateway's calls are swept by the others.
+crashed gateway's calls are swept by the others. Heartbeats live in the ``presence`` bucket:
+a call whose heartbeat deadline has passed by its own state is checked against presence
+first (:class:`gateway.presence.PresenceReader`). The sweeper also publishes outbox entries
+their writer never confirmed (:meth:`gateway.call_store.CallStore.recover`).
 
 Why not per-call asyncio timers on the starting gateway: they die with it, and handing them
 over needs leases; deadlines inside the state need nothing but the CAS already in use.
@@ -20,6 +23,7 @@ from nats.js.kv import KeyValue
 
 from gateway.call_store import CallStore
 from gateway.errors import CallError
+from gateway.presence import PresenceReader
 from gateway.state_machine import apply_due, next_deadline
 from schemas.call_state import CallState
 from schemas.codec import decoder_for
@@ -97,18 +101,21 @@ class CallMirror:
 
 
 class Sweeper:
-    """Applies due call timers; runs on every gateway."""
+    """Applies due call timers and recovers unpublished outbox entries; runs on every gateway."""
 
     def __init__(
         self,
         store: CallStore,
         mirror: CallMirror,
+        presence: PresenceReader,
+        *,
         interval_s: float,
         retention_s: float,
         outbox_grace_s: float = 2.0,
     ) -> None:
         self._store = store
         self._mirror = mirror
+        self._presence = presence
         self._interval = interval_s
         self._retention = retention_s
         self._outbox_grace = outbox_grace_s
@@ -140,8 +147,9 @@ class Sweeper:
         fired = 0
         for call_id, (state, revision) in list(self._mirror.calls.items()):
             if state.outbox and state.outbox[0].written_at < now - self._outbox_grace:
-                self.recovered += await self._store.flush_outbox(call_id, now - self._outbox_grace)
+                self.recovered += await self._store.recover(call_id, now - self._outbox_grace)
             if state.status == "ended":
+                self._presence.forget(call_id)
                 if (
                     state.ended_at is not None
                     and now - state.ended_at > self._retention
@@ -149,22 +157,32 @@ class Sweeper:
                 ):
                     await self._store.forget(call_id, revision)
                 continue
-            deadline = next_deadline(state)
-            if deadline is None or deadline > now:
-                continue
-            try:
-                outcome = await self._store.apply(call_id, lambda s: apply_due(s, now=time.time()))
-            except CallError:
-                continue
-            if outcome is None:
-                continue  # another gateway won; nothing to publish here
-            await self._store.publish(outcome)
-            fired += 1
-            log.info(
-                "sweeper.fired",
-                call_id=call_id,
-                status=outcome.state.status,
-                end_reason=outcome.state.end_reason,
-            )
+            if await self._fire(call_id, state, now):
+                fired += 1
         self.fired += fired
         return fired
+
+    async def _fire(self, call_id: str, state: CallState, now: float) -> bool:
+        deadline = next_deadline(state, self._presence.cached(call_id))
+        if deadline is None or deadline > now:
+            return False
+        # Due by what we knew: read the heartbeats before deciding anyone is gone.
+        presence = await self._presence.refresh(state)
+        deadline = next_deadline(state, presence)
+        if deadline is None or deadline > now:
+            return False
+        try:
+            outcome = await self._store.apply(
+                call_id, lambda s: apply_due(s, now=time.time(), presence=presence)
+            )
+        except CallError:
+            return False
+        if outcome is None:
+            return False  # another gateway won; nothing to publish here
+        log.info(
+            "sweeper.fired",
+            call_id=call_id,
+            status=outcome.state.status,
+            end_reason=outcome.state.end_reason,
+        )
+        return True

@@ -32,7 +32,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import ConsumerConfig
+from nats.js.api import ConsumerConfig, PubAck
 from nats.js.client import JetStreamContext
 from opentelemetry import trace as trace_api
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -528,6 +528,42 @@ class Bus:
             )
         self.stats.published += 1
         return int(ack.seq)
+
+    async def publish_encoded(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        """Publish bytes that are already an encoded message (an outbox entry), traced like
+        :meth:`publish`."""
+        self.stats.published += 1
+        if _tracing.active:
+            await self._publish_traced(subject, data, headers)
+        else:
+            await self.nc.publish(subject, data, headers=headers)
+
+    async def js_publish_encoded(self, subject: str, data: bytes, *, msg_id: str) -> PubAck:
+        """:meth:`js_publish` for bytes already encoded; returns the ack (``.duplicate``
+        says the stream already had ``msg_id``)."""
+        headers = {"Nats-Msg-Id": msg_id}
+        if _tracing.active:
+            with telemetry.tracer().start_as_current_span(
+                telemetry.span_name(subject, "publish"),
+                kind=SpanKind.PRODUCER,
+                attributes=telemetry.attributes(subject, "publish"),
+            ):
+                traced = telemetry.inject(headers)
+                ack = await retry_transient(
+                    lambda: self.js.publish(subject, data, headers=traced),
+                    what=subject,
+                    idempotent=True,
+                )
+        else:
+            ack = await retry_transient(
+                lambda: self.js.publish(subject, data, headers=headers),
+                what=subject,
+                idempotent=True,
+            )
+        self.stats.published += 1
+        return ack
 
     async def consume(
         self,

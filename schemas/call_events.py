@@ -95,6 +95,11 @@ class CallRinging(CallEvent, frozen=True, kw_only=True, tag="call.ringing"):
 
     ringing_user_ids: list[Id]
     ring_timeout_s: float
+    #: What a rung person's client shows (so the event alone can ring them).
+    conversation_id: Id | None = None
+    conversation_type: ConversationType | None = None
+    media: MediaKind = "video"
+    caller: Participant | None = None
 
 
 class ParticipantJoined(CallEvent, frozen=True, kw_only=True, tag="participant.joined"):
@@ -104,6 +109,8 @@ class ParticipantJoined(CallEvent, frozen=True, kw_only=True, tag="participant.j
 
     participant: Participant
     active_count: int
+    #: The person joined by answering a ring (an "accept").
+    answered_ring: bool = False
 
 
 class ParticipantLeft(CallEvent, frozen=True, kw_only=True, tag="participant.left"):
@@ -261,6 +268,7 @@ class ParticipantResumed(CallEvent, frozen=True, kw_only=True, tag="participant.
     subject_name: ClassVar[str] = "participant_resumed"
 
     participant_id: Id
+    participant: Participant | None = None
 
 
 class RingEnded(CallEvent, frozen=True, kw_only=True, tag="call.ring_ended"):

@@ -51,7 +51,7 @@ class CallParticipantState(msgspec.Struct, frozen=True, kw_only=True):
     audio_enabled: bool = True
     video_enabled: bool = True
     joined_at: float
-    #: Last heartbeat (or any sign of life) from this participant's socket.
+    #: Last state change of this participant (join, resume); heartbeats go to ``presence``.
     last_seen_at: float
     connection: ConnectionStatus = "connected"
     #: When the socket was lost; the grace period runs from here.
@@ -67,19 +67,42 @@ class CallInvitee(msgspec.Struct, frozen=True, kw_only=True):
     status: InviteStatus = "ringing"
 
 
-class OutboxEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """A call event written in the same compare-and-set as the change it describes.
+OutboxKind = Literal["event", "command"]
 
-    The writer publishes it right after the write, then removes it. If the writer dies in
-    between, any gateway's sweeper publishes it once ``written_at`` is older than a short
-    grace (JetStream de-duplicates on ``event_id``), so no change goes unannounced.
-    ``event`` is the event's JSON exactly as published on ``subject``.
+
+class OutboxEntry(msgspec.Struct, frozen=True, kw_only=True):
+    """An event or command written in the same compare-and-set as the change it belongs to.
+
+    The writer publishes every entry of the outbox in ``seq`` order right after its write
+    (events into ``CALL_EVENTS`` with ``message_id`` as the de-duplication id, commands on
+    core NATS), then removes them. If it dies in between, any gateway's sweeper publishes
+    them once ``written_at`` is older than a short grace, after checking the stream for each
+    event (a call's events reach the stream in ``seq`` order, so a later or equal ``seq``
+    already there means this one is too): no change goes unannounced, none twice.
+    ``data`` is the message's JSON exactly as published on ``subject``.
     """
 
+    kind: OutboxKind
+    #: The event's ``seq`` (for a command: the ``seq`` of the change that issued it).
+    seq: int
     subject: str
-    event_id: Id
+    message_id: Id
     written_at: float
-    event: msgspec.Raw
+    data: msgspec.Raw
+
+
+class Presence(msgspec.Struct, frozen=True, kw_only=True):
+    """Value of ``presence/<call_id>.<participant_id>``: a participant's last sign of life.
+
+    Heartbeats write here (a plain put, no compare-and-set, no event) instead of the call's
+    own entry, so a 50-person call's beats never contend with its state changes. The
+    sweepers read it when a participant's heartbeat deadline seems to have passed.
+    """
+
+    call_id: Id
+    participant_id: Id
+    last_seen_at: float
+    gateway_id: Id
 
 
 class CallState(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,8 +135,10 @@ class CallState(msgspec.Struct, frozen=True, kw_only=True):
     participants: list[CallParticipantState] = msgspec.field(default_factory=list)
     invitees: list[CallInvitee] = msgspec.field(default_factory=list)
     updated_at: float = 0.0
-    #: Events of recent changes not yet confirmed published (see :class:`OutboxEvent`).
-    outbox: list[OutboxEvent] = msgspec.field(default_factory=list)
+    #: The call's revision: the ``seq`` of the last event written (events count from 1).
+    seq: int = 0
+    #: Events and commands of recent changes not yet confirmed published (in ``seq`` order).
+    outbox: list[OutboxEntry] = msgspec.field(default_factory=list)
 
 
 class ActiveCallClaim(msgspec.Struct, frozen=True, kw_only=True):

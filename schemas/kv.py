@@ -73,6 +73,14 @@ class TypedKv(Generic[T]):
         except nats.js.errors.KeyWrongLastSequenceError:
             raise RevisionMismatch(self.bucket, key, revision) from None
 
+    async def put(self, key: str, value: msgspec.Struct) -> int:
+        """Write unconditionally (for values with one writer, such as heartbeats)."""
+        data = encode(value)
+        rev = await retry_transient(
+            lambda: self._kv.put(key, data), what=f"kv:{self.bucket}", idempotent=True
+        )
+        return int(rev)
+
     async def delete(self, key: str, revision: int | None = None) -> None:
         """Delete (optionally only if still at ``revision``)."""
         try:

@@ -99,7 +99,15 @@ _BUCKETS: tuple[tuple[str, str, int], ...] = (
         "Guest share links of GROUP conversations (revocable, counted uses).",
         1,
     ),
+    (
+        subjects.PRESENCE_BUCKET,
+        "Last sign of life of each participant (heartbeats), apart from the call's state.",
+        1,
+    ),
 )
+
+#: Keys of these buckets expire on their own (seconds since their last write).
+_BUCKET_TTL_S = {subjects.PRESENCE_BUCKET: 600.0}
 
 
 def kv_configs(settings: BusSettings) -> list[KeyValueConfig]:
@@ -111,6 +119,7 @@ def kv_configs(settings: BusSettings) -> list[KeyValueConfig]:
             history=history,
             storage=StorageType.FILE,
             replicas=settings.nats_stream_replicas,
+            ttl=_BUCKET_TTL_S.get(name),
         )
         for name, description, history in _BUCKETS
     ]

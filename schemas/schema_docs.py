@@ -82,6 +82,8 @@ SPECIFIC: dict[str, str] = {
     "CallInitiated.initiator": "Who started the call (also the first participant).",
     "CallInitiated.mode": "The media path the call starts on.",
     "CallRinging.ringing_user_ids": "The members being rung.",
+    "CallRinging.caller": "Who is calling (what the rung members are shown).",
+    "ParticipantResumed.participant": "The participant who resumed, as they are now.",
     "CallRinging.ring_timeout_s": "Seconds before an unanswered ring counts as missed.",
     "ParticipantJoined.participant": "Who joined.",
     "ParticipantLeft.reason": "Why this person left.",

@@ -152,6 +152,14 @@ CALL_CLAIMS_BUCKET = "call_claims"
 SHARE_LINKS_BUCKET = "share_links"
 
 
+PRESENCE_BUCKET = "presence"
+
+
+def presence_key(call_id: str, participant_id: str) -> str:
+    """The ``presence`` key of one participant of one call."""
+    return f"{_token(call_id, 'call_id')}.{_token(participant_id, 'participant_id')}"
+
+
 def call_claim_key(conversation_id: str) -> str:
     """The ``call_claims`` key holding the one active call of a conversation."""
     return _token(conversation_id, "conversation_id")

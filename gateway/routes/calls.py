@@ -31,9 +31,7 @@ def _joined(joined: Joined) -> JoinedCall:
 @router.post("/calls", status_code=201, summary="Start a call in a conversation (rings the others)")
 async def start_call(body: StartCall, ctx: Ctx, who: Caller) -> JoinedCall:
     ctx.limiter.check(who.principal_id, "rest:start")
-    joined = await ctx.calls.start(who, body.conversation_id, body.media)
-    await ctx.calls.store.publish(joined.outcome)
-    return _joined(joined)
+    return _joined(await ctx.calls.start(who, body.conversation_id, body.media))
 
 
 @router.post(
@@ -43,9 +41,7 @@ async def start_call(body: StartCall, ctx: Ctx, who: Caller) -> JoinedCall:
 )
 async def join_call(call_id: str, ctx: Ctx, who: Caller) -> JoinedCall:
     ctx.limiter.check(who.principal_id, "rest:join")
-    joined = await ctx.calls.join(who, call_id)
-    await ctx.calls.store.publish(joined.outcome)
-    return _joined(joined)
+    return _joined(await ctx.calls.join(who, call_id))
 
 
 @router.delete(
@@ -54,17 +50,13 @@ async def join_call(call_id: str, ctx: Ctx, who: Caller) -> JoinedCall:
 )
 async def leave_call(call_id: str, participant_id: str, ctx: Ctx, who: Caller) -> CallView:
     ctx.limiter.check(who.principal_id, "rest:leave")
-    outcome = await ctx.calls.leave(who, call_id, participant_id)
-    await ctx.calls.store.publish(outcome)
-    return _view(outcome.state)
+    return _view((await ctx.calls.leave(who, call_id, participant_id)).state)
 
 
 @router.delete("/calls/{call_id}", summary="End the call for everyone (initiator or moderator)")
 async def end_call(call_id: str, ctx: Ctx, who: Caller) -> CallView:
     ctx.limiter.check(who.principal_id, "rest:end")
-    outcome = await ctx.calls.end(who, call_id)
-    await ctx.calls.store.publish(outcome)
-    return _view(outcome.state)
+    return _view((await ctx.calls.end(who, call_id)).state)
 
 
 @router.get(

@@ -2,11 +2,10 @@
 
 import asyncio
 import time
-from typing import Any
 
 from gateway import state_machine as sm
 from gateway.call_store import CallStore
-from gateway.delivery import Delivery
+from gateway.presence import PresenceReader
 from gateway.timers import CallMirror, Sweeper
 from gateway.tokens import Principal
 from schemas import subjects
@@ -17,13 +16,46 @@ from schemas.call_state import (
     CallState,
     ConversationMember,
     ConversationRecord,
+    OutboxEntry,
+    Presence,
 )
+from schemas.codec import decode
 from schemas.kv import TypedKv
 from tests.support.waiting import eventually
 
 
-async def _no_emit(event: str, payload: dict[str, Any], sid: str) -> None:
-    return None
+class CrashingStore(CallStore):
+    """A writer that dies right after its compare-and-set: nothing of the change is
+    published (recovery, with its stream check, still works)."""
+
+    async def flush(self, call_id: str, outbox: list[OutboxEntry], *, check_stream: bool) -> int:
+        if not check_stream:
+            return 0
+        return await super().flush(call_id, outbox, check_stream=check_stream)
+
+
+async def _sweepers(
+    bus: Bus, store: CallStore, count: int, *, shared_mirror: bool = False, grace: float = 2.0
+) -> tuple[list[CallMirror], list[Sweeper]]:
+    presence: TypedKv[Presence] = await bus.kv(subjects.PRESENCE_BUCKET, Presence)
+    n_mirrors = 1 if shared_mirror else count
+    mirrors = [CallMirror(await bus.js.key_value(subjects.CALLS_BUCKET)) for _ in range(n_mirrors)]
+    for m in mirrors:
+        await m.start()
+    sweepers = [
+        Sweeper(
+            store,
+            mirrors[i % n_mirrors],
+            PresenceReader(presence),
+            interval_s=0.02,
+            retention_s=3600,
+            outbox_grace_s=grace,
+        )
+        for i in range(count)
+    ]
+    for s in sweepers:
+        s.start()
+    return mirrors, sweepers
 
 
 async def test_racing_sweepers_end_each_call_once(bus: Bus, uid: str) -> None:
@@ -39,7 +71,7 @@ async def test_racing_sweepers_end_each_call_once(bus: Bus, uid: str) -> None:
             rings_ended.append(event)
 
     await bus.subscribe(subjects.ALL_CALL_EVENTS, AnyCallEvent, on_event)
-    store = CallStore(bus, calls_kv, claims_kv, Delivery(bus, _no_emit))
+    store = CallStore(bus, calls_kv, claims_kv)
     now = time.time()
     timers = sm.Timers(
         ring_timeout_s=0.3, heartbeat_timeout_s=60, reconnect_grace_s=5, max_duration_s=600
@@ -55,20 +87,16 @@ async def test_racing_sweepers_end_each_call_once(bus: Bus, uid: str) -> None:
             call_id=f"call{i}-{uid}",
             conversation=conv,
             initiator=Principal(f"a{i}", "user"),
+            participant_id=f"p-a{i}",
             media="audio",
             now=now,
             timers=timers,
             resume_token="t",
         )
-        await store.publish(await store.create(out))
+        await store.create(out)
         call_ids.append(out.call_id)
 
-    mirrors = [CallMirror(await bus.js.key_value(subjects.CALLS_BUCKET)) for _ in range(4)]
-    sweepers = [Sweeper(store, m, 0.02, 3600) for m in mirrors]
-    for m in mirrors:
-        await m.start()
-    for s in sweepers:
-        s.start()
+    mirrors, sweepers = await _sweepers(bus, store, 4)
     try:
         await eventually(lambda: len({e.call_id for e in ended}) >= len(call_ids), 10)
         await asyncio.sleep(0.3)  # many more sweep rounds of every sweeper
@@ -97,11 +125,11 @@ async def test_events_of_a_writer_that_died_before_publishing_are_recovered_once
 ) -> None:
     calls_kv: TypedKv[CallState] = await bus.kv(subjects.CALLS_BUCKET, CallState)
     claims_kv: TypedKv[ActiveCallClaim] = await bus.kv(subjects.CALL_CLAIMS_BUCKET, ActiveCallClaim)
-    store = CallStore(bus, calls_kv, claims_kv, Delivery(bus, _no_emit))
+    store = CallStore(bus, calls_kv, claims_kv)
     conv = ConversationRecord(
         conversation_id=f"ob-{uid}",
-        type="DIRECT",
-        members=[ConversationMember(user_id="a"), ConversationMember(user_id="b")],
+        type="GROUP",
+        members=[ConversationMember(user_id=u) for u in ("a", "b", "c")],
     )
     timers = sm.Timers(
         ring_timeout_s=60, heartbeat_timeout_s=60, reconnect_grace_s=5, max_duration_s=600
@@ -111,28 +139,38 @@ async def test_events_of_a_writer_that_died_before_publishing_are_recovered_once
             call_id=f"call-ob-{uid}",
             conversation=conv,
             initiator=Principal("a", "user"),
+            participant_id="p-a",
             media="audio",
             now=time.time(),
             timers=timers,
             resume_token="t",
         )
     )
-    await store.publish(started)  # the normal path: published, then removed from the outbox
+    # The normal path: published by the store itself, then removed from the outbox.
     entry = await calls_kv.get(started.call_id)
-    assert entry is not None and entry.value.outbox == []
+    assert entry is not None and entry.value.outbox == [] and entry.value.seq == 4
 
-    # A writer wins its compare-and-set, then dies before publishing anything.
-    lost = await store.apply(started.call_id, lambda s: sm.decline(s, "b", now=time.time()))
-    assert lost is not None and lost.state.status == "ended"
+    # Writers win their compare-and-set, then die before publishing anything: two changes
+    # whose events share a subject (the case a "last message" check used to get wrong).
+    crashing = CrashingStore(bus, calls_kv, claims_kv)
+    lost_events = []
+    for user in ("b", "c"):
+
+        def decline(state: CallState, who: str = user) -> sm.Outcome:
+            return sm.decline(state, who, now=time.time())
+
+        out = await crashing.apply(started.call_id, decline)
+        assert out is not None
+        lost_events += out.events
     entry = await calls_kv.get(started.call_id)
-    assert entry is not None and len(entry.value.outbox) == len(lost.events)
+    assert entry is not None and len(entry.value.outbox) == len(lost_events)
+    # Another gateway published the first of them before dying too (a duplicate to avoid).
+    first = entry.value.outbox[0]
+    await bus.js.publish(
+        first.subject, bytes(first.data), headers={"Nats-Msg-Id": first.message_id}
+    )
 
-    stored: dict[str, int] = {}
-    mirror = CallMirror(await bus.js.key_value(subjects.CALLS_BUCKET))
-    await mirror.start()
-    sweepers = [Sweeper(store, mirror, 0.02, 3600, outbox_grace_s=0.2) for _ in range(3)]
-    for s in sweepers:
-        s.start()
+    mirrors, sweepers = await _sweepers(bus, store, 3, shared_mirror=True, grace=0.2)
     try:
 
         async def drained() -> bool:
@@ -143,16 +181,17 @@ async def test_events_of_a_writer_that_died_before_publishing_are_recovered_once
     finally:
         for s in sweepers:
             await s.stop()
-        await mirror.stop()
-    assert sum(s.recovered for s in sweepers) >= len(lost.events)
+        await mirrors[0].stop()
+    assert sum(s.recovered for s in sweepers) == len(lost_events) - 1
     sub = await bus.js.subscribe(subjects.call_events_of(started.call_id), ordered_consumer=True)
+    seqs: list[int] = []
     try:
         while True:
             msg = await sub.next_msg(timeout=0.5)
-            name = msg.subject.rsplit(".", 1)[1]
-            stored[name] = stored.get(name, 0) + 1
-    except Exception:
+            event: AnyCallEvent = decode(msg.data, AnyCallEvent)
+            seqs.append(event.seq)
+    except TimeoutError:
         pass
     await sub.unsubscribe()
-    assert stored["ended"] == 1 and stored["ring_ended"] == 1
-    assert sum(stored.values()) == len(started.events) + len(lost.events)
+    # Every event exactly once, in the call's revision order.
+    assert seqs == list(range(1, len(started.events) + len(lost_events) + 1))

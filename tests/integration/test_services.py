@@ -51,7 +51,8 @@ async def test_service_starts_heartbeats_and_drains_on_sigterm(
     tail = watch.states[watch.states.index("draining") :]
     assert tail == ["draining", "stopped"]
     _, stderr = await proc.communicate()
-    assert b"service.stopped" in stderr and b"Traceback" not in stderr
+    assert b"service.stopped" in stderr
+    assert b"Traceback" not in stderr, stderr[stderr.find(b"Traceback") - 300 :][:3000].decode()
 
 
 async def test_missing_nats_gives_clear_error_and_nonzero_exit() -> None:

@@ -206,10 +206,11 @@ def _exported() -> tuple[set[str], set[str]]:
     """Names the services declare, and the prefixes of heartbeat load figures."""
     import gateway.app
     import gateway.archive.writer
+    import gateway.sockets.server
     import schemas.bus
     from schemas import runtime
 
-    del gateway.app, gateway.archive.writer, schemas.bus
+    del gateway.app, gateway.archive.writer, gateway.sockets.server, schemas.bus
     fake = SimpleNamespace(
         kind="gateway",
         service_id="gateway-x",

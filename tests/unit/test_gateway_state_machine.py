@@ -1,9 +1,13 @@
-"""The call state machine, pure: transitions, timers, and what each publishes."""
+"""The call state machine, pure: transitions, timers, the events each emits, and the
+socket notices every gateway projects from those events."""
+
+import itertools
 
 import pytest
 
 from gateway import state_machine as sm
 from gateway.errors import CallError
+from gateway.notices import Notice, project
 from gateway.tokens import Principal
 from schemas.call_state import CallState, ConversationMember, ConversationRecord
 
@@ -25,12 +29,20 @@ def conversation(kind: str, *users: str) -> ConversationRecord:
     )
 
 
+_ids = itertools.count(1)
+
+
+def pid() -> str:
+    return f"p-{next(_ids)}"
+
+
 def start(kind: str = "DIRECT", *users: str) -> CallState:
     users = users or ("alice", "bob")
     out = sm.start_call(
         call_id="call-1",
         conversation=conversation(kind, *users),
         initiator=ALICE,
+        participant_id=pid(),
         media="video",
         now=T0,
         timers=TIMERS,
@@ -40,11 +52,40 @@ def start(kind: str = "DIRECT", *users: str) -> CallState:
 
 
 def join(state: CallState, who: Principal, now: float = T0 + 1, token: str = "tok") -> sm.Outcome:
-    return sm.join(state, who, now=now, resume_token=token, max_participants=50, may_join=True)
+    return sm.join(
+        state,
+        who,
+        participant_id=pid(),
+        now=now,
+        resume_token=token,
+        max_participants=50,
+        may_join=True,
+    )
 
 
 def names(out: sm.Outcome) -> list[str]:
     return [type(e).__name__ for e in out.events]
+
+
+def notices(out: sm.Outcome) -> list[Notice]:
+    return [n for e in out.events for n in project(e)]  # type: ignore[arg-type]
+
+
+def received_by(out: sm.Outcome, state: CallState, principal: str) -> list[str]:
+    """The notices one person's sockets get (as a ringing user or a bound participant)."""
+    me = sm.participant_of(state, principal)
+    got = []
+    for n in notices(out):
+        if n.users:
+            if principal in n.users:
+                got.append(n.event)
+        elif (
+            me is not None
+            and n.exclude != me.participant_id
+            and n.only in (None, me.participant_id)
+        ):
+            got.append(n.event)
+    return got
 
 
 def test_start_rings_the_other_members_and_publishes_the_story() -> None:
@@ -52,6 +93,7 @@ def test_start_rings_the_other_members_and_publishes_the_story() -> None:
         call_id="call-1",
         conversation=conversation("GROUP", "alice", "bob", "carol"),
         initiator=ALICE,
+        participant_id="p-alice",
         media="audio",
         now=T0,
         timers=TIMERS,
@@ -59,9 +101,10 @@ def test_start_rings_the_other_members_and_publishes_the_story() -> None:
     )
     assert out.state.status == "ringing" and out.state.ring_deadline_at == T0 + 30
     assert names(out) == ["CallInitiated", "ParticipantJoined", "CallStatusChanged", "CallRinging"]
-    incoming = [n for n in out.notices if n.event == "call:incoming"]
-    assert {n.principal_id for n in incoming} == {"bob", "carol"}
+    incoming = [n for n in notices(out) if n.event == "call:incoming"]
+    assert len(incoming) == 1 and set(incoming[0].users) == {"bob", "carol"}
     assert incoming[0].payload["caller"] == {"userId": "alice", "displayName": "Alice"}
+    assert incoming[0].payload["conversationType"] == "GROUP"
 
 
 def test_accept_makes_the_call_active_and_tells_the_caller() -> None:
@@ -69,8 +112,8 @@ def test_accept_makes_the_call_active_and_tells_the_caller() -> None:
     assert out.state.status == "active" and out.state.started_at == T0 + 1
     assert out.state.ring_deadline_at is None
     assert names(out) == ["ParticipantJoined", "RingEnded", "CallStatusChanged"]
-    to_alice = {n.event for n in out.notices if n.principal_id == "alice"}
-    assert to_alice == {"call:accepted", "call:participant-joined"}
+    assert received_by(out, out.state, "alice") == ["call:accepted", "call:participant-joined"]
+    assert received_by(out, out.state, "bob") == ["call:ring-stopped"]
     assert out.result["accepted"] is True
 
 
@@ -94,7 +137,7 @@ def test_ring_timeout_misses_the_call_exactly_once() -> None:
     assert sm.apply_due(state, now=T0 + 29.9) is None
     out = sm.apply_due(state, now=T0 + 30)
     assert out is not None and out.state.end_reason == "missed"
-    assert [n.event for n in out.notices if n.principal_id == "bob"] == ["call:missed"]
+    assert received_by(out, state, "bob") == ["call:missed"]
     assert names(out).count("CallEnded") == 1
     assert sm.apply_due(out.state, now=T0 + 31) is None  # a second sweeper finds nothing
 
@@ -150,20 +193,23 @@ def test_grace_expiry_and_heartbeat_loss_end_a_direct_call() -> None:
     assert lost is not None
     out = sm.apply_due(lost.state, now=T0 + 13)
     assert out is not None and out.state.end_reason == "connection_lost"
-    # Nobody disconnected, but alice went silent (her gateway died).
-    silent = sm.heartbeat(state, bob.participant_id, now=T0 + 15)
-    assert silent is not None
-    out = sm.apply_due(silent.state, now=T0 + 40.5)
+    # Nobody disconnected, but alice went silent (her gateway died); bob's heartbeats,
+    # kept apart from the call's state, keep him in.
+    beats = {bob.participant_id: T0 + 15}
+    assert sm.next_deadline(state, beats) == T0 + 40
+    out = sm.apply_due(state, now=T0 + 40.5, presence=beats)
     assert out is not None and out.state.end_reason == "heartbeat_timeout"
+    left = [e for e in out.events if type(e).__name__ == "ParticipantLeft"]
+    assert left[0].participant_id != bob.participant_id  # type: ignore[attr-defined]
 
 
 def test_max_duration_ends_the_call() -> None:
     state = join(start(), BOB).state
-    for p in state.participants:
-        state = sm.heartbeat(state, p.participant_id, now=T0 + 3599).state  # type: ignore[union-attr]
-    out = sm.apply_due(state, now=T0 + 3600)
+    beats = {p.participant_id: T0 + 3599 for p in state.participants}
+    assert sm.apply_due(state, now=T0 + 3599.5, presence=beats) is None
+    out = sm.apply_due(state, now=T0 + 3600, presence=beats)
     assert out is not None and out.state.end_reason == "max_duration"
-    assert {n.event for n in out.notices} == {"call:ended"}
+    assert {n.event for n in notices(out)} == {"call:ended"}
 
 
 def test_rules_on_who_may_enter() -> None:
@@ -175,7 +221,15 @@ def test_rules_on_who_may_enter() -> None:
         join(start(), GUEST)
     assert guest.value.code == "forbidden"
     with pytest.raises(CallError) as stranger:
-        sm.join(start(), CAROL, now=T0, resume_token="t", max_participants=50, may_join=False)
+        sm.join(
+            start(),
+            CAROL,
+            participant_id=pid(),
+            now=T0,
+            resume_token="t",
+            max_participants=50,
+            may_join=False,
+        )
     assert stranger.value.code == "forbidden"
     ended = sm.end(state, "completed", now=T0 + 9, by=None).state
     with pytest.raises(CallError) as over:
@@ -196,5 +250,6 @@ def test_media_toggle_is_an_event_and_a_notice_to_the_others() -> None:
     assert alice is not None
     out = sm.set_media(state, alice.participant_id, video=False, now=T0 + 2)
     assert out is not None and names(out) == ["MediaStateChanged"]
-    assert [(n.principal_id, n.event) for n in out.notices] == [("bob", "call:media-toggled")]
+    assert received_by(out, state, "bob") == ["call:media-toggled"]
+    assert received_by(out, state, "alice") == []
     assert sm.set_media(out.state, alice.participant_id, video=False, now=T0 + 3) is None
