@@ -134,6 +134,9 @@ class HistoryEntry(Doc, kw_only=True):
     missed: bool
     status: CallStatus
     created_at: datetime
+    #: ``created_at`` in milliseconds since the epoch: the sort and pagination key (integer
+    #: comparisons behave the same on every server).
+    created_ms: int = 0
     started_at: datetime | None = None
     ended_at: datetime | None = None
     end_reason: EndReason | None = None
@@ -157,6 +160,8 @@ class TranscriptionRecord(Doc, kw_only=True):
     source: str
     model: str = ""
     speech_ended_at: datetime
+    #: ``speech_ended_at`` in milliseconds since the epoch: the transcript's order.
+    spoken_ms: int = 0
     produced_at: datetime
 
 

@@ -11,6 +11,7 @@ twice, or in any arrival order, gives the same documents.
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from gateway.archive.documents import (
     CallSession,
@@ -37,6 +38,12 @@ from schemas.call_events import (
     RingEnded,
     TranscriptionChanged,
 )
+
+
+def epoch_ms(at: datetime) -> int:
+    """Milliseconds since the epoch (MongoDB keeps times to the millisecond)."""
+    return int(at.timestamp() * 1000)
+
 
 #: Events that describe no change of the call's state.
 ADVISORY: tuple[type[CallEvent], ...] = (ActiveSpeakerChanged,)
@@ -222,6 +229,7 @@ class _Builder:
                 missed=missed,
                 status=s.status,
                 created_at=s.created_at,
+                created_ms=epoch_ms(s.created_at),
                 started_at=s.started_at,
                 ended_at=s.ended_at,
                 end_reason=s.end_reason,

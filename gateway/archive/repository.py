@@ -52,9 +52,9 @@ INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
     (SESSIONS, [("created_at", DESCENDING)]),
     (PARTICIPANTS, [("call_id", ASCENDING), ("joined_at", ASCENDING)]),
     (PARTICIPANTS, [("principal_id", ASCENDING)]),
-    (HISTORY, [("principal_id", ASCENDING), ("created_at", DESCENDING), ("call_id", DESCENDING)]),
-    (HISTORY, [("principal_id", ASCENDING), ("missed", ASCENDING), ("created_at", DESCENDING)]),
-    (TRANSCRIPTIONS, [("call_id", ASCENDING), ("speech_ended_at", ASCENDING)]),
+    (HISTORY, [("principal_id", ASCENDING), ("created_ms", DESCENDING), ("call_id", DESCENDING)]),
+    (HISTORY, [("principal_id", ASCENDING), ("missed", ASCENDING), ("created_ms", DESCENDING)]),
+    (TRANSCRIPTIONS, [("call_id", ASCENDING), ("spoken_ms", ASCENDING)]),
     (CAPTIONS, [("call_id", ASCENDING), ("utterance_id", ASCENDING)]),
 )
 
@@ -65,26 +65,23 @@ class InvalidCursor(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """Where a page ended: the last item's time and id (pages are newest first)."""
+    """Where a page ended: the last item's time (ms since the epoch) and id."""
 
-    at: datetime
+    at_ms: int
     key: str
 
     def encode(self) -> str:
-        at = self.at if self.at.tzinfo is not None else self.at.replace(tzinfo=UTC)
-        raw = msgspec.json.encode([at, self.key])
+        raw = msgspec.json.encode([self.at_ms, self.key])
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
     def decode(cls, token: str) -> "Cursor":
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            at, key = msgspec.json.decode(raw, type=tuple[datetime, str])
+            at_ms, key = msgspec.json.decode(raw, type=tuple[int, str])
         except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
             raise InvalidCursor("the cursor is not one this API returned") from None
-        if at.tzinfo is None:
-            raise InvalidCursor("the cursor is not one this API returned")
-        return cls(at, key)
+        return cls(at_ms, key)
 
 
 def _fields(doc: msgspec.Struct) -> dict[str, Any]:
@@ -237,13 +234,13 @@ class ArchiveRepository:
             query["missed"] = missed
         if after is not None:
             query["$or"] = [
-                {"created_at": {"$lt": after.at}},
-                {"created_at": after.at, "call_id": {"$lt": after.key}},
+                {"created_ms": {"$lt": after.at_ms}},
+                {"created_ms": after.at_ms, "call_id": {"$lt": after.key}},
             ]
         cursor = (
             self.db[HISTORY]
             .find(query)
-            .sort([("created_at", DESCENDING), ("call_id", DESCENDING)])
+            .sort([("created_ms", DESCENDING), ("call_id", DESCENDING)])
             .limit(limit)
         )
         return [_load(raw, HistoryEntry) async for raw in cursor]
@@ -267,13 +264,13 @@ class ArchiveRepository:
         query: dict[str, Any] = {"call_id": call_id}
         if after is not None:
             query["$or"] = [
-                {"speech_ended_at": {"$gt": after.at}},
-                {"speech_ended_at": after.at, "utterance_id": {"$gt": after.key}},
+                {"spoken_ms": {"$gt": after.at_ms}},
+                {"spoken_ms": after.at_ms, "utterance_id": {"$gt": after.key}},
             ]
         cursor = (
             self.db[TRANSCRIPTIONS]
             .find(query)
-            .sort([("speech_ended_at", ASCENDING), ("utterance_id", ASCENDING)])
+            .sort([("spoken_ms", ASCENDING), ("utterance_id", ASCENDING)])
             .limit(limit)
         )
         segments = [_load(raw, TranscriptionRecord) async for raw in cursor]

@@ -18,7 +18,7 @@ import msgspec
 from pymongo.errors import ConnectionFailure
 
 from gateway.archive.documents import CaptionRecord, Doc, TranscriptionRecord
-from gateway.archive.projection import fold
+from gateway.archive.projection import epoch_ms, fold
 from gateway.archive.repository import ArchiveRepository
 from schemas import metrics
 from schemas.bus import Incoming
@@ -206,6 +206,7 @@ class ArchiveWriter:
             source=segment.source,
             model=segment.model,
             speech_ended_at=segment.speech_ended_at,
+            spoken_ms=epoch_ms(segment.speech_ended_at),
             produced_at=segment.produced_at,
         )
         if await self._retrying(lambda: self.repo.put_transcription(record), msg):

@@ -177,7 +177,7 @@ async def history(
     next_cursor = None
     if len(entries) == limit:
         last = entries[-1]
-        next_cursor = Cursor(last.created_at, last.call_id).encode()
+        next_cursor = Cursor(last.created_ms, last.call_id).encode()
     return HistoryPage(items=[_item(e) for e in entries], next_cursor=next_cursor)
 
 
@@ -373,5 +373,5 @@ async def transcript(
     ]
     next_cursor = None
     if len(segments) == limit:
-        next_cursor = Cursor(segments[-1].speech_ended_at, segments[-1].utterance_id).encode()
+        next_cursor = Cursor(segments[-1].spoken_ms, segments[-1].utterance_id).encode()
     return TranscriptView(call_id=call_id, segments=views, next_cursor=next_cursor)

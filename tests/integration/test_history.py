@@ -228,6 +228,8 @@ async def test_history_lists_the_callers_calls_newest_first_with_missed(
             headers=bearer(t["alice"]),
         )
         assert second.status_code == 200, (second.text, first["nextCursor"])
+        everything = (await http.get("/api/calls/history", headers=bearer(t["alice"]))).json()
+        assert second.json()["items"], (first, everything)
         item = second.json()["items"][0]
         assert item["callId"] == scenario.group_call and item["participantCount"] == 3
         assert item["endReason"] == "completed" and item["tookPart"] is True
@@ -280,6 +282,13 @@ async def test_the_transcript_is_only_for_people_who_were_in_the_call(
         assert [s["utteranceId"] for s in bob["segments"]] == scenario.utterances
         assert bob["segments"][0]["speakerName"] == "Alice"
         assert [c["language"] for c in bob["segments"][0]["captions"]] == ["en", "fr"]
+        page = (await http.get(path, params={"limit": 1}, headers=bearer(t["bob"]))).json()
+        rest = await http.get(
+            path, params={"limit": 1, "cursor": page["nextCursor"]}, headers=bearer(t["bob"])
+        )
+        assert [s["utteranceId"] for s in page["segments"] + rest.json()["segments"]] == (
+            scenario.utterances
+        )
         french = (await http.get(path, params={"lang": "fr"}, headers=bearer(t["guest"]))).json()
         assert [c["text"] for c in french["segments"][1]["captions"]] == ["[fr] Bonjour."]
         carol = await http.get(path, headers=bearer(t["carol"]))  # rung, never joined
