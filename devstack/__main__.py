@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from devstack.components import (
+    ApertiumComponent,
     NatsComponent,
     NotReady,
     ServiceComponent,
@@ -39,14 +40,14 @@ async def run() -> int:
     components = default_components(paths)
     for component in components:
         port = None
-        if isinstance(component, NatsComponent):
+        if isinstance(component, NatsComponent | ApertiumComponent):
             port = component.port
         elif isinstance(component, ServiceComponent) and "GATEWAY_PORT" in component.env:
             port = int(component.env["GATEWAY_PORT"])
         if port is not None and not _port_free("127.0.0.1", port):
             print(
                 f"port {port} ({component.name}) is already in use; "
-                "set STACK_NATS_PORT / GATEWAY_PORT to free ports",
+                "set STACK_NATS_PORT / GATEWAY_PORT / STACK_APY_PORT to free ports",
                 file=sys.stderr,
             )
             return 2

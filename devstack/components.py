@@ -8,10 +8,12 @@ import asyncio
 import json
 import os
 import sys
+import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devstack.apertium import APY_ENV, apy_argv
 from devstack.binaries import nats_server_path
 from schemas import subjects
 from schemas.bus import Bus, Incoming
@@ -122,6 +124,40 @@ class NatsComponent(Component):
 
 
 @dataclass
+class ApertiumComponent(Component):
+    """Apertium APy (Debian), bound to loopback; ready once ``/listPairs`` lists pairs."""
+
+    host: str = "127.0.0.1"
+    port: int = 2737
+
+    def argv(self) -> list[str]:
+        return apy_argv(self.port, self.host)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def describe(self) -> str:
+        return self.url
+
+    async def wait_ready(self, log_path: Path, bus: Bus | None) -> None:
+        deadline = asyncio.get_running_loop().time() + self.ready_timeout_s
+
+        def pairs() -> int:
+            with urllib.request.urlopen(f"{self.url}/listPairs", timeout=1) as resp:
+                return len(json.load(resp).get("responseData", []))
+
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                if await asyncio.to_thread(pairs) > 0:
+                    return
+            except OSError:
+                pass
+            await asyncio.sleep(0.1)
+        raise NotReady(f"{self.name}: /listPairs gave no pairs within {self.ready_timeout_s:g}s")
+
+
+@dataclass
 class ServiceComponent(Component):
     """One of our services, ready when its heartbeat says ``ready``."""
 
@@ -158,11 +194,14 @@ class ServiceComponent(Component):
 
 
 def default_components(paths: StackPaths, environ: dict[str, str] | None = None) -> list[Component]:
-    """NATS, then one instance of each service, in start order."""
+    """NATS, then one instance of each service (and Apertium APy before the bridge), in
+    start order."""
     env = dict(os.environ if environ is None else environ)
     nats_port = int(env.get("STACK_NATS_PORT", "4222"))
     gw_port = int(env.get("GATEWAY_PORT", "8000"))
+    apy_port = int(env.get("STACK_APY_PORT", "2737"))
     nats = NatsComponent("nats", port=nats_port, store=paths.nats_store)
+    apertium = ApertiumComponent("apertium", env=dict(APY_ENV), port=apy_port)
     common = {"NATS_URL": nats.url, "LOG_LEVEL": env.get("LOG_LEVEL", "info")}
 
     def service(
@@ -198,5 +237,11 @@ def default_components(paths: StackPaths, environ: dict[str, str] | None = None)
         ),
         service("media-node", "media_node", "media_node", {}),
         service("transcriber", "transcriber", "transcriber", {}),
-        service("translator-bridge", "translator_bridge", "translator_bridge", {}),
+        apertium,
+        service(
+            "translator-bridge",
+            "translator_bridge",
+            "translator_bridge",
+            {"TRANSLATOR_BACKEND": "apertium", "TRANSLATOR_URL": apertium.url},
+        ),
     ]

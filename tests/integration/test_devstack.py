@@ -13,7 +13,14 @@ from tests.support.stack import ROOT, EmbeddedStack
 async def test_embedded_stack_comes_up_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     stack = await EmbeddedStack(tmp_path / "run").start()
     ready = [line.split()[1] for line in stack.lines if line.strip().startswith("ok")]
-    assert ready == ["nats", "gateway", "media-node", "transcriber", "translator-bridge"]
+    assert ready == [
+        "nats",
+        "gateway",
+        "media-node",
+        "transcriber",
+        "apertium",
+        "translator-bridge",
+    ]
     async with httpx.AsyncClient() as http:
         assert (await http.get(f"{stack.gateway_url}/readyz")).status_code == 200
 
