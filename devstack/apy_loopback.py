@@ -30,9 +30,10 @@ def main() -> None:
 
     tornado.tcpserver.TCPServer.bind = bind
 
+    # APy reads sys.argv into a default argument when its module is imported: set it first.
+    sys.argv = ["apertium-apy", *args]
     from apertium_apy import apy
 
-    sys.argv = ["apertium-apy", *args]
     apy.main()
 
 

@@ -19,6 +19,9 @@ class ApertiumTranslator(Translator):
 
     name = "apertium"
     chains = True
+    # Spanish is Apertium's best-connected language and its pairs the most mature; APy's
+    # own /translateChain path search picks it too (fr -> es -> en, not fr -> ca -> en).
+    pivots = ("spa", "eng", "cat")
 
     def __init__(
         self, base_url: str, *, timeout_s: float = 2.0, max_hops: int = 3, refresh_s: float = 60.0

@@ -18,6 +18,7 @@ class LibreTranslateTranslator(Translator):
 
     name = "libretranslate"
     chains = True
+    pivots = ("en",)
 
     def __init__(
         self,

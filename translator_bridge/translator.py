@@ -76,6 +76,8 @@ class PairGraph:
 
     pairs: frozenset[tuple[str, str]] = frozenset()
     max_hops: int = 3
+    #: Pivot languages tried first, best first (among routes of equal length).
+    preferred: tuple[str, ...] = ()
     _routes: dict[tuple[str, str], Route | None] = field(default_factory=dict)
 
     @property
@@ -91,8 +93,9 @@ class PairGraph:
     def _search(self, source: str, target: str) -> Route | None:
         if source == target:
             return Route((source,))
+        rank = {code: i for i, code in enumerate(self.preferred)}
         neighbours: dict[str, list[str]] = {}
-        for a, b in sorted(self.pairs):
+        for a, b in sorted(self.pairs, key=lambda p: (p[0], rank.get(p[1], len(rank)), p[1])):
             neighbours.setdefault(a, []).append(b)
         previous: dict[str, str | None] = {source: None}
         frontier: deque[tuple[str, int]] = deque([(source, 0)])
@@ -125,9 +128,11 @@ class Translator(ABC):
     #: A label for logs and heartbeats.
     name: str = "translator"
     chains: bool = False
+    #: Pivot languages (backend codes) a chain goes through first, best first.
+    pivots: tuple[str, ...] = ()
 
     def __init__(self, *, max_hops: int = 3, refresh_s: float = 60.0) -> None:
-        self.graph = PairGraph(max_hops=max_hops)
+        self.graph = PairGraph(max_hops=max_hops, preferred=self.pivots)
         self.refresh_s = refresh_s
         self.known = False
         self._discovered_at = 0.0
@@ -167,7 +172,7 @@ class Translator(ABC):
                 return
             if pairs != self.graph.pairs or not self.known:
                 log.info("translator.pairs", backend=self.name, pairs=len(pairs))
-            self.graph = PairGraph(pairs=pairs, max_hops=self.graph.max_hops)
+            self.graph = PairGraph(pairs=pairs, max_hops=self.graph.max_hops, preferred=self.pivots)
             self.known = True
             self._discovered_at = time.monotonic()
 
