@@ -15,6 +15,7 @@ from schemas import subjects
 from schemas.bus import Bus
 from schemas.call_state import CallState
 from schemas.captions import Caption, TranscriptSegment
+from schemas.kv import TypedKv
 from tests.support.captions import ApyServer, ServiceProcess, call_state
 from tests.support.nats_server import NatsServer, free_port
 from tests.support.processes import HeartbeatWatch
@@ -110,7 +111,7 @@ async def test_one_caption_per_language_read_speaker_gets_the_original(
             "p-it-speaker-reads-es": ("it", "es"),
         },
     )
-    kv = await bus.kv(subjects.CALLS_BUCKET, CallState)
+    kv: TypedKv[CallState] = await bus.kv(subjects.CALLS_BUCKET, CallState)
     await kv.create(call_id, state)
     readers = CallReaders(await bus.js.key_value(subjects.CALLS_BUCKET))
     await readers.start()
@@ -293,7 +294,7 @@ async def test_bridge_service_captions_a_live_call_from_the_kv_state(
     ).start()
     try:
         call_id = f"c-{uid}"
-        kv = await bus.kv(subjects.CALLS_BUCKET, CallState)
+        kv: TypedKv[CallState] = await bus.kv(subjects.CALLS_BUCKET, CallState)
         await kv.create(call_id, call_state(call_id, {"a": ("en", None), "b": ("es", None)}))
         captions: Collector[Caption] = Collector()
         await bus.subscribe(subjects.captions_of(call_id), Caption, captions)
