@@ -247,6 +247,16 @@ class TranscriberWorker:
         except SttError as exc:
             await self._reject(msg, "handler", exc.code, str(exc), chunk)
             return None
+        attempts = msg.metadata.num_delivered
+        if attempts > 1:
+            # Its first worker died or stalled past ack_wait before acknowledging it.
+            log.info(
+                "worker.redelivered",
+                call_id=chunk.call_id,
+                participant_id=chunk.participant_id,
+                utterance_id=chunk.utterance_id,
+                attempt=attempts,
+            )
         return Job(chunk=chunk, request=request, message=msg, queued_at=_stored_at(msg))
 
     async def _transcribe(self, jobs: list[Job[Msg]]) -> None:
