@@ -91,6 +91,7 @@ class WorkerStats:
             "rtf": round(self.rtf_recent, 4),
             "rtf_total": round(rtf_total, 4),
             "audio_s_total": round(self.audio_s_total, 3),
+            "busy_s_total": round(self.busy_s_total, 3),
             "chunks_received": float(self.chunks_received),
             "chunks_transcribed": float(self.chunks_transcribed),
             "chunks_superseded": float(self.chunks_superseded),
