@@ -41,7 +41,7 @@ class MediaNodeSettings(ServiceSettings, frozen=True, kw_only=True):
     media_node_utterance_min_silence_s: PositiveFloat = 0.6
     #: First pause after which the utterance so far is sent as final (captions need not
     #: wait for the whole end-of-utterance silence; a continuation replaces it).
-    media_node_utterance_pause_s: PositiveFloat = 0.25
+    media_node_utterance_pause_s: PositiveFloat = 0.2
     #: During speech, the utterance so far is sent (interim captions) after this much new
     #: speech.
     media_node_utterance_interim_s: PositiveFloat = 1.0

@@ -126,7 +126,7 @@ class UtteranceCutter:
 
     threshold: float = 0.5
     min_silence_s: float = 0.6
-    pause_s: float = 0.25
+    pause_s: float = 0.2
     pre_roll_s: float = 0.2
     max_chunk_s: float = 1.0
     min_speech_s: float = 0.25
