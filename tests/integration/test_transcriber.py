@@ -88,13 +88,10 @@ async def open_call(bus: Bus, call_id: str, readers: dict[str, tuple[str, str | 
     await kv.create(call_id, call_state(call_id, readers))
 
 
-def finals(captions: list[Caption]) -> dict[str, Caption]:
-    """The newest final caption per language."""
-    out: dict[str, Caption] = {}
-    for c in captions:
-        if c.is_final and (c.language not in out or c.revision >= out[c.language].revision):
-            out[c.language] = c
-    return out
+def finals(captions: list[Caption], revision: int) -> dict[str, Caption]:
+    """The final caption of the last chunk (``revision``) per language: a pause inside the
+    sentence (a comma) may have sent an earlier final that this one replaced."""
+    return {c.language: c for c in captions if c.is_final and c.revision == revision}
 
 
 async def test_english_speaker_spanish_and_french_readers_get_apertiums_translation(
@@ -118,8 +115,9 @@ async def test_english_speaker_spanish_and_french_readers_get_apertiums_translat
     assert chunks and chunks[-1].is_final and len({c.utterance_id for c in chunks}) == 1
     await publish_chunks(bus, chunks)
 
-    await captions.wait(lambda cs: set(finals(cs)) == {"en", "es", "fr"}, 60)
-    final = finals(captions.items)
+    last = chunks[-1].sequence
+    await captions.wait(lambda cs: set(finals(cs, last)) == {"en", "es", "fr"}, 60)
+    final = finals(captions.items, last)
     heard = final["en"].text
     assert word_error_rate(EN, heard) <= 0.35, heard
     assert not final["en"].translated and final["en"].source_text == heard
@@ -127,7 +125,7 @@ async def test_english_speaker_spanish_and_french_readers_get_apertiums_translat
     assert final["fr"].text == apertium.translate(heard, ["eng", "spa", "fra"])
     assert {c.language for c in captions.items} == {"en", "es", "fr"}
 
-    segment = next(s for s in segments.items if s.is_final)
+    segment = next(s for s in segments.items if s.is_final and s.revision == last)
     assert segment.model == "tiny.en" and segment.participant_id == "alice"
     assert segment.language == "en" and segment.source == "server"
     assert segment.confidence is not None and 0 < segment.confidence <= 1
@@ -151,8 +149,9 @@ async def test_french_speaker_is_transcribed_by_the_multilingual_model(
     chunks = speech_chunks(speak(FR, "fr"), call_id=call_id, participant_id="chloe", language="fr")
     await publish_chunks(bus, chunks)
 
-    await captions.wait(lambda cs: set(finals(cs)) == {"fr", "en"}, 60)
-    final = finals(captions.items)
+    last = chunks[-1].sequence
+    await captions.wait(lambda cs: set(finals(cs, last)) == {"fr", "en"}, 60)
+    final = finals(captions.items, last)
     heard = final["fr"].text
     assert "bonjour" in heard.lower(), heard
     english = final["en"]
@@ -176,13 +175,13 @@ async def test_a_long_utterance_gets_interim_captions_the_final_replaces(
     assert [c.is_final for c in chunks][:3] == [False, False, False] and chunks[-1].is_final
     await publish_chunks(bus, chunks)
 
-    await captions.wait(lambda cs: any(c.is_final for c in cs), 60)
+    await captions.wait(lambda cs: any(c.revision == chunks[-1].sequence for c in cs), 60)
     revisions = [c.revision for c in captions.items]
     assert revisions == sorted(revisions)  # a listener never sees text go backwards
     partials = [c for c in captions.items if not c.is_final]
     assert partials, "no interim caption for a 5 s utterance"
-    final = next(c for c in captions.items if c.is_final)
-    assert final.revision == chunks[-1].sequence
+    final = captions.items[-1]
+    assert final.is_final and final.revision == chunks[-1].sequence
     assert len(final.source_text) > len(partials[0].source_text)
 
 
