@@ -362,7 +362,7 @@ async def four_speakers(apy: ApyServer, pool: ThreadPoolExecutor, n: int) -> dic
     print("case 3: four simultaneous speakers, two transcribers", flush=True)
     one = {"WHISPER_CPU_THREADS": "1", "TRANSCRIBER_MODELS": "en=tiny.en"}
     pipe = await Pipeline("four", apy, [one, one]).start()
-    per = max(1, n // 4)
+    per = max(1, -(-n // 4))  # at least n utterances in all
     call_id = f"four-{time.monotonic_ns()}"
     try:
         await run_round(pipe, "warm", pool, list(SENTENCES["en"][:1]), {})
