@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from devstack.components import (
+    ApertiumComponent,
     MongoComponent,
     NatsComponent,
     NotReady,
@@ -43,7 +44,7 @@ async def run() -> int:
     for component in components:
         port = None
         ports: list[int] = []
-        if isinstance(component, NatsComponent | MongoComponent):
+        if isinstance(component, NatsComponent | MongoComponent | ApertiumComponent):
             ports.append(component.port)
         elif isinstance(component, ServiceComponent):
             if "GATEWAY_PORT" in component.env:
@@ -53,7 +54,8 @@ async def run() -> int:
             if port and not _port_free("127.0.0.1", port):
                 print(
                     f"port {port} ({component.name}) is already in use; set STACK_NATS_PORT"
-                    " / STACK_MONGO_PORT / GATEWAY_PORT / STACK_METRICS_PORT to free ports",
+                    " / STACK_MONGO_PORT / STACK_APY_PORT / GATEWAY_PORT / STACK_METRICS_PORT"
+                    " to free ports",
                     file=sys.stderr,
                 )
                 return 2

@@ -8,10 +8,12 @@ import asyncio
 import json
 import os
 import sys
+import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devstack.apertium import APY_ENV, apy_argv
 from devstack.binaries import nats_server_path, nx_27017_path
 from schemas import subjects
 from schemas.bus import Bus, Incoming
@@ -167,6 +169,40 @@ class MongoComponent(Component):
 
 
 @dataclass
+class ApertiumComponent(Component):
+    """Apertium APy (Debian), bound to loopback; ready once ``/listPairs`` lists pairs."""
+
+    host: str = "127.0.0.1"
+    port: int = 2737
+
+    def argv(self) -> list[str]:
+        return apy_argv(self.port, self.host)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def describe(self) -> str:
+        return self.url
+
+    async def wait_ready(self, log_path: Path, bus: Bus | None) -> None:
+        deadline = asyncio.get_running_loop().time() + self.ready_timeout_s
+
+        def pairs() -> int:
+            with urllib.request.urlopen(f"{self.url}/listPairs", timeout=1) as resp:
+                return len(json.load(resp).get("responseData", []))
+
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                if await asyncio.to_thread(pairs) > 0:
+                    return
+            except OSError:
+                pass
+            await asyncio.sleep(0.1)
+        raise NotReady(f"{self.name}: /listPairs gave no pairs within {self.ready_timeout_s:g}s")
+
+
+@dataclass
 class ServiceComponent(Component):
     """One of our services, ready when its heartbeat says ``ready``."""
 
@@ -209,7 +245,8 @@ class ServiceComponent(Component):
 
 
 def default_components(paths: StackPaths, environ: dict[str, str] | None = None) -> list[Component]:
-    """NATS and MongoDB (nx-27017), then one instance of each service, in start order.
+    """NATS and MongoDB (nx-27017), then one instance of each service (and Apertium APy
+    before the translator bridge), in start order.
 
     Each service serves ``/metrics`` on ``STACK_METRICS_PORT`` + 1, + 2 ... (9101 ...; with
     ``STACK_METRICS_PORT=0`` each takes a free port and the start-up line shows it).
@@ -218,9 +255,11 @@ def default_components(paths: StackPaths, environ: dict[str, str] | None = None)
     nats_port = int(env.get("STACK_NATS_PORT", "4222"))
     mongo_port = int(env.get("STACK_MONGO_PORT", "27017"))
     gw_port = int(env.get("GATEWAY_PORT", "8000"))
+    apy_port = int(env.get("STACK_APY_PORT", "2737"))
     metrics_base = int(env.get("STACK_METRICS_PORT", "9100"))
     nats = NatsComponent("nats", port=nats_port, store=paths.nats_store)
     mongo = MongoComponent("mongodb", port=mongo_port, data=paths.mongo_data)
+    apertium = ApertiumComponent("apertium", env=dict(APY_ENV), port=apy_port)
     common = {"NATS_URL": nats.url, "LOG_LEVEL": env.get("LOG_LEVEL", "info")}
     for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_FILE"):
         if env.get(name):
@@ -263,6 +302,12 @@ def default_components(paths: StackPaths, environ: dict[str, str] | None = None)
         ),
         service("media-node", "media_node", "media_node", {}),
         service("transcriber", "transcriber", "transcriber", {}),
-        service("translator-bridge", "translator_bridge", "translator_bridge", {}),
+        apertium,
+        service(
+            "translator-bridge",
+            "translator_bridge",
+            "translator_bridge",
+            {"TRANSLATOR_BACKEND": "apertium", "TRANSLATOR_URL": apertium.url},
+        ),
         service("archive", "gateway.archive", "archive", {"MONGO_URL": mongo.url}),
     ]

@@ -12,7 +12,7 @@ from media_node.rpc import MediaRpc
 from media_node.session import NodeContext
 from media_node.settings import MediaNodeSettings
 from media_node.speaker import SpeakerChange
-from media_node.tap import TapStats
+from media_node.tap import TapStats, UtteranceCutter
 from schemas import subjects
 from schemas.bus import Bus
 from schemas.call_events import ActiveSpeakerChanged
@@ -52,6 +52,7 @@ class MediaNodeService(Service[MediaNodeSettings]):
             max_hole_s=settings.media_node_max_hole_s,
             video_queue_frames=settings.media_node_video_queue_frames,
             tap_queue_packets=settings.media_node_tap_queue_packets,
+            new_cutter=UtteranceCutter.factory(settings),
             public_ip=settings.media_node_public_ip,
             stun_urls=tuple(
                 url.strip() for url in settings.media_node_stun_urls.split(",") if url.strip()

@@ -29,7 +29,7 @@ from media_node.sdp import (
     pinned_codecs,
     primary_payload_type,
 )
-from media_node.tap import AudioTap, ChunkSink, TapStats, VadKind
+from media_node.tap import AudioTap, ChunkSink, TapStats, UtteranceCutter, VadKind
 from schemas.bus import RpcFailure
 from schemas.ids import new_id
 from schemas.logs import get_logger
@@ -54,6 +54,7 @@ class NodeContext:
     video_queue_frames: int = 64
     audio_queue_frames: int = 50
     tap_queue_packets: int = 250
+    new_cutter: Callable[[], UtteranceCutter] = UtteranceCutter
     public_ip: str = ""
     #: STUN/TURN servers for the node's own candidates; none by default (aiortc would
     #: otherwise ask a public Google STUN server for every connection).
@@ -187,6 +188,7 @@ class ParticipantSession:
                 stats=self._node.taps,
                 on_level=self._level_from_tap,
                 queue_size=self._node.tap_queue_packets,
+                new_cutter=self._node.new_cutter,
             )
             self.tap.start()
             taps.append(self.tap.feed)

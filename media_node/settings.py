@@ -37,3 +37,13 @@ class MediaNodeSettings(ServiceSettings, frozen=True, kw_only=True):
     media_node_video_queue_frames: Annotated[int, msgspec.Meta(ge=2)] = 64
     #: How often the active speaker of each call is re-evaluated.
     media_node_speaker_interval_s: PositiveFloat = 0.1
+    #: Silence that ends an utterance; speech resuming before it continues the same one.
+    media_node_utterance_min_silence_s: PositiveFloat = 0.6
+    #: First pause after which the utterance so far is sent as final (captions need not
+    #: wait for the whole end-of-utterance silence; a continuation replaces it).
+    media_node_utterance_pause_s: PositiveFloat = 0.2
+    #: During speech, the utterance so far is sent (interim captions) after this much new
+    #: speech.
+    media_node_utterance_interim_s: PositiveFloat = 1.0
+    #: Longest utterance: a final chunk is cut there and a new utterance begins.
+    media_node_utterance_max_s: Annotated[float, msgspec.Meta(gt=1, le=25)] = 15.0

@@ -10,7 +10,7 @@ validates each id it puts into a token. Wildcard patterns for subscribers are co
 | ``media.rpc.<node_id>.<verb>`` | request/reply | gateway -> one media node |
 | ``media.node.heartbeat`` | core | media nodes -> placement |
 | ``media.evt.<call_id>.<name>`` | core | media node -> the gateways holding the call's sockets |
-| ``audio.chunk.<call_id>.<participant_id>`` | core, queue group | media node -> transcribers |
+| ``audio.chunk.<call_id>.<participant_id>`` | stream ``AUDIO_CHUNKS`` | media node -> transcriber |
 | ``transcript.segment.<call_id>`` | core | transcriber, gateway -> translator bridge |
 | ``caption.<call_id>.<lang>`` | core | translator bridge -> gateways |
 | ``client.<gateway_id>.deliver`` | core | anyone -> the gateway holding a socket |
@@ -31,6 +31,8 @@ CALL_EVENTS_STREAM = "CALL_EVENTS"
 TRANSCRIPTS_STREAM = "TRANSCRIPTS"
 DEAD_LETTER_STREAM = "DEAD_LETTERS"
 CALLS_BUCKET = "calls"
+#: Work queue of audio chunks for the transcribers (stores the media nodes' publishes).
+AUDIO_CHUNKS_STREAM = "AUDIO_CHUNKS"
 
 # --- wildcard patterns (for subscribers and stream definitions) -------------------------
 ALL_CALL_EVENTS = "call.evt.>"

@@ -1,6 +1,7 @@
 """Session-wide real servers, and per-test buses."""
 
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -9,6 +10,9 @@ from schemas.ids import new_id
 from schemas.settings import BusSettings
 from tests.support.mongo_server import MongoServer
 from tests.support.nats_server import NatsCluster, NatsServer
+
+if TYPE_CHECKING:
+    from tests.support.captions import ApyServer
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +60,13 @@ async def bus(bus_settings: BusSettings) -> AsyncIterator[Bus]:
 def uid() -> str:
     """A unique id, so each test uses its own subjects and keys."""
     return new_id()[:12]
+
+
+@pytest.fixture(scope="session")
+def apertium() -> Iterator["ApyServer"]:
+    """Apertium APy (Debian) on loopback with the pairs bootstrap installs, per session."""
+    from tests.support.captions import ApyServer
+
+    server = ApyServer().start()
+    yield server
+    server.cleanup()

@@ -8,8 +8,16 @@ cd "$(dirname "$0")/.."
 EXTRAS="${EXTRAS:-dev}"
 PYTHON="${PYTHON:-python3}"
 
-# espeak-ng + sox make test speech; the other parts of the stack come as wheels.
-APT_PACKAGES=(espeak-ng sox)
+# espeak-ng + sox make test speech. Apertium APy is the default translator of the
+# captions, with the Debian language pairs that connect English, Spanish, French,
+# Catalan, Portuguese and Italian (directly or through /translateChain). Adding a pair:
+# add its package here (apt-cache search apertium). The rest of the stack comes as wheels.
+APT_PACKAGES=(
+    espeak-ng sox
+    apertium-apy
+    apertium-eng-spa apertium-eng-cat apertium-fr-es apertium-fra-cat apertium-spa-cat
+    apertium-es-pt apertium-spa-ita apertium-por-cat apertium-cat-ita
+)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

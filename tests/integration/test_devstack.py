@@ -20,6 +20,7 @@ async def test_embedded_stack_comes_up_and_stops_on_ctrl_c(tmp_path: Path) -> No
             "gateway",
             "media-node",
             "transcriber",
+            "apertium",
             "translator-bridge",
             "archive",
         ]

@@ -20,6 +20,7 @@ class EmbeddedStack:
         self.gateway_port = free_port()
         self.nats_port = free_port()
         self.mongo_port = free_port()
+        self.apy_port = free_port()
         self.lines: list[str] = []
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -47,6 +48,7 @@ class EmbeddedStack:
                 "GATEWAY_PORT": str(self.gateway_port),
                 "STACK_MONGO_PORT": str(self.mongo_port),
                 "STACK_METRICS_PORT": "0",
+                "STACK_APY_PORT": str(self.apy_port),
             },
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
