@@ -8,8 +8,13 @@ cd "$(dirname "$0")/.."
 EXTRAS="${EXTRAS:-dev}"
 PYTHON="${PYTHON:-python3}"
 
-# espeak-ng + sox make test speech; the other parts of the stack come as wheels.
-APT_PACKAGES=(espeak-ng sox)
+# espeak-ng + sox make test speech; chromium (with a font for its screenshots) runs the
+# browser tests; the other parts of the stack come as wheels.
+APT_PACKAGES=(espeak-ng sox chromium fonts-dejavu-core)
+# The web client is built with Node.js and npm: Debian's, unless some are already installed.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    APT_PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -43,4 +48,11 @@ if [[ ! -f "$stamp" ]]; then
     .venv/bin/python -m pip install -q -e ".[${EXTRAS}]"
     rm -f .venv/.installed-*
     touch "$stamp"
+fi
+
+# Node.js 18 or newer builds the web client (esbuild, TypeScript).
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if ((node_major < 18)); then
+    echo "bootstrap: Node.js 18 or newer is needed to build the web client (found $(node --version))" >&2
+    exit 1
 fi
