@@ -32,6 +32,7 @@ const STATS_EVERY_MS = 1_000;
 const SPEAKING_LEVEL = 0.02;
 const LOCAL_SPEAKING_LEVEL = 0.08;
 const RESUME_RETRY_MS = 1_500;
+const SPEAKER_HOLD_MS = 1_500;
 
 export class CallSession {
   state: model.CallModel;
@@ -47,6 +48,7 @@ export class CallSession {
   private statsTimer: number | null = null;
   private meter: LevelMeter | null = null;
   private localLevel = 0;
+  private spokeAt = 0;
   private over = false;
   private resuming = false;
 
@@ -296,7 +298,16 @@ export class CallSession {
     }
     this.localLevel = this.meter && this.local.audioEnabled ? this.meter.level() : 0;
     if (!loudest && this.localLevel > LOCAL_SPEAKING_LEVEL) loudest = this.state.selfId;
-    if (loudest) this.activeSpeaker = loudest;
+    const now = performance.now();
+    if (loudest) {
+      this.activeSpeaker = loudest;
+      this.spokeAt = now;
+    } else if (this.activeSpeaker !== null) {
+      // Keep the highlight through short pauses; drop it after a silence or a mute.
+      const current = model.find(this.state, this.activeSpeaker);
+      const muted = this.activeSpeaker === this.state.selfId ? !this.local.audioEnabled : !current?.audioEnabled;
+      if (muted || now - this.spokeAt > SPEAKER_HOLD_MS) this.activeSpeaker = null;
+    }
     this.listener.changed();
   }
 

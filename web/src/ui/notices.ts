@@ -25,6 +25,7 @@ export function showBanner(message: string, tone: Tone = "info"): void {
 export function hideBanner(): void {
   const banner = byId("banner");
   banner.hidden = true;
+  banner.removeAttribute("role");
   clear(banner);
 }
 

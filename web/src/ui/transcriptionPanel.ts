@@ -26,7 +26,7 @@ export class TranscriptionPanel {
     this.empty = h("p", { class: "caption-empty" }, "Captions appear here while the call is transcribed.");
     this.el = h(
       "aside",
-      { id: "captions-panel", class: `captions size-${prefs.captionSize}`, "aria-label": "Captions", hidden: true },
+      { id: "captions-panel", class: `captions-panel size-${prefs.captionSize}`, "aria-label": "Captions", hidden: true },
       h("h2", {}, "Captions"),
       h("div", { class: "caption-settings" }, field("Text size", size), h("label", {}, original, " Show the original beside translations")),
       this.empty,
@@ -35,7 +35,8 @@ export class TranscriptionPanel {
     size.addEventListener("change", () => {
       const value = size.value as "small" | "medium" | "large";
       savePrefs({ captionSize: value });
-      this.el.className = `captions size-${value}`;
+      this.el.classList.remove("size-small", "size-medium", "size-large");
+      this.el.classList.add(`size-${value}`);
     });
     original.addEventListener("change", () => {
       this.showOriginal = original.checked;
