@@ -105,6 +105,7 @@ export function preJoinScreen(opts: PreJoinOptions): Screen {
         meter = null;
         opts.join(local, chosen).catch((err: unknown) => {
           handedOver = false;
+          watchLevel();
           status.replaceChildren(errorBox(toAppError(err).readable));
           go.disabled = false;
         });
