@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Playwright, sync_playwright
+from playwright.sync_api import Browser, Playwright, expect, sync_playwright
 
 from gateway.static import DEFAULT_DIST
 from tests.e2e.people import INIT_SCRIPT, Person
@@ -21,6 +21,9 @@ from tests.support.gateways import OPERATOR_TOKEN, GatewayCluster
 from tests.support.nats_server import NatsServer
 
 CHROMIUM = "/usr/bin/chromium"
+
+# What a person waits for (a prompt, a tile, a message) may take seconds on two busy cores.
+expect.set_options(timeout=20_000)
 
 #: Slower timers than the integration tests: a browser on two busy cores needs seconds to
 #: answer a ring or come back from a drop.
@@ -128,8 +131,14 @@ def people(browser: Browser, gateway: GatewayCluster) -> Iterator[PeopleFactory]
         return person
 
     yield open_person
+    refused: dict[str, object] = {}
     for person in opened:
+        if not person.page.is_closed() and person.page.url.startswith("http"):
+            violations = person.page.evaluate("() => window.__meeshy ? window.__meeshy.csp : []")
+            if violations:
+                refused[person.name] = violations
         person.context.close()
+    assert not refused, f"the page broke its own Content-Security-Policy: {refused}"
     uncaught = {p.name: p.errors for p in opened if p.errors}
     assert not uncaught, f"uncaught errors in the page: {uncaught}"
     assert not elsewhere, f"the page fetched from another origin: {elsewhere}"

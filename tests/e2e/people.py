@@ -15,10 +15,13 @@ from playwright.sync_api import BrowserContext, Locator, Page, expect
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 #: Counts camera/microphone prompts and marks the page, to tell a reload or a second
-#: getUserMedia apart from a call that carried on.
+#: getUserMedia apart from a call that carried on; records Content-Security-Policy refusals.
 INIT_SCRIPT = """
 (() => {
-  window.__meeshy = { gum: 0, loadedAt: performance.timeOrigin, screens: [] };
+  window.__meeshy = { gum: 0, loadedAt: performance.timeOrigin, screens: [], csp: [] };
+  document.addEventListener('securitypolicyviolation', (e) => {
+    window.__meeshy.csp.push(`${e.violatedDirective} ${e.blockedURI}`);
+  });
   const md = navigator.mediaDevices;
   if (md && md.getUserMedia) {
     const original = md.getUserMedia.bind(md);
