@@ -7,7 +7,7 @@ One browser for the package, one context (profile) per person, torn down after e
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,6 +34,19 @@ E2E_ENV = {
     "STUN_URLS": "",
     "TURN_URLS": "",
 }
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call":
+        item.stash[FAILED_KEY] = report.failed
+    return report
+
+
+FAILED_KEY = pytest.StashKey[bool]()
 
 
 @pytest.fixture(scope="package")
@@ -100,7 +113,9 @@ PeopleFactory = Callable[..., Person]
 
 
 @pytest.fixture
-def people(browser: Browser, gateway: GatewayCluster) -> Iterator[PeopleFactory]:
+def people(
+    browser: Browser, gateway: GatewayCluster, request: pytest.FixtureRequest
+) -> Iterator[PeopleFactory]:
     """``people("alice")`` opens a new browser profile at the gateway for one person."""
     opened: list[Person] = []
     elsewhere: list[str] = []
@@ -131,6 +146,11 @@ def people(browser: Browser, gateway: GatewayCluster) -> Iterator[PeopleFactory]
         return person
 
     yield open_person
+    if request.node.stash.get(FAILED_KEY, False):
+        # What each person was looking at when the journey failed.
+        for person in opened:
+            if not person.page.is_closed():
+                person.screenshot(f"FAILED-{request.node.name}")
     refused: dict[str, object] = {}
     for person in opened:
         if not person.page.is_closed() and person.page.url.startswith("http"):

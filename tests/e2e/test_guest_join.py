@@ -82,7 +82,7 @@ def test_a_direct_conversation_link_is_refused(
     guest.page.goto(f"/join?link={token}")
     guest.page.get_by_label("Your name").fill("Mallory")
     guest.button("Join call").click()
-    refusal = guest.page.locator("main").get_by_role("alert")
+    refusal = guest.page.locator(".form-status").get_by_role("alert")
     expect(refusal).to_contain_text("direct (one-to-one) calls never admit guests")
     expect(guest.button("Join call")).to_be_disabled()
     guest.screenshot("journey4-direct-link-refused")

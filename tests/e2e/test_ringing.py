@@ -78,7 +78,7 @@ def test_server_refusals_and_missing_history_read_as_sentences(
 
     alice.button(f"Call history of {title}").click()
     alice.expect_screen("history")
-    expect(alice.page.get_by_role("status")).to_contain_text(
+    expect(alice.page.locator(".history").get_by_role("status")).to_contain_text(
         "Call history is not available on this server yet"
     )
     alice.button("Back to conversations").click()
@@ -96,7 +96,7 @@ def test_server_refusals_and_missing_history_read_as_sentences(
     start = alice.button("Start call")
     expect(start).to_be_enabled()
     start.click()
-    refusal = alice.page.locator("main").get_by_role("alert")
+    refusal = alice.page.locator(".form-status").get_by_role("alert")
     expect(refusal).to_have_text("Not allowed: not a member of this conversation")
     alice.expect_screen("pre-join")
     expect(start).to_be_enabled()

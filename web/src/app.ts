@@ -284,7 +284,8 @@ export class App {
   // --- guests ------------------------------------------------------------------------------
   private startGuest(link: string): void {
     const stored = storedIdentity();
-    const linkConversation = identityOf(link)?.conversationId ?? linkConv(link);
+    // A share link names its conversation: a guest pass for that one is reused, not redeemed again.
+    const linkConversation = identityOf(link)?.conversationId ?? null;
     if (stored && stored.kind === "guest" && stored.conversationId === linkConversation) {
       this.guestAdmitted(stored);
       return;
@@ -355,17 +356,6 @@ export class App {
       const e = toAppError(err);
       show(guestMessageScreen("Cannot join", e instanceof AppError && e.code === "forbidden" ? refusalText(e) : e.readable));
     }
-  }
-}
-
-function linkConv(link: string): string | null {
-  const part = link.split(".")[1];
-  if (!part) return null;
-  try {
-    const claims = JSON.parse(atob(part.replace(/-/g, "+").replace(/_/g, "/"))) as { conv?: unknown };
-    return typeof claims.conv === "string" ? claims.conv : null;
-  } catch {
-    return null;
   }
 }
 
