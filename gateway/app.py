@@ -6,9 +6,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway import static
 from gateway.errors import CallError
 from gateway.health import Readiness
-from gateway.routes import admin, calls, guests, history
+from gateway.routes import admin, calls, conversations, guests, history
 from schemas import metrics
 from schemas.logs import get_logger
 from schemas.version import PACKAGE_VERSION
@@ -89,4 +90,6 @@ def create_app(readiness: Readiness, service_id: str) -> FastAPI:
     app.include_router(calls.router)
     app.include_router(guests.router)
     app.include_router(admin.router)
+    app.include_router(conversations.router)
+    app.include_router(static.router)
     return app

@@ -38,6 +38,8 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
     gateway_graceful_timeout_s: float = 10.0
     #: Comma-separated origins allowed to open Socket.IO (``*`` for any).
     cors_origins: str = "*"
+    #: Folder of the built web client served at ``/`` (empty: ``web/dist`` of this checkout).
+    web_client_dir: str = ""
 
     # --- identity ------------------------------------------------------------------------
     #: Shared secret of HS256 user tokens (the messenger's), also signs dev tokens.
