@@ -1,4 +1,16 @@
-# One image for every service; compose.yaml picks the entry point per container.
+# One image for every service; compose.yaml picks the entry point per container:
+# python -m gateway | gateway.selector | gateway.archive | media_node | transcriber |
+# translator_bridge.
+
+# The web client the gateway serves at / (built once, copied in as static files).
+FROM node:20-bookworm-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/build.mjs web/tsconfig.json ./
+COPY web/src ./src
+RUN npx tsc --noEmit -p tsconfig.json && npm run build
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
@@ -17,8 +29,12 @@ COPY transcriber ./transcriber
 COPY translator_bridge ./translator_bridge
 COPY devstack ./devstack
 RUN pip install --no-deps .
+COPY --from=web /web/dist ./web/dist
+ENV WEB_CLIENT_DIR=/app/web/dist
 
 RUN useradd --system --uid 10001 meeshy
 USER meeshy
+# 8000: the gateway (REST, Socket.IO, web client); 9100: /metrics of every service.
+EXPOSE 8000 9100
 # Each container overrides this with its own service module.
 CMD ["python", "-m", "gateway"]

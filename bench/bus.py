@@ -5,11 +5,14 @@ Starts its own nats-server (loopback, free port) and compares, round by round:
 - publish -> subscribe throughput (messages/s) and one-at-a-time latency (p50/p99),
 - request -> reply latency (p50/p99) and throughput,
 
-for raw nats-py (bytes in, bytes out) and for ``schemas.bus.Bus`` (a typed
-``ParticipantJoined`` encoded, decoded and validated with msgspec on every hop).
+for raw nats-py (bytes in, bytes out), for ``schemas.bus.Bus`` (a typed
+``ParticipantJoined`` encoded, decoded and validated with msgspec on every hop) with tracing
+off (the default: no exporter configured), and for the same bus with tracing on (a span per
+hop, trace context in the headers, spans batched to an exporter that drops them).
 
 The last line is one JSON object; ``typed_*_overhead_ratio`` = typed time per message /
-raw time per message (1.0 = free; the goal is under 1.15).
+raw time per message (1.0 = free; the goal is under 1.15), ``traced_*`` the same with
+tracing on; ``*_spread`` the smallest and largest of the per-round paired ratios.
 """
 
 import argparse
@@ -26,6 +29,10 @@ from nats.aio.msg import Msg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from schemas import telemetry
 from schemas.bus import Bus, Incoming
 from schemas.call_events import Participant, ParticipantJoined
 from schemas.codec import encode
@@ -40,6 +47,17 @@ EVENT = ParticipantJoined(
     active_count=3,
 )
 RAW = encode(EVENT)
+
+
+class Discard(SpanExporter):
+    """Drops the spans: what is measured is the bus's tracing work, not an exporter's."""
+
+    def export(self, spans: object) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def tracing(on: bool) -> None:
+    telemetry.STATE.active = on
 
 
 def pct(values: list[float], q: float) -> float:
@@ -151,35 +169,40 @@ async def main() -> int:
             await typed_pub.request("bench.rpc.typed", EVENT, ParticipantJoined, timeout=2)
 
         res: dict[str, list[float]] = {
-            k: []
-            for k in (
-                "raw_thr",
-                "typed_thr",
-                "raw_p50",
-                "typed_p50",
-                "raw_p99",
-                "typed_p99",
-                "raw_rr_p50",
-                "typed_rr_p50",
-                "raw_rr_p99",
-                "typed_rr_p99",
-            )
+            f"{side}_{k}": []
+            for side in ("raw", "typed", "traced")
+            for k in ("thr", "p50", "p99", "rr_p50", "rr_p99")
         }
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=65536))
+        telemetry.install(provider)
+        tracing(False)
         # Warm up both paths (JIT-free Python still has caches: decoders, inboxes).
         await latencies(raw_one, 200)
         await latencies(typed_one, 200)
         await latencies(raw_request, 200)
         await latencies(typed_request, 200)
+        tracing(True)
+        await latencies(typed_one, 200)
+        tracing(False)
 
         for r in range(rounds):
-            # Alternate the order each round so neither side always runs on a warmer CPU.
+            # Rotate the order each round so no side always runs on a warmer CPU.
             order = [
                 ("raw", raw_publish, raw_pub.flush, raw_count, raw_one, raw_request),
                 ("typed", typed_publish, typed_pub.nc.flush, typed_count, typed_one, typed_request),
+                (
+                    "traced",
+                    typed_publish,
+                    typed_pub.nc.flush,
+                    typed_count,
+                    typed_one,
+                    typed_request,
+                ),
             ]
-            if r % 2:
-                order.reverse()
+            order = order[r % 3 :] + order[: r % 3]
             for name, publish, flush, count, one, request in order:
+                tracing(name == "traced")
                 res[f"{name}_thr"].append(await throughput(publish, flush, count, n_thr))
                 lat = await latencies(one, n_lat)
                 res[f"{name}_p50"].append(pct(lat, 0.50))
@@ -187,15 +210,32 @@ async def main() -> int:
                 rr = await latencies(request, n_lat)
                 res[f"{name}_rr_p50"].append(pct(rr, 0.50))
                 res[f"{name}_rr_p99"].append(pct(rr, 0.99))
+                tracing(False)
             print(
                 f"round {r + 1}/{rounds}: pub/sub raw {res['raw_thr'][-1]:,.0f} msg/s, "
-                f"typed {res['typed_thr'][-1]:,.0f} msg/s"
+                f"typed {res['typed_thr'][-1]:,.0f} msg/s, "
+                f"traced {res['traced_thr'][-1]:,.0f} msg/s"
             )
+        telemetry.uninstall()
 
         med = {k: statistics.median(v) for k, v in res.items()}
         pubsub_ratio = med["raw_thr"] / med["typed_thr"]
         request_ratio = med["typed_rr_p50"] / med["raw_rr_p50"]
         latency_ratio = med["typed_p50"] / med["raw_p50"]
+
+        def paired(side: str) -> tuple[float, list[float], float, list[float]]:
+            """Median and [min, max] of the per-round ratios (pub/sub, request)."""
+            ps = [a / b for a, b in zip(res["raw_thr"], res[f"{side}_thr"], strict=True)]
+            rq = [a / b for a, b in zip(res[f"{side}_rr_p50"], res["raw_rr_p50"], strict=True)]
+            return (
+                statistics.median(ps),
+                [round(min(ps), 4), round(max(ps), 4)],
+                statistics.median(rq),
+                [round(min(rq), 4), round(max(rq), 4)],
+            )
+
+        typed_ps, typed_ps_spread, typed_rq, typed_rq_spread = paired("typed")
+        traced_ps, traced_ps_spread, traced_rq, traced_rq_spread = paired("traced")
         print(f"payload: {type(EVENT).__name__}, {len(RAW)} bytes JSON; median of {rounds} rounds")
 
         def line(label: str, raw: str, typed: str) -> None:
@@ -221,6 +261,15 @@ async def main() -> int:
             f"typed/raw time per message: pub/sub {pubsub_ratio:.3f}, request {request_ratio:.3f}, "
             f"pub/sub latency {latency_ratio:.3f} (goal < 1.15)"
         )
+        print(
+            f"paired per round, tracing off: pub/sub {typed_ps:.3f} {typed_ps_spread}, "
+            f"request {typed_rq:.3f} {typed_rq_spread}"
+        )
+        print(
+            f"paired per round, tracing on:  pub/sub {traced_ps:.3f} {traced_ps_spread}, "
+            f"request {traced_rq:.3f} {traced_rq_spread} "
+            f"({med['traced_thr']:,.0f} msg/s, request p50 {med['traced_rr_p50']:.3f} ms)"
+        )
 
         for conn in (raw_pub, raw_sub):
             await conn.close()
@@ -245,6 +294,16 @@ async def main() -> int:
                 "raw_request_p99_ms": round(med["raw_rr_p99"], 4),
                 "typed_request_p50_ms": round(med["typed_rr_p50"], 4),
                 "typed_request_p99_ms": round(med["typed_rr_p99"], 4),
+                "typed_pubsub_paired_ratio": round(typed_ps, 4),
+                "typed_pubsub_paired_spread": typed_ps_spread,
+                "typed_request_paired_ratio": round(typed_rq, 4),
+                "typed_request_paired_spread": typed_rq_spread,
+                "traced_pubsub_overhead_ratio": round(traced_ps, 4),
+                "traced_pubsub_spread": traced_ps_spread,
+                "traced_request_overhead_ratio": round(traced_rq, 4),
+                "traced_request_spread": traced_rq_spread,
+                "traced_pubsub_msgs_per_s": round(med["traced_thr"]),
+                "traced_request_p50_ms": round(med["traced_rr_p50"], 4),
                 "payload_bytes": len(RAW),
                 "rounds": rounds,
             }

@@ -86,6 +86,7 @@ def gaps(clients: list[CallClient], since: float, until: float) -> tuple[float, 
 
 async def one_round(
     stack: CallStack,
+    *,
     call_id: str,
     tag: str,
     a: CallClient,
@@ -189,10 +190,13 @@ async def main() -> None:
                 if len(results[prewarm]) >= rounds:
                     break
                 n = len(results[prewarm])
-                row = await one_round(stack, call_id, tag, a, b, n, prewarm)
+                row = await one_round(
+                    stack, call_id=call_id, tag=tag, a=a, b=b, n=n, prewarmed=prewarm
+                )
                 results[prewarm].append(row)
                 print(
-                    f"  {'warm' if prewarm else 'cold'} #{n + 1:2d}: to SFU {row['to_sfu_s']:.3f} s, "
+                    f"  {'warm' if prewarm else 'cold'} #{n + 1:2d}: "
+                    f"to SFU {row['to_sfu_s']:.3f} s, "
                     f"to P2P {row['to_p2p_s']:.3f} s, video gaps {row['sfu_video_gap_ms']:.0f}/"
                     f"{row['p2p_video_gap_ms']:.0f} ms, audio gaps {row['sfu_audio_gap_ms']:.0f}/"
                     f"{row['p2p_audio_gap_ms']:.0f} ms",

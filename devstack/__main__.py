@@ -1,6 +1,8 @@
 """``python -m devstack``: the whole system on this machine (what ``make run`` starts).
 
-Environment: ``STACK_NATS_PORT`` (4222), ``GATEWAY_PORT`` (8000), ``STACK_DIR`` (.run).
+Environment: ``STACK_NATS_PORT`` (4222), ``STACK_MONGO_PORT`` (27017), ``GATEWAY_PORT``
+(8000), ``STACK_METRICS_PORT`` (9100: services on 9101...; 0: free ports), ``STACK_DIR``
+(.run).
 """
 
 import asyncio
@@ -12,6 +14,8 @@ import sys
 from pathlib import Path
 
 from devstack.components import (
+    ApertiumComponent,
+    MongoComponent,
     NatsComponent,
     NotReady,
     ServiceComponent,
@@ -39,17 +43,22 @@ async def run() -> int:
     components = default_components(paths)
     for component in components:
         port = None
-        if isinstance(component, NatsComponent):
-            port = component.port
-        elif isinstance(component, ServiceComponent) and "GATEWAY_PORT" in component.env:
-            port = int(component.env["GATEWAY_PORT"])
-        if port is not None and not _port_free("127.0.0.1", port):
-            print(
-                f"port {port} ({component.name}) is already in use; "
-                "set STACK_NATS_PORT / GATEWAY_PORT to free ports",
-                file=sys.stderr,
-            )
-            return 2
+        ports: list[int] = []
+        if isinstance(component, NatsComponent | MongoComponent | ApertiumComponent):
+            ports.append(component.port)
+        elif isinstance(component, ServiceComponent):
+            if "GATEWAY_PORT" in component.env:
+                ports.append(int(component.env["GATEWAY_PORT"]))
+            ports.append(int(component.env.get("METRICS_PORT", "0")))
+        for port in ports:
+            if port and not _port_free("127.0.0.1", port):
+                print(
+                    f"port {port} ({component.name}) is already in use; set STACK_NATS_PORT"
+                    " / STACK_MONGO_PORT / STACK_APY_PORT / GATEWAY_PORT / STACK_METRICS_PORT"
+                    " to free ports",
+                    file=sys.stderr,
+                )
+                return 2
 
     print(f"Starting the embedded stack (data and logs in {paths.root})", flush=True)
     supervisor = Supervisor(components, paths, sys.stdout)
@@ -60,8 +69,10 @@ async def run() -> int:
     code = 0
     try:
         await supervisor.start_all()
-        gateway = next(c for c in components if c.name == "gateway")
-        url = gateway.describe()
+        gateway = next(
+            c for c in components if isinstance(c, ServiceComponent) and c.name == "gateway"
+        )
+        url = gateway.url
         print(
             f"\nAll components ready. Gateway {url} (OpenAPI: {url}/openapi.json; "
             "a two-person call: .venv/bin/python tools/demo_call.py). Ctrl-C stops everything.\n",

@@ -8,11 +8,13 @@ import asyncio
 import json
 import os
 import sys
+import urllib.request
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devstack.binaries import nats_server_path
+from devstack.apertium import APY_ENV, apy_argv
+from devstack.binaries import nats_server_path, nx_27017_path
 from schemas import subjects
 from schemas.bus import Bus, Incoming
 from schemas.heartbeat import ServiceHeartbeat
@@ -61,6 +63,10 @@ class StackPaths:
     @property
     def nats_store(self) -> Path:
         return self.root / "nats"
+
+    @property
+    def mongo_data(self) -> Path:
+        return self.root / "mongo"
 
 
 @dataclass
@@ -122,6 +128,81 @@ class NatsComponent(Component):
 
 
 @dataclass
+class MongoComponent(Component):
+    """nx-27017, a MongoDB wire-protocol server on SQLite (the archive's database), loopback
+    only, one SQLite file per database under ``.run/mongo``."""
+
+    host: str = "127.0.0.1"
+    port: int = 27017
+    data: Path = Path(".run/mongo")
+
+    def argv(self) -> list[str]:
+        self.data.mkdir(parents=True, exist_ok=True)
+        return [
+            nx_27017_path(),
+            "--data-dir",
+            str(self.data),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--pid-file",
+            str(self.data / "nx-27017.pid"),
+            "--log-file",
+            str(self.data / "nx-27017.log"),
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://{self.host}:{self.port}"
+
+    def describe(self) -> str:
+        return self.url
+
+    async def wait_ready(self, log_path: Path, bus: Bus | None) -> None:
+        deadline = asyncio.get_running_loop().time() + self.ready_timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            if log_path.exists() and b"Listening on" in log_path.read_bytes():
+                return
+            await asyncio.sleep(0.05)
+        raise NotReady(f"{self.name}: no 'Listening on' line within {self.ready_timeout_s:g}s")
+
+
+@dataclass
+class ApertiumComponent(Component):
+    """Apertium APy (Debian), bound to loopback; ready once ``/listPairs`` lists pairs."""
+
+    host: str = "127.0.0.1"
+    port: int = 2737
+
+    def argv(self) -> list[str]:
+        return apy_argv(self.port, self.host)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def describe(self) -> str:
+        return self.url
+
+    async def wait_ready(self, log_path: Path, bus: Bus | None) -> None:
+        deadline = asyncio.get_running_loop().time() + self.ready_timeout_s
+
+        def pairs() -> int:
+            with urllib.request.urlopen(f"{self.url}/listPairs", timeout=1) as resp:
+                return len(json.load(resp).get("responseData", []))
+
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                if await asyncio.to_thread(pairs) > 0:
+                    return
+            except OSError:
+                pass
+            await asyncio.sleep(0.1)
+        raise NotReady(f"{self.name}: /listPairs gave no pairs within {self.ready_timeout_s:g}s")
+
+
+@dataclass
 class ServiceComponent(Component):
     """One of our services, ready when its heartbeat says ``ready``."""
 
@@ -129,12 +210,15 @@ class ServiceComponent(Component):
     kind: str = ""
     service_id: str = ""
     url: str = ""
+    #: Filled from the ready heartbeat when the service serves ``/metrics``.
+    metrics_url: str = ""
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", self.module]
 
     def describe(self) -> str:
-        return self.url or self.service_id
+        where = self.url or self.service_id
+        return f"{where}  metrics: {self.metrics_url}" if self.metrics_url else where
 
     async def wait_ready(self, log_path: Path, bus: Bus | None) -> None:
         assert bus is not None, "services are started after NATS"
@@ -142,6 +226,9 @@ class ServiceComponent(Component):
 
         async def on_beat(beat: ServiceHeartbeat, _: Incoming) -> None:
             if beat.state == "ready":
+                port = beat.load.extra.get("metrics_port")
+                if port:
+                    self.metrics_url = f"http://127.0.0.1:{int(port)}/metrics"
                 ready.set()
 
         sub = await bus.subscribe(
@@ -158,20 +245,35 @@ class ServiceComponent(Component):
 
 
 def default_components(paths: StackPaths, environ: dict[str, str] | None = None) -> list[Component]:
-    """NATS, then one instance of each service, in start order."""
+    """NATS and MongoDB (nx-27017), then one instance of each service (and Apertium APy
+    before the translator bridge), in start order.
+
+    Each service serves ``/metrics`` on ``STACK_METRICS_PORT`` + 1, + 2 ... (9101 ...; with
+    ``STACK_METRICS_PORT=0`` each takes a free port and the start-up line shows it).
+    """
     env = dict(os.environ if environ is None else environ)
     nats_port = int(env.get("STACK_NATS_PORT", "4222"))
+    mongo_port = int(env.get("STACK_MONGO_PORT", "27017"))
     gw_port = int(env.get("GATEWAY_PORT", "8000"))
+    apy_port = int(env.get("STACK_APY_PORT", "2737"))
+    metrics_base = int(env.get("STACK_METRICS_PORT", "9100"))
     nats = NatsComponent("nats", port=nats_port, store=paths.nats_store)
+    mongo = MongoComponent("mongodb", port=mongo_port, data=paths.mongo_data)
+    apertium = ApertiumComponent("apertium", env=dict(APY_ENV), port=apy_port)
     common = {"NATS_URL": nats.url, "LOG_LEVEL": env.get("LOG_LEVEL", "info")}
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_FILE"):
+        if env.get(name):
+            common[name] = env[name]
+    ordinal = iter(range(1, 100))
 
     def service(
         name: str, module: str, kind: str, extra: dict[str, str], url: str = ""
     ) -> ServiceComponent:
         service_id = f"{name}-1"
+        metrics_port = metrics_base + next(ordinal) if metrics_base else 0
         return ServiceComponent(
             name,
-            env={**common, "SERVICE_ID": service_id, **extra},
+            env={**common, "SERVICE_ID": service_id, "METRICS_PORT": str(metrics_port), **extra},
             module=module,
             kind=kind,
             service_id=service_id,
@@ -180,6 +282,7 @@ def default_components(paths: StackPaths, environ: dict[str, str] | None = None)
 
     return [
         nats,
+        mongo,
         service(
             "gateway",
             "gateway",
@@ -193,10 +296,18 @@ def default_components(paths: StackPaths, environ: dict[str, str] | None = None)
                 "JWT_SECRET": env.get("JWT_SECRET", DEV_JWT_SECRET),
                 "OPERATOR_TOKEN": env.get("OPERATOR_TOKEN", DEV_OPERATOR_TOKEN),
                 "SEED_CONVERSATIONS": env.get("SEED_CONVERSATIONS", DEV_SEED_CONVERSATIONS),
+                "MONGO_URL": mongo.url,
             },
             url=f"http://127.0.0.1:{gw_port}",
         ),
         service("media-node", "media_node", "media_node", {}),
         service("transcriber", "transcriber", "transcriber", {}),
-        service("translator-bridge", "translator_bridge", "translator_bridge", {}),
+        apertium,
+        service(
+            "translator-bridge",
+            "translator_bridge",
+            "translator_bridge",
+            {"TRANSLATOR_BACKEND": "apertium", "TRANSLATOR_URL": apertium.url},
+        ),
+        service("archive", "gateway.archive", "archive", {"MONGO_URL": mongo.url}),
     ]

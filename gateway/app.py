@@ -6,13 +6,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway import static
 from gateway.errors import CallError
 from gateway.health import Readiness
-from gateway.routes import admin, calls, guests
+from gateway.routes import admin, calls, conversations, guests, history
+from schemas import metrics
 from schemas.logs import get_logger
 from schemas.version import PACKAGE_VERSION
 
 log = get_logger("gateway.http")
+
+HTTP_ERRORS = metrics.counter(
+    "gateway_http_errors_total", "Typed refusals answered on REST, by error code.", ("code",)
+)
 
 
 class Health(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,6 +42,7 @@ def create_app(readiness: Readiness, service_id: str) -> FastAPI:
 
     @app.exception_handler(CallError)
     async def call_error(_: Request, exc: CallError) -> JSONResponse:
+        HTTP_ERRORS.labels(code=exc.code).inc()
         body = {"error": exc.as_dict()}
         return JSONResponse(body, status_code=exc.http_status)
 
@@ -78,7 +85,11 @@ def create_app(readiness: Readiness, service_id: str) -> FastAPI:
         body = {"status": "ready" if not reasons else "not_ready", "reasons": reasons}
         return JSONResponse(body, status_code=200 if not reasons else 503)
 
+    # Before ``calls``: ``/api/calls/history`` must not be read as a call id.
+    app.include_router(history.router)
     app.include_router(calls.router)
     app.include_router(guests.router)
     app.include_router(admin.router)
+    app.include_router(conversations.router)
+    app.include_router(static.router)
     return app

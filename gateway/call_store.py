@@ -31,7 +31,6 @@ from schemas.call_state import ActiveCallClaim, CallState, OutboxEntry
 from schemas.codec import decoder_for
 from schemas.errors import KeyExists, RevisionMismatch
 from schemas.ids import check_id
-from schemas.js_retry import retry_transient
 from schemas.kv import KvEntry, TypedKv
 from schemas.logs import get_logger
 
@@ -225,17 +224,13 @@ class CallStore:
         """Publish one entry; False if the stream already had it (a racing writer's)."""
         data = bytes(entry.data)
         if entry.kind == "event":
-            headers = {"Nats-Msg-Id": entry.message_id}
-            ack = await retry_transient(
-                lambda: self._bus.js.publish(entry.subject, data, headers=headers),
-                what=entry.subject,
-                idempotent=True,
-            )
+            # Through the bus helper, so the trace context travels in the headers.
+            ack = await self._bus.js_publish_encoded(entry.subject, data, msg_id=entry.message_id)
             if ack.duplicate:
                 return False
             self.events_published += 1
             return True
-        await self._bus.nc.publish(entry.subject, data)
+        await self._bus.publish_encoded(entry.subject, data)
         self.commands_published += 1
         return True
 

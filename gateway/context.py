@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from gateway.archive.repository import ArchiveRepository
 from gateway.calls import CallService
 from gateway.conversations import Conversations
 from gateway.errors import CallError
@@ -24,6 +25,8 @@ class GatewayContext:
     guests: Guests
     calls: CallService
     limiter: RateLimiter
+    #: The archive in MongoDB (``MONGO_URL``), read by the history endpoints; ``None``: off.
+    history: ArchiveRepository | None = None
 
 
 _bearer = HTTPBearer(auto_error=False, description="A user JWT or a guest token")

@@ -14,7 +14,7 @@ from gateway.errors import CallError
 from gateway.tokens import Principal
 from gateway.validation import valid_id
 from schemas.call_state import ConversationMember, ConversationRecord
-from schemas.errors import KeyExists, RevisionMismatch
+from schemas.errors import CorruptEntry, KeyExists, RevisionMismatch
 from schemas.kv import TypedKv
 from schemas.logs import get_logger
 
@@ -23,6 +23,10 @@ log = get_logger("gateway.conversations")
 MAX_DIRECT_MEMBERS = 2
 MAX_GROUP_MEMBERS = 500
 MAX_CAS_ATTEMPTS = 50
+#: ``GET /api/conversations`` answers at most this many, after reading at most MAX_SCANNED.
+MAX_LISTED = 200
+MAX_SCANNED = 5000
+SCAN_BATCH = 32
 
 
 def check_record(record: ConversationRecord) -> ConversationRecord:
@@ -81,6 +85,30 @@ class Conversations:
                 continue
         log.info("conversations.seeded", created=created, total=len(records))
         return created
+
+    async def of_member(self, user_id: str, limit: int = MAX_LISTED) -> list[ConversationRecord]:
+        """The conversations ``user_id`` is a member of, by title, at most ``limit``.
+
+        The registry has no per-member index, so this reads every record: right for the
+        embedded stack and small deployments; the messenger, which owns the conversations,
+        normally opens the call page for one conversation it already knows.
+        """
+        keys = sorted(await self._kv.keys())[:MAX_SCANNED]
+        found: list[ConversationRecord] = []
+        for start in range(0, len(keys), SCAN_BATCH):
+            batch = keys[start : start + SCAN_BATCH]
+            entries = await asyncio.gather(*(self._get_quietly(k) for k in batch))
+            found.extend(r for r in entries if r is not None and member_of(r, user_id) is not None)
+        found.sort(key=lambda r: (r.title or r.conversation_id).lower())
+        return found[:limit]
+
+    async def _get_quietly(self, key: str) -> ConversationRecord | None:
+        try:
+            entry = await self._kv.get(key)
+        except CorruptEntry:
+            log.warning("conversations.corrupt_entry", conversation_id=key)
+            return None
+        return entry.value if entry is not None else None
 
     async def membership(self, conversation_id: str, who: Principal) -> ConversationRecord:
         """The conversation, if ``who`` may take part (member, or a guest of this GROUP)."""

@@ -16,6 +16,7 @@ import socketio
 import uvicorn
 
 from gateway.app import create_app
+from gateway.archive.repository import ArchiveRepository
 from gateway.call_feeds import CallFeeds, Feed
 from gateway.call_store import CallStore
 from gateway.calls import CallService
@@ -77,6 +78,7 @@ class GatewayService(Service[GatewaySettings]):
         self.media: MediaSessions | None = None
         self.coordinator: MediaCoordinator | None = None
         self.feeds: CallFeeds | None = None
+        self.history: ArchiveRepository | None = None
         self._server: EmbeddedServer | None = None
         self._server_task: asyncio.Task[None] | None = None
 
@@ -141,6 +143,20 @@ class GatewayService(Service[GatewaySettings]):
         self.feed.add(NoticeProjector(self.delivery))
         self.feed.add(self.coordinator.on_event)
         await self.feed.start()
+        if settings.socketio_admin_enabled:
+            # Authenticated, read-only: it shows sockets and rooms, it cannot disconnect them.
+            self.sockets.sio.instrument(
+                auth={
+                    "username": settings.socketio_admin_user,
+                    "password": settings.socketio_admin_password,
+                },
+                mode="production",
+                read_only=True,
+                server_id=self.service_id,
+            )
+        if settings.mongo_url:
+            # Connections are made on first use: MongoDB being away never blocks calls.
+            self.history = ArchiveRepository.connect(settings.mongo_url, settings.mongo_database)
         self.media.start()
         self.app.state.ctx = GatewayContext(
             settings=settings,
@@ -149,6 +165,7 @@ class GatewayService(Service[GatewaySettings]):
             guests=guests,
             calls=calls,
             limiter=self.limiter,
+            history=self.history,
         )
         self.sweeper = Sweeper(
             self.store,
@@ -225,6 +242,8 @@ class GatewayService(Service[GatewaySettings]):
             await self.feed.stop()
         if self.mirror is not None:
             await self.mirror.stop()
+        if self.history is not None:
+            self.history.close()
 
     async def wait_idle(self) -> None:
         await super().wait_idle()
@@ -265,5 +284,8 @@ class GatewayService(Service[GatewaySettings]):
             extra["calls_subscribed"] = float(self.feeds.calls)
         if self.mirror is not None:
             extra["calls_known"] = float(len(self.mirror.calls))
+            live = [s for s, _ in self.mirror.calls.values() if s.status != "ended"]
+            extra["active_calls"] = float(len(live))
+            extra["active_participants"] = float(sum(len(s.participants) for s in live))
         extra["rate_limited"] = float(self.limiter.refused)
         return extra

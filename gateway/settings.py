@@ -27,6 +27,8 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
             "guest_token_secret",
             "operator_token",
             "turn_secret",
+            "mongo_url",
+            "socketio_admin_password",
         }
     )
 
@@ -36,6 +38,8 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
     gateway_graceful_timeout_s: float = 10.0
     #: Comma-separated origins allowed to open Socket.IO (``*`` for any).
     cors_origins: str = "*"
+    #: Folder of the built web client served at ``/`` (empty: ``web/dist`` of this checkout).
+    web_client_dir: str = ""
 
     # --- identity ------------------------------------------------------------------------
     #: Shared secret of HS256 user tokens (the messenger's), also signs dev tokens.
@@ -103,6 +107,17 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
     #: Lifetime of TURN credentials; longer than the longest call by default.
     turn_ttl_s: PositiveFloat = 6 * 3600.0
 
+    # --- history (gateway/routes/history.py) and operators ---------------------------------
+    #: The archive's MongoDB, read by ``/api/calls/history`` and transcripts; empty: those
+    #: endpoints answer 503.
+    mongo_url: str = ""
+    mongo_database: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,63}$")] = "meeshy_calls"
+    #: python-socketio's admin UI instrumentation (namespace ``/admin``), behind a login.
+    socketio_admin_enabled: bool = False
+    socketio_admin_user: str = "admin"
+    #: Required (12 bytes or more) when the admin UI is enabled.
+    socketio_admin_password: str = ""
+
     # --- limits --------------------------------------------------------------------------
     #: Largest SDP accepted in ``call:signal``.
     max_sdp_bytes: Annotated[int, msgspec.Meta(ge=256)] = 32 * 1024
@@ -121,6 +136,7 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
         settings = super().from_env(environ)
         settings.check_identity()
+        settings.check_admin_ui()
         return settings
 
     def check_identity(self) -> None:
@@ -139,6 +155,13 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
                 raise SettingsError(
                     f"environment variable JWT_PUBLIC_KEY: {exc} (JWT_ALGORITHMS has RS256)"
                 ) from None
+
+    def check_admin_ui(self) -> None:
+        if self.socketio_admin_enabled and len(self.socketio_admin_password.encode()) < 12:
+            raise SettingsError(
+                "environment variable SOCKETIO_ADMIN_PASSWORD: must be at least 12 bytes "
+                "when SOCKETIO_ADMIN_ENABLED is true"
+            )
 
     def algorithms(self) -> list[str]:
         return sorted({a.strip() for a in self.jwt_algorithms.split(",") if a.strip()})

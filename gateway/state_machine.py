@@ -172,6 +172,7 @@ def event_participant(p: CallParticipantState) -> Participant:
         display_name=p.display_name,
         language=p.language,
         caption_language=p.caption_language,
+        principal_id=p.principal_id,
     )
 
 

@@ -17,7 +17,7 @@ from media_node.session import NodeContext
 from media_node.settings import MediaNodeSettings
 from media_node.slot import ForwardingStats
 from media_node.speaker import SpeakerChange
-from media_node.tap import TapStats
+from media_node.tap import TapStats, UtteranceCutter
 from media_node.transport import TransportStats
 from media_node.uplink import Uplink, UplinkConfig
 from schemas import subjects
@@ -84,6 +84,7 @@ class MediaNodeService(Service[MediaNodeSettings]):
             vad=settings.media_node_vad,
             keyframe_interval_s=settings.media_node_keyframe_interval_s,
             tap_queue_packets=settings.media_node_tap_queue_packets,
+            new_cutter=UtteranceCutter.factory(settings),
             public_ip=settings.media_node_public_ip,
             stun_urls=tuple(
                 url.strip() for url in settings.media_node_stun_urls.split(",") if url.strip()

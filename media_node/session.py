@@ -21,7 +21,7 @@ from media_node.keyframes import KeyframeRequester
 from media_node.leg import Leg
 from media_node.sdp import announce_address
 from media_node.slot import Slot
-from media_node.tap import AudioTap, ChunkSink, TapStats, VadKind
+from media_node.tap import AudioTap, ChunkSink, TapStats, UtteranceCutter, VadKind
 from media_node.uplink import Uplink, UplinkConfig
 from schemas import media
 from schemas.bus import RpcFailure
@@ -45,6 +45,7 @@ class NodeContext:
     vad: VadKind = "silero"
     keyframe_interval_s: float = 0.3
     tap_queue_packets: int = 250
+    new_cutter: Callable[[], UtteranceCutter] = UtteranceCutter
     public_ip: str = ""
     #: STUN/TURN servers for the node's own candidates; none by default (aiortc would
     #: otherwise ask a public Google STUN server for every connection).
@@ -217,6 +218,7 @@ class ParticipantSession:
             stats=node.taps,
             on_level=self._level_from_tap,
             queue_size=node.tap_queue_packets,
+            new_cutter=node.new_cutter,
         )
         self.tap.start()
 

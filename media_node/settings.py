@@ -61,3 +61,13 @@ class MediaNodeSettings(ServiceSettings, frozen=True, kw_only=True):
     media_node_tap_threads: Annotated[int, msgspec.Meta(ge=1, le=16)] = 1
     #: Opus packets (20 ms each) a tap may queue before it drops audio.
     media_node_tap_queue_packets: Annotated[int, msgspec.Meta(ge=10)] = 250
+    #: Silence that ends an utterance; speech resuming before it continues the same one.
+    media_node_utterance_min_silence_s: PositiveFloat = 0.6
+    #: First pause after which the utterance so far is sent as final (captions need not
+    #: wait for the whole end-of-utterance silence; a continuation replaces it).
+    media_node_utterance_pause_s: PositiveFloat = 0.2
+    #: During speech, the utterance so far is sent (interim captions) after this much new
+    #: speech.
+    media_node_utterance_interim_s: PositiveFloat = 1.0
+    #: Longest utterance: a final chunk is cut there and a new utterance begins.
+    media_node_utterance_max_s: Annotated[float, msgspec.Meta(gt=1, le=25)] = 15.0

@@ -20,11 +20,12 @@ speech to Silero).
 import asyncio
 import collections
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import av
 import numpy as np
@@ -34,6 +35,9 @@ from media_node.speaker import level_dbov
 from schemas.ids import new_id
 from schemas.logs import get_logger
 from schemas.media import AudioChunk
+
+if TYPE_CHECKING:
+    from media_node.settings import MediaNodeSettings
 
 log = get_logger("media_node.tap")
 
@@ -97,36 +101,57 @@ def make_vad(kind: VadKind) -> Vad:
 
 @dataclass(frozen=True, slots=True)
 class Utterance:
-    """A cut piece of speech (one chunk of an utterance)."""
+    """One chunk of an utterance: its audio from the utterance's start up to now."""
 
     utterance_id: str
     sequence: int
     is_final: bool
     start_sample: int
     pcm: Pcm
+    #: Where the speech itself ended (the chunk may hold a little silence after it).
+    speech_end_sample: int
 
 
 @dataclass
 class UtteranceCutter:
-    """Turns windows with a speech probability into utterance chunks.
+    """Turns windows with a speech probability into utterance chunks, for live captions.
 
     Speech starts at the first window above ``threshold`` (with ``pre_roll_s`` of audio
-    before it, so the first syllable is not clipped) and ends after ``min_silence_s`` below
-    it. Long speech is sent every ``max_chunk_s`` as a non-final chunk of the same
-    utterance. Blips shorter than ``min_speech_s`` are dropped.
+    before it, so the first syllable is not clipped). Every chunk holds the utterance
+    *from its start*, so each can be transcribed alone and a newer one replaces the older:
+
+    - while the person speaks, a non-final chunk after every ``max_chunk_s`` of new
+      speech (interim captions, so a listener is never far behind a long speaker);
+    - at the first pause of ``pause_s``, a final chunk: captions need not wait for the
+      whole end-of-utterance silence;
+    - if speech resumes before ``min_silence_s`` of silence, the utterance continues
+      (same id, higher sequence) and its next chunk replaces that final; after
+      ``min_silence_s`` the utterance is over;
+    - past ``max_utterance_s`` a final chunk is cut and a new utterance begins (a
+      recogniser window is 30 s, and a chunk must fit in one bus message).
+
+    Blips with less than ``min_speech_s`` of speech are dropped.
     """
 
     threshold: float = 0.5
-    min_silence_s: float = 0.5
+    min_silence_s: float = 0.6
+    pause_s: float = 0.2
     pre_roll_s: float = 0.2
-    max_chunk_s: float = 8.0
+    max_chunk_s: float = 1.0
     min_speech_s: float = 0.25
+    max_utterance_s: float = 15.0
+    #: Silence kept after the last speech window in a chunk.
+    tail_s: float = 0.1
     position: int = 0  # samples seen so far
     _pre: collections.deque[Pcm] = field(default_factory=collections.deque)
     _current: list[Pcm] = field(default_factory=list)
+    _current_len: int = 0
     _current_start: int = 0
     _speech_samples: int = 0
+    _speech_end: int = 0
+    _since_chunk: int = 0
     _silence: int = 0
+    _final_sent: bool = False
     _utterance_id: str | None = None
     _sequence: int = 0
 
@@ -145,48 +170,88 @@ class UtteranceCutter:
                 while len(self._pre) * WINDOW > self.pre_roll_s * SAMPLE_RATE:
                     self._pre.popleft()
                 return out
-            self._utterance_id = new_id()
-            self._sequence = 0
-            self._current = [*self._pre, window]
-            self._current_start = start - sum(len(w) for w in self._pre)
+            self._begin(start - sum(len(w) for w in self._pre), [*self._pre])
             self._pre.clear()
-            self._speech_samples = len(window)
-            self._silence = 0
-            return out
         self._current.append(window)
+        self._current_len += len(window)
         if speech:
             self._speech_samples += len(window)
+            self._speech_end = self.position
+            self._since_chunk += len(window)
             self._silence = 0
+            self._final_sent = False
         else:
             self._silence += len(window)
+        enough = self._speech_samples >= self.min_speech_s * SAMPLE_RATE or self._sequence > 0
         if self._silence >= self.min_silence_s * SAMPLE_RATE:
-            # Keep a little trailing silence; the rest is dropped.
-            keep = max(1, len(self._current) - (self._silence // WINDOW) + 3)
-            self._current = self._current[:keep]
-            if self._speech_samples >= self.min_speech_s * SAMPLE_RATE or self._sequence > 0:
+            if enough and not self._final_sent:
                 out.append(self._emit(final=True))
             self._utterance_id = None
             self._current = []
-        elif sum(len(w) for w in self._current) >= self.max_chunk_s * SAMPLE_RATE:
+            self._current_len = 0
+        elif self._silence >= self.pause_s * SAMPLE_RATE:
+            if enough and not self._final_sent:
+                out.append(self._emit(final=True))
+        elif self._current_len >= self.max_utterance_s * SAMPLE_RATE:
+            out.append(self._emit(final=True))
+            self._begin(self.position, [])
+        elif speech and self._since_chunk >= self.max_chunk_s * SAMPLE_RATE:
             out.append(self._emit(final=False))
         return out
 
     def flush(self) -> list[Utterance]:
         """The stream ended: close the utterance in progress."""
-        if self._utterance_id is None or not self._current:
+        if self._utterance_id is None or not self._current or self._final_sent:
+            self._utterance_id = None
             return []
         utterance = self._emit(final=True)
         self._utterance_id = None
         return [utterance]
 
+    def _begin(self, start_sample: int, pre: list[Pcm]) -> None:
+        self._utterance_id = new_id()
+        self._sequence = 0
+        self._current = pre
+        self._current_len = sum(len(w) for w in pre)
+        self._current_start = start_sample
+        self._speech_samples = 0
+        self._speech_end = start_sample
+        self._since_chunk = 0
+        self._silence = 0
+        self._final_sent = False
+
     def _emit(self, *, final: bool) -> Utterance:
         assert self._utterance_id is not None
-        pcm = np.concatenate(self._current).astype(np.int16)
-        utterance = Utterance(self._utterance_id, self._sequence, final, self._current_start, pcm)
-        self._current_start += len(pcm)
-        self._current = []
+        # The audio up to a little after the last speech; the rest of a pause is left out
+        # of this chunk (a continuation will hold it, with what follows).
+        end = min(self._current_start + self._current_len, self._speech_end + self._tail())
+        pcm = np.concatenate(self._current).astype(np.int16)[: end - self._current_start]
+        utterance = Utterance(
+            self._utterance_id,
+            self._sequence,
+            final,
+            self._current_start,
+            pcm,
+            self._speech_end,
+        )
         self._sequence += 1
+        self._since_chunk = 0
+        self._final_sent = final
         return utterance
+
+    def _tail(self) -> int:
+        return round(self.tail_s * SAMPLE_RATE)
+
+    @classmethod
+    def factory(cls, settings: "MediaNodeSettings") -> Callable[[], "UtteranceCutter"]:
+        """A maker of cutters configured by ``MEDIA_NODE_UTTERANCE_*``."""
+        return functools.partial(
+            cls,
+            min_silence_s=settings.media_node_utterance_min_silence_s,
+            pause_s=settings.media_node_utterance_pause_s,
+            max_chunk_s=settings.media_node_utterance_interim_s,
+            max_utterance_s=settings.media_node_utterance_max_s,
+        )
 
 
 class OpusTo16k:
@@ -238,6 +303,7 @@ class AudioTap:
         stats: TapStats,
         on_level: LevelSink | None = None,
         queue_size: int = 250,
+        new_cutter: Callable[[], UtteranceCutter] = UtteranceCutter,
     ) -> None:
         self.call_id = call_id
         self.participant_id = participant_id
@@ -251,7 +317,7 @@ class AudioTap:
         self._last_ts: int | None = None
         self._decoder: OpusTo16k | None = None
         self._vad: Vad | None = None
-        self._cutter = UtteranceCutter()
+        self._cutter = new_cutter()
         self._carry = np.zeros(0, dtype=np.int16)
         self._started_at: datetime | None = None
         self._task: asyncio.Task[None] | None = None
@@ -376,6 +442,7 @@ class AudioTap:
             sample_rate=SAMPLE_RATE,
             language=self.language,
             vad=self.vad_kind,
+            speech_end_s=round(u.speech_end_sample / SAMPLE_RATE, 3),
             pcm=u.pcm.astype("<i2").tobytes(),
         )
 

@@ -10,6 +10,11 @@
 
 A message that does not decode never kills a subscriber: it is logged once with its
 subject and reason, counted, and parked on ``dlq.<subject>`` with the error.
+
+When tracing is on (:mod:`schemas.telemetry`), every path carries the trace context in
+the message headers: publish, js_publish and request open a PRODUCER/CLIENT span and inject
+``traceparent``; subscribe, consume and serve continue it in a CONSUMER/SERVER span around
+the handler. When it is off, each message costs one flag check more.
 """
 
 import asyncio
@@ -27,10 +32,12 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.api import ConsumerConfig
+from nats.js.api import ConsumerConfig, PubAck
 from nats.js.client import JetStreamContext
+from opentelemetry import trace as trace_api
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from schemas import subjects
+from schemas import subjects, telemetry
 from schemas.codec import decoder_for, encode, type_name
 from schemas.dead_letter import DeadLetter, FailureKind
 from schemas.errors import (
@@ -43,6 +50,7 @@ from schemas.errors import (
 from schemas.js_retry import retry_transient
 from schemas.kv import TypedKv
 from schemas.logs import get_logger
+from schemas.metrics import counter
 from schemas.rpc import RpcError, RpcErrorCode
 from schemas.settings import BusSettings, redact_url
 
@@ -54,6 +62,11 @@ _ERROR_HEADERS = {RPC_STATUS_HEADER: "error"}
 _MAX_REASON = 500
 
 log = get_logger("schemas.bus")
+_tracing = telemetry.STATE
+
+RPC_ERRORS = counter(
+    "rpc_errors_total", "Typed errors this service's responders answered, by code.", ("code",)
+)
 
 
 #: Where a delivered message came from: ``.subject``, ``.headers``, ``.reply``. It is the
@@ -108,6 +121,16 @@ class Consumer:
         self.stopping.set()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+
+
+def _continue(msg: Msg, operation: str, kind: SpanKind) -> Any:
+    """A span around handling ``msg``, child of the trace context its headers carry."""
+    return telemetry.tracer().start_as_current_span(
+        telemetry.span_name(msg.subject, operation),
+        context=telemetry.extract(msg.headers),
+        kind=kind,
+        attributes=telemetry.attributes(msg.subject, operation),
+    )
 
 
 async def fetch_soon(psub: Any, batch: int, *, wait_s: float) -> list[Msg]:
@@ -240,15 +263,33 @@ class Bus:
 
     # --- core publish / subscribe -----------------------------------------------------
     def publish(
-        self, subject: str, message: msgspec.Struct, headers: dict[str, str] | None = None
+        self,
+        subject: str,
+        message: msgspec.Struct,
+        headers: dict[str, str] | None = None,
+        *,
+        trace: bool = True,
     ) -> Awaitable[None]:
         """Publish one typed message (fire and forget); await the result.
 
         Not a coroutine itself: it hands back nats-py's own, saving a frame per message on
-        the hottest path (see bench/bus.py).
+        the hottest path (see bench/bus.py). ``trace=False`` keeps a periodic message
+        (heartbeats) out of the traces.
         """
         self.stats.published += 1
+        if _tracing.active and trace:
+            return self._publish_traced(subject, encode(message), headers)
         return self.nc.publish(subject, encode(message), headers=headers)
+
+    async def _publish_traced(
+        self, subject: str, data: bytes, headers: dict[str, str] | None
+    ) -> None:
+        with telemetry.tracer().start_as_current_span(
+            telemetry.span_name(subject, "publish"),
+            kind=SpanKind.PRODUCER,
+            attributes=telemetry.attributes(subject, "publish"),
+        ):
+            await self.nc.publish(subject, data, headers=telemetry.inject(headers))
 
     async def subscribe(
         self,
@@ -262,7 +303,8 @@ class Bus:
 
         With ``queue``, instances in the same group share the messages (one each).
         Decode failures go to the dead-letter subject; handler exceptions are logged and
-        counted; neither stops the subscription.
+        counted; neither stops the subscription. Whether its messages are traced is decided
+        here, from the tracing set up at the time.
         """
         decoder = decoder_for(type_)
         expected = type_name(type_)
@@ -281,7 +323,14 @@ class Bus:
                 stats.handler_failures += 1
                 log.exception("bus.handler_failed", subject=msg.subject, error=type(exc).__name__)
 
-        return await self.nc.subscribe(subject, queue=queue, cb=on_message)
+        async def on_message_traced(msg: Msg) -> None:
+            with _continue(msg, "process", SpanKind.CONSUMER):
+                await on_message(msg)
+
+        # Chosen once, so an untraced subscription pays nothing per message (services set
+        # tracing up before they subscribe).
+        callback = on_message_traced if _tracing.active else on_message
+        return await self.nc.subscribe(subject, queue=queue, cb=callback)
 
     async def _reject(
         self,
@@ -352,7 +401,10 @@ class Bus:
         ``BadReply``.
         """
         try:
-            msg = await self.nc.request(subject, encode(message), timeout=timeout)
+            if _tracing.active:
+                msg = await self._request_traced(subject, encode(message), timeout)
+            else:
+                msg = await self.nc.request(subject, encode(message), timeout=timeout)
         except nats.errors.NoRespondersError:
             raise NoResponders(subject) from None
         except nats.errors.TimeoutError:
@@ -368,6 +420,19 @@ class Bus:
             return cast("T", decoder_for(reply_type).decode(msg.data))
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise BadReply(f"{subject}: reply is not {type_name(reply_type)}: {exc}") from None
+
+    async def _request_traced(self, subject: str, data: bytes, timeout: float) -> Msg:
+        with telemetry.tracer().start_as_current_span(
+            telemetry.span_name(subject, "request"),
+            kind=SpanKind.CLIENT,
+            attributes=telemetry.attributes(subject, "send"),
+        ) as span:
+            reply = await self.nc.request(
+                subject, data, timeout=timeout, headers=telemetry.inject(None)
+            )
+            if reply.headers and reply.headers.get(RPC_STATUS_HEADER) == "error":
+                span.set_status(Status(StatusCode.ERROR, "rpc error reply"))
+            return reply
 
     async def serve(
         self,
@@ -394,6 +459,13 @@ class Bus:
         stats = self.stats
 
         async def answer(msg: Msg) -> None:
+            if _tracing.active:
+                with _continue(msg, "process", SpanKind.SERVER):
+                    await answer_plain(msg)
+            else:
+                await answer_plain(msg)
+
+        async def answer_plain(msg: Msg) -> None:
             stats.received += 1
             try:
                 value = decoder.decode(msg.data)
@@ -435,6 +507,10 @@ class Bus:
         return await self.nc.subscribe(subject, queue=queue, cb=on_request)
 
     async def _answer_error(self, msg: Msg, code: RpcErrorCode, message: str) -> None:
+        RPC_ERRORS.labels(code=code).inc()
+        if _tracing.active:
+            span = trace_api.get_current_span()
+            span.set_status(Status(StatusCode.ERROR, code))
         if not msg.reply:
             return
         error = RpcError(code=code, message=message[:_MAX_REASON])
@@ -452,13 +528,62 @@ class Bus:
         """
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         data = encode(message)
-        ack = await retry_transient(
-            lambda: self.js.publish(subject, data, headers=headers),
-            what=subject,
-            idempotent=msg_id is not None,
-        )
+        if _tracing.active:
+            with telemetry.tracer().start_as_current_span(
+                telemetry.span_name(subject, "publish"),
+                kind=SpanKind.PRODUCER,
+                attributes=telemetry.attributes(subject, "publish"),
+            ):
+                traced = telemetry.inject(headers)
+                ack = await retry_transient(
+                    lambda: self.js.publish(subject, data, headers=traced),
+                    what=subject,
+                    idempotent=msg_id is not None,
+                )
+        else:
+            ack = await retry_transient(
+                lambda: self.js.publish(subject, data, headers=headers),
+                what=subject,
+                idempotent=msg_id is not None,
+            )
         self.stats.published += 1
         return int(ack.seq)
+
+    async def publish_encoded(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> None:
+        """Publish bytes that are already an encoded message (an outbox entry), traced like
+        :meth:`publish`."""
+        self.stats.published += 1
+        if _tracing.active:
+            await self._publish_traced(subject, data, headers)
+        else:
+            await self.nc.publish(subject, data, headers=headers)
+
+    async def js_publish_encoded(self, subject: str, data: bytes, *, msg_id: str) -> PubAck:
+        """:meth:`js_publish` for bytes already encoded; returns the ack (``.duplicate``
+        says the stream already had ``msg_id``)."""
+        headers = {"Nats-Msg-Id": msg_id}
+        if _tracing.active:
+            with telemetry.tracer().start_as_current_span(
+                telemetry.span_name(subject, "publish"),
+                kind=SpanKind.PRODUCER,
+                attributes=telemetry.attributes(subject, "publish"),
+            ):
+                traced = telemetry.inject(headers)
+                ack = await retry_transient(
+                    lambda: self.js.publish(subject, data, headers=traced),
+                    what=subject,
+                    idempotent=True,
+                )
+        else:
+            ack = await retry_transient(
+                lambda: self.js.publish(subject, data, headers=headers),
+                what=subject,
+                idempotent=True,
+            )
+        self.stats.published += 1
+        return ack
 
     async def consume(
         self,
@@ -541,7 +666,11 @@ class Bus:
                     await asyncio.sleep(0.5)
                     continue
                 for msg in msgs:
-                    await handle(msg)
+                    if _tracing.active:
+                        with _continue(msg, "process", SpanKind.CONSUMER):
+                            await handle(msg)
+                    else:
+                        await handle(msg)
             with contextlib.suppress(Exception):
                 await psub.unsubscribe()
 

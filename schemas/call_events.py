@@ -58,6 +58,9 @@ class Participant(msgspec.Struct, frozen=True, kw_only=True):
     display_name: str = ""
     language: Lang = "en"
     caption_language: Lang | None = None
+    #: Who this is across calls: the user id of a member, the guest id of a guest (the
+    #: ``sub`` of the guest token). History uses it to show a guest the call it joined.
+    principal_id: Id | None = None
 
 
 class CallEvent(Message, frozen=True, kw_only=True):

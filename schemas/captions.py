@@ -3,11 +3,15 @@
 An utterance (cut by the media node's voice activity detection, or by a browser's own
 speech recognition in a P2P call) is transcribed into one or more
 :class:`TranscriptSegment` on ``transcript.segment.<call_id>``: zero or more partial ones
-while the person is still speaking (each replacing the previous), then exactly one final.
-The translator bridge turns each segment into one :class:`Caption` per language somebody in
-the call reads, on ``caption.<call_id>.<lang>``; the speaker's own language carries the
-original text. A caption replaces every earlier caption with the same ``utterance_id`` and
-a lower ``revision``.
+while the person is still speaking, then a final one at the first pause. If the speaker
+resumes within the end-of-utterance silence, a continuation follows (same
+``utterance_id``, higher ``revision``: partials again, then a new final). The translator
+bridge turns each segment into one :class:`Caption` per language somebody in the call
+reads, on ``caption.<call_id>.<lang>``; the speaker's own language carries the original
+text. Per ``utterance_id`` the highest ``revision`` wins: a caption replaces every earlier
+one with a lower revision, and one arriving after a higher revision is stale (delivery is
+at least once: a duplicate carries the same revision). Storing the last revision of each
+utterance keeps the whole transcript.
 
 Times: ``speech_ended_at`` is the wall-clock end of the speech the segment covers (the
 start of every latency figure); the ``*_ms`` fields say where the time went.
@@ -36,9 +40,9 @@ translation path exists between the two languages, or the translator failed or w
 class SegmentTimings(msgspec.Struct, frozen=True, kw_only=True):
     """Where an utterance's time went before it became text (milliseconds)."""
 
-    #: From the end of speech to the chunk leaving the media node (silence detection).
+    #: From the end of speech to the chunk reaching the stream (silence detection).
     vad_wait_ms: float = 0.0
-    #: From the chunk leaving the media node to a transcriber starting on it.
+    #: From the chunk reaching the stream to a transcriber starting on it.
     queue_ms: float = 0.0
     #: Speech recognition itself.
     transcription_ms: float = 0.0
@@ -55,7 +59,8 @@ class TranscriptSegment(Message, frozen=True, kw_only=True, tag="transcript.segm
     language: Lang
     text: CaptionText
     is_final: bool
-    #: Partials of one utterance count up from 0; the final has the highest revision.
+    #: Segments of one utterance count up from 0 (the audio chunk's ``sequence``); the
+    #: highest revision received is the current text.
     revision: int = 0
     #: Seconds since the speaker's first audio on the media node (server) or call join.
     start_s: float = 0.0

@@ -25,6 +25,7 @@ from schemas.media import (
 )
 from schemas.media_events import MEDIA_EVENT_TYPES, AnyMediaEvent
 from schemas.rpc import RpcError
+from schemas.schema_docs import document, struct_types
 from schemas.signaling import SocketDelivery
 from schemas.version import PACKAGE_VERSION, SCHEMA_VERSION
 
@@ -142,6 +143,7 @@ def json_schema() -> dict[str, Any]:
     """One JSON Schema document: ``$defs`` for every type, plus a family index."""
     unions = [family.union for family in FAMILIES]
     schemas, components = msgspec.json.schema_components(unions, ref_template="#/$defs/{name}")
+    document(components, struct_types([m for f in FAMILIES for m in f.members]))
     families = {
         family.name: {
             "subject": family.subject_pattern,

@@ -13,7 +13,9 @@ import msgspec
 from schemas.ids import Id
 from schemas.message import Message, utc_now
 
-ServiceKind = Literal["gateway", "media_node", "transcriber", "translator_bridge", "selector"]
+ServiceKind = Literal[
+    "gateway", "media_node", "transcriber", "translator_bridge", "selector", "archive"
+]
 ServiceState = Literal["starting", "ready", "draining", "stopped"]
 
 

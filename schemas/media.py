@@ -357,12 +357,18 @@ class MediaNodeHeartbeat(Message, frozen=True, kw_only=True, tag="media.node_hea
 
 
 class AudioChunk(Message, frozen=True, kw_only=True, tag="audio.chunk"):
-    """A piece of one speaker's utterance as 16-bit little-endian mono PCM.
+    """One speaker's utterance so far, as 16-bit little-endian mono PCM.
 
     An utterance (cut by voice activity detection) is sent as one or more chunks with the
-    same ``utterance_id`` and increasing ``sequence``; the last has ``is_final``.
+    same ``utterance_id`` and increasing ``sequence``. Each chunk holds the utterance's
+    audio **from its start** up to ``end_s`` (so any transcriber can transcribe any chunk
+    alone, and a newer chunk supersedes the older ones): non-final chunks while the person
+    speaks (about every second), a final one at the first pause. If the speaker resumes
+    within the end-of-utterance silence, a continuation follows with the same
+    ``utterance_id``, a higher ``sequence``, and replaces it.
     ``start_s``/``end_s`` are seconds since the participant's first audio on this node;
-    ``started_at`` is the wall-clock time of ``start_s``.
+    ``started_at`` is the wall-clock time of ``start_s``; ``speech_end_s`` is where the
+    speech itself ended (the chunk may hold a little silence after it).
     """
 
     call_id: Id
@@ -377,4 +383,6 @@ class AudioChunk(Message, frozen=True, kw_only=True, tag="audio.chunk"):
     language: Lang = "en"
     #: The voice activity detector that cut the utterance ("silero" or "energy").
     vad: str = "silero"
+    #: Where the speech itself ended (seconds, like ``end_s``), when the cutter knows it.
+    speech_end_s: float | None = None
     pcm: bytes = b""

@@ -25,6 +25,9 @@ log = get_logger("schemas.provisioning")
 
 #: JetStream de-duplication window for ``Nats-Msg-Id`` (event ids).
 DUPLICATE_WINDOW_S = 120.0
+#: Audio older than this is of no use to live captions; a backlog past it is dropped.
+AUDIO_CHUNKS_MAX_AGE_S = 120.0
+AUDIO_CHUNKS_MAX_BYTES = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,35 @@ def stream_configs(settings: BusSettings) -> list[StreamConfig]:
             storage=StorageType.FILE,
             max_age=settings.dead_letters_max_age_s,
             max_bytes=256 * 1024 * 1024,
+            discard=DiscardPolicy.OLD,
+            num_replicas=settings.nats_stream_replicas,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        ),
+        StreamConfig(
+            name=subjects.TRANSCRIPTS_STREAM,
+            description="Transcript segments and captions (published with core NATS, kept "
+            "here so the archive stores the final ones durably).",
+            subjects=[subjects.ALL_TRANSCRIPT_SEGMENTS, subjects.ALL_CAPTIONS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=settings.transcripts_max_age_s,
+            max_bytes=settings.transcripts_max_bytes,
+            discard=DiscardPolicy.OLD,
+            num_replicas=settings.nats_stream_replicas,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        ),
+        StreamConfig(
+            name=subjects.AUDIO_CHUNKS_STREAM,
+            description=(
+                "Audio chunks waiting for a transcriber (work queue: a chunk is removed "
+                "once a transcriber acknowledges it; one that dies leaves it for another)."
+            ),
+            subjects=[subjects.ALL_AUDIO_CHUNKS],
+            retention=RetentionPolicy.WORK_QUEUE,
+            # Memory: chunks live seconds; a NATS restart loses only the audio in flight.
+            storage=StorageType.MEMORY,
+            max_age=AUDIO_CHUNKS_MAX_AGE_S,
+            max_bytes=AUDIO_CHUNKS_MAX_BYTES,
             discard=DiscardPolicy.OLD,
             num_replicas=settings.nats_stream_replicas,
             duplicate_window=DUPLICATE_WINDOW_S,

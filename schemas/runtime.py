@@ -16,12 +16,13 @@ import signal
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from datetime import datetime
 from typing import ClassVar, Generic, TypeVar
 
 import psutil
 
-from schemas import subjects
+from schemas import metrics, subjects, telemetry
 from schemas.bus import Bus
 from schemas.errors import BusUnavailable, SettingsError
 from schemas.heartbeat import ServiceHeartbeat, ServiceKind, ServiceLoad, ServiceState
@@ -108,10 +109,14 @@ class Heartbeater:
         self._process = psutil.Process(os.getpid())
         self._process.cpu_percent(None)
         self._task: asyncio.Task[None] | None = None
+        #: Where ``/metrics`` is served (0: not served); operators find it in the heartbeat.
+        self.metrics_port = 0
 
     def snapshot(self) -> ServiceHeartbeat:
         svc = self.service
         extra = {**self.bus.stats.as_gauges(), **svc.load_extra()}
+        if self.metrics_port:
+            extra["metrics_port"] = float(self.metrics_port)
         return ServiceHeartbeat(
             service_id=svc.service_id,
             kind=svc.kind,
@@ -132,7 +137,7 @@ class Heartbeater:
         if state is not None:
             self.state = state
         try:
-            await self.bus.publish(self.subject, self.snapshot())
+            await self.bus.publish(self.subject, self.snapshot(), trace=False)
             await self.bus.nc.flush(timeout=2)
         except Exception as exc:  # a missed beat is not worth dying for
             log.warning("heartbeat.failed", error=type(exc).__name__)
@@ -184,6 +189,13 @@ async def _serve(service: Service[S], stop: asyncio.Event) -> int:
 
     heart = Heartbeater(bus, service)  # type: ignore[arg-type]
     try:
+        endpoint = _start_metrics(service, bus, heart)
+    except OSError as exc:
+        log.error("service.metrics_port_unavailable", kind=service.kind, error=str(exc))
+        print(f"{service.kind}: cannot serve metrics: {exc}", file=sys.stderr)
+        await bus.close()
+        return EXIT_FAILED
+    try:
         await provision(bus.js, settings)
         await heart.beat("starting")
         service.accepting = True
@@ -219,6 +231,60 @@ async def _serve(service: Service[S], stop: asyncio.Event) -> int:
             await service.close()
             await bus.close()
         return EXIT_FAILED
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
+
+
+def _stat_reader(bus: Bus, name: str) -> Callable[[], float]:
+    return lambda: float(getattr(bus.stats, name))
+
+
+_STATE_VALUE = {"starting": 0.0, "ready": 1.0, "draining": 2.0, "stopped": 3.0}
+
+
+def _start_metrics(
+    service: Service[S], bus: Bus, heart: "Heartbeater"
+) -> metrics.MetricsEndpoint | None:
+    """Declare every service's own series and serve them if ``METRICS_PORT`` is set."""
+    kind = service.kind
+    metrics.sampled(
+        "service_info",
+        "This instance (always 1): kind, id and version.",
+        lambda: {(kind, service.service_id, PACKAGE_VERSION): 1.0},
+        labels=("kind", "service_id", "version"),
+    )
+    metrics.sampled(
+        "service_state",
+        "0 starting, 1 ready, 2 draining, 3 stopped.",
+        lambda: _STATE_VALUE[heart.state],
+    )
+    metrics.sampled("in_flight", "Work in hand.", lambda: float(service.in_flight.count))
+    metrics.sampled(
+        "handled_total", "Work done since start.", lambda: float(service.in_flight.total)
+    )
+    for name, doc in (
+        ("published", "Messages published."),
+        ("received", "Messages received."),
+        ("decode_failures", "Messages that did not decode (dead-lettered)."),
+        ("handler_failures", "Handlers that raised."),
+        ("dead_lettered", "Messages parked on the dead-letter stream."),
+        ("requests_timed_out", "Requests that got no reply in time."),
+    ):
+        metrics.sampled(f"bus_{name}_total", doc, _stat_reader(bus, name))
+    metrics.dynamic(f"{kind}_", service.load_extra)
+    port = service.settings.metrics_port
+    if port is None:
+        return None
+    endpoint = metrics.MetricsEndpoint(service.settings.metrics_host, port).start()
+    heart.metrics_port = endpoint.port
+    log.info(
+        "service.metrics_listening",
+        kind=kind,
+        host=service.settings.metrics_host,
+        port=endpoint.port,
+    )
+    return endpoint
 
 
 def launch(service_type: type[Service[S]], settings_type: type[S]) -> int:
@@ -230,5 +296,20 @@ def launch(service_type: type[Service[S]], settings_type: type[S]) -> int:
         return EXIT_BAD_SETTINGS
     service_id = settings.service_id or default_service_id(service_type.kind)
     configure_logging(service_type.kind, service_id, settings.log_level)
+    try:
+        telemetry.configure_tracing(
+            service_type.kind,
+            service_id,
+            settings.otel_traces_exporter,
+            otlp_endpoint=settings.otel_exporter_otlp_endpoint,
+            traces_file=settings.otel_traces_file,
+            sampler_ratio=settings.otel_traces_sampler_ratio,
+        )
+    except (ValueError, OSError) as exc:
+        print(f"{service_type.kind}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
     service = service_type(settings, service_id)
-    return asyncio.run(run_service(service))
+    try:
+        return asyncio.run(run_service(service))
+    finally:
+        telemetry.shutdown()

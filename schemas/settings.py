@@ -104,6 +104,10 @@ class BusSettings(Settings, frozen=True, kw_only=True):
     call_events_max_age_s: PositiveFloat = 7 * 24 * 3600.0
     call_events_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 1024 * 1024 * 1024
     dead_letters_max_age_s: PositiveFloat = 14 * 24 * 3600.0
+    #: How long transcript segments and captions are kept in ``TRANSCRIPTS`` (the archive
+    #: copies the final ones into MongoDB).
+    transcripts_max_age_s: PositiveFloat = 7 * 24 * 3600.0
+    transcripts_max_bytes: Annotated[int, msgspec.Meta(ge=1024 * 1024)] = 1024 * 1024 * 1024
 
     def servers(self) -> list[str]:
         return [s.strip() for s in self.nats_url.split(",") if s.strip()]
@@ -118,3 +122,17 @@ class ServiceSettings(BusSettings, frozen=True, kw_only=True):
     heartbeat_interval_s: PositiveFloat = 5.0
     #: On SIGTERM, how long to let work in hand finish before exiting anyway.
     drain_timeout_s: PositiveFloat = 20.0
+
+    # --- observability (schemas/metrics.py, schemas/telemetry.py) -------------------------
+    #: Serve ``/metrics`` for Prometheus on this port (unset: no endpoint; 0: any free port,
+    #: logged in ``service.metrics_listening``).
+    metrics_port: Port | None = None
+    metrics_host: str = "127.0.0.1"
+    #: Where spans go: ``none``, ``console`` (stderr), ``otlp`` (HTTP) or ``file``.
+    otel_traces_exporter: Literal["none", "console", "otlp", "file"] = "none"
+    #: OTLP/HTTP collector, e.g. ``http://otel-collector:4318``.
+    otel_exporter_otlp_endpoint: str = ""
+    #: JSON lines file of spans (``OTEL_TRACES_EXPORTER=file``).
+    otel_traces_file: str = ""
+    #: Share of new traces recorded (a trace started upstream keeps its decision).
+    otel_traces_sampler_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0

@@ -10,7 +10,7 @@ validates each id it puts into a token. Wildcard patterns for subscribers are co
 | ``media.rpc.<node_id>.<verb>`` | request/reply | gateway -> one media node |
 | ``media.node.heartbeat`` | core | media nodes -> placement |
 | ``media.evt.<call_id>.<name>`` | core | media node -> the gateways holding the call's sockets |
-| ``audio.chunk.<call_id>.<participant_id>`` | core, queue group | media node -> transcribers |
+| ``audio.chunk.<call_id>.<participant_id>`` | stream ``AUDIO_CHUNKS`` | media node -> transcriber |
 | ``transcript.segment.<call_id>`` | core | transcriber, gateway -> translator bridge |
 | ``caption.<call_id>.<lang>`` | core | translator bridge -> gateways |
 | ``client.<gateway_id>.deliver`` | core | anyone -> the gateway holding a socket |
@@ -27,8 +27,12 @@ _LANG_RE = re.compile(LANG_PATTERN)
 
 # --- JetStream streams and KV buckets ---------------------------------------------------
 CALL_EVENTS_STREAM = "CALL_EVENTS"
+#: Transcript segments and captions, kept for the archive (core publishes are stored too).
+TRANSCRIPTS_STREAM = "TRANSCRIPTS"
 DEAD_LETTER_STREAM = "DEAD_LETTERS"
 CALLS_BUCKET = "calls"
+#: Work queue of audio chunks for the transcribers (stores the media nodes' publishes).
+AUDIO_CHUNKS_STREAM = "AUDIO_CHUNKS"
 
 # --- wildcard patterns (for subscribers and stream definitions) -------------------------
 ALL_CALL_EVENTS = "call.evt.>"
@@ -37,6 +41,7 @@ ALL_SERVICE_HEARTBEATS = "svc.heartbeat.>"
 ALL_DEAD_LETTERS = "dlq.>"
 ALL_AUDIO_CHUNKS = "audio.chunk.>"
 ALL_TRANSCRIPT_SEGMENTS = "transcript.segment.*"
+ALL_CAPTIONS = "caption.*.*"
 MEDIA_NODE_HEARTBEAT = "media.node.heartbeat"
 ALL_MEDIA_EVENTS = "media.evt.>"
 
@@ -55,6 +60,11 @@ def call_event(call_id: str, name: str) -> str:
 def call_events_of(call_id: str) -> str:
     """Every event of one call."""
     return f"call.evt.{_token(call_id, 'call_id')}.*"
+
+
+def call_events_named(name: str) -> str:
+    """One kind of event of every call (e.g. ``initiated``: every call's first event)."""
+    return f"call.evt.*.{_token(name, 'event name')}"
 
 
 def call_command(call_id: str, name: str) -> str:

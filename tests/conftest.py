@@ -1,13 +1,18 @@
 """Session-wide real servers, and per-test buses."""
 
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from schemas.bus import Bus
 from schemas.ids import new_id
 from schemas.settings import BusSettings
+from tests.support.mongo_server import MongoServer
 from tests.support.nats_server import NatsCluster, NatsServer
+
+if TYPE_CHECKING:
+    from tests.support.captions import ApyServer
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +29,15 @@ def nats_cluster() -> Iterator[NatsCluster]:
     cluster = NatsCluster().start()
     yield cluster
     cluster.cleanup()
+
+
+@pytest.fixture(scope="session")
+def mongo_server() -> Iterator[MongoServer]:
+    """One real MongoDB wire-protocol server (nx-27017) for the whole session, started by the
+    tests that ask for it; each test uses its own database."""
+    server = MongoServer().start()
+    yield server
+    server.cleanup()
 
 
 @pytest.fixture
@@ -46,3 +60,13 @@ async def bus(bus_settings: BusSettings) -> AsyncIterator[Bus]:
 def uid() -> str:
     """A unique id, so each test uses its own subjects and keys."""
     return new_id()[:12]
+
+
+@pytest.fixture(scope="session")
+def apertium() -> Iterator["ApyServer"]:
+    """Apertium APy (Debian) on loopback with the pairs bootstrap installs, per session."""
+    from tests.support.captions import ApyServer
+
+    server = ApyServer().start()
+    yield server
+    server.cleanup()

@@ -8,8 +8,22 @@ cd "$(dirname "$0")/.."
 EXTRAS="${EXTRAS:-dev}"
 PYTHON="${PYTHON:-python3}"
 
-# espeak-ng + sox make test speech; the other parts of the stack come as wheels.
-APT_PACKAGES=(espeak-ng sox)
+# espeak-ng + sox make test speech. Apertium APy is the default translator of the
+# captions, with the Debian language pairs that connect English, Spanish, French,
+# Catalan, Portuguese and Italian (directly or through /translateChain). Adding a pair:
+# add its package here (apt-cache search apertium). chromium (with a font for its
+# screenshots) runs the browser tests. The rest of the stack comes as wheels.
+APT_PACKAGES=(
+    espeak-ng sox
+    apertium-apy
+    apertium-eng-spa apertium-eng-cat apertium-fr-es apertium-fra-cat apertium-spa-cat
+    apertium-es-pt apertium-spa-ita apertium-por-cat apertium-cat-ita
+    chromium fonts-dejavu-core
+)
+# The web client is built with Node.js and npm: Debian's, unless some are already installed.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    APT_PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -43,4 +57,11 @@ if [[ ! -f "$stamp" ]]; then
     .venv/bin/python -m pip install -q -e ".[${EXTRAS}]"
     rm -f .venv/.installed-*
     touch "$stamp"
+fi
+
+# Node.js 18 or newer builds the web client (esbuild, TypeScript).
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if ((node_major < 18)); then
+    echo "bootstrap: Node.js 18 or newer is needed to build the web client (found $(node --version))" >&2
+    exit 1
 fi

@@ -34,11 +34,6 @@ async def start_call(body: StartCall, ctx: Ctx, who: Caller) -> JoinedCall:
     return _joined(await ctx.calls.start(who, body.conversation_id, body.media))
 
 
-@router.get("/calls/{call_id}", summary="The current state of a call")
-async def get_call(call_id: str, ctx: Ctx, who: Caller) -> CallView:
-    return _view(await ctx.calls.view(who, call_id))
-
-
 @router.post(
     "/calls/{call_id}/participants",
     status_code=201,

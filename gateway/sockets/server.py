@@ -19,6 +19,7 @@ from gateway.rate_limit import RateLimiter
 from gateway.settings import GatewaySettings
 from gateway.sockets.requests import Ack, Handler, Handlers
 from gateway.tokens import Principal, TokenService
+from schemas import metrics
 from schemas.logs import get_logger
 
 log = get_logger("gateway.sockets")
@@ -44,6 +45,11 @@ def _library_logger(name: str) -> logging.Logger:
     if not any(isinstance(f, _ClientFaultFilter) for f in logger.filters):
         logger.addFilter(_ClientFaultFilter())
     return logger
+
+
+SOCKET_ERRORS = metrics.counter(
+    "gateway_socket_errors_total", "call:error refusals sent to sockets, by error code.", ("code",)
+)
 
 
 class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -190,6 +196,7 @@ class SocketServer:
         self, sid: str, name: str, err: CallError, session: SocketSession | None
     ) -> Ack:
         body = {**err.as_dict(), "event": name}
+        SOCKET_ERRORS.labels(code=err.code).inc()
         try:
             await self.sio.emit("call:error", body, to=sid)
         except Exception as exc:

@@ -12,10 +12,29 @@ from tests.support.stack import ROOT, EmbeddedStack
 
 async def test_embedded_stack_comes_up_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     stack = await EmbeddedStack(tmp_path / "run").start()
-    ready = [line.split()[1] for line in stack.lines if line.strip().startswith("ok")]
-    assert ready == ["nats", "gateway", "media-node", "transcriber", "translator-bridge"]
-    async with httpx.AsyncClient() as http:
-        assert (await http.get(f"{stack.gateway_url}/readyz")).status_code == 200
+    try:
+        ready = [line.split()[1] for line in stack.lines if line.strip().startswith("ok")]
+        assert ready == [
+            "nats",
+            "mongodb",
+            "gateway",
+            "media-node",
+            "transcriber",
+            "apertium",
+            "translator-bridge",
+            "archive",
+        ]
+        metrics = [
+            line.split("metrics: ")[1].split()[0] for line in stack.lines if "metrics: " in line
+        ]
+        assert len(metrics) == 5  # every service serves /metrics
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{stack.gateway_url}/readyz")).status_code == 200
+            for url in metrics:
+                assert "meeshy_service_info" in (await http.get(url)).text
+    except BaseException:
+        await stack.stop()  # a failed check must not leave the stack running
+        raise
 
     code, out = await stack.stop()  # what Ctrl-C sends
     assert code == 0, out

@@ -224,6 +224,7 @@ def samples(call_id: str = "call-1") -> list[msgspec.Struct]:
             start_s=1.0,
             end_s=1.5,
             started_at=datetime(2026, 1, 1, tzinfo=UTC),
+            speech_end_s=1.4,
             pcm=b"\x00\x01" * 8,
         ),
         *gateway_samples(call_id),

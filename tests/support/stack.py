@@ -19,6 +19,8 @@ class EmbeddedStack:
         self.run_dir = run_dir
         self.gateway_port = free_port()
         self.nats_port = free_port()
+        self.mongo_port = free_port()
+        self.apy_port = free_port()
         self.lines: list[str] = []
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -44,6 +46,9 @@ class EmbeddedStack:
                 "STACK_DIR": str(self.run_dir),
                 "STACK_NATS_PORT": str(self.nats_port),
                 "GATEWAY_PORT": str(self.gateway_port),
+                "STACK_MONGO_PORT": str(self.mongo_port),
+                "STACK_METRICS_PORT": "0",
+                "STACK_APY_PORT": str(self.apy_port),
             },
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,

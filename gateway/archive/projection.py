@@ -1,0 +1,253 @@
+"""The fold of one call's events into its archived documents: pure and deterministic.
+
+Order: events carry ``seq``, the call's revision (1, 2, 3 ... with no gap). When a call has
+such events, they are folded in ``seq`` order, up to the first missing revision; later ones
+wait in the log (``pending_events``) until the gap fills. Events with ``seq`` 0 are advisory
+(the active speaker) and change no document. A call written before revisions existed has
+``seq`` 0 on every event: it is folded in stream order instead. Duplicates never reach the
+fold (the log is keyed by event id, and a revision counts once), so folding the same log
+twice, or in any arrival order, gives the same documents.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from gateway.archive.documents import (
+    CallSession,
+    HistoryEntry,
+    InviteeRecord,
+    ModeChangeRecord,
+    ParticipantRecord,
+)
+from schemas.call_events import (
+    ActiveSpeakerChanged,
+    AnyCallEvent,
+    CallEnded,
+    CallEvent,
+    CallInitiated,
+    CallModeChanged,
+    CallRinging,
+    CallStatusChanged,
+    MediaStateChanged,
+    MigrationStarted,
+    ParticipantDisconnected,
+    ParticipantJoined,
+    ParticipantLanguageChanged,
+    ParticipantLeft,
+    RingEnded,
+    TranscriptionChanged,
+)
+
+
+def epoch_ms(at: datetime) -> int:
+    """Milliseconds since the epoch (MongoDB keeps times to the millisecond)."""
+    return int(at.timestamp() * 1000)
+
+
+#: Events that describe no change of the call's state.
+ADVISORY: tuple[type[CallEvent], ...] = (ActiveSpeakerChanged,)
+
+
+@dataclass(frozen=True, slots=True)
+class Sequenced:
+    """An event and where the stream stored it."""
+
+    stream_seq: int
+    event: AnyCallEvent
+
+
+@dataclass
+class Folded:
+    """What one call's log folds into."""
+
+    session: CallSession | None
+    participants: list[ParticipantRecord] = field(default_factory=list)
+    history: list[HistoryEntry] = field(default_factory=list)
+    applied: int = 0
+    pending: int = 0
+
+
+def in_order(log: Sequence[Sequenced]) -> tuple[list[AnyCallEvent], int]:
+    """The events to fold, in order, and how many wait for a missing revision."""
+    stateful = [s for s in log if not isinstance(s.event, ADVISORY)]
+    revised = [s for s in stateful if s.event.seq > 0]
+    if not revised:
+        return [s.event for s in sorted(stateful, key=lambda s: s.stream_seq)], 0
+    by_seq: dict[int, AnyCallEvent] = {}
+    for s in sorted(revised, key=lambda s: s.stream_seq):
+        by_seq.setdefault(s.event.seq, s.event)  # a revision counts once
+    ordered: list[AnyCallEvent] = []
+    expected = 1
+    while expected in by_seq:
+        ordered.append(by_seq[expected])
+        expected += 1
+    return ordered, len(by_seq) - len(ordered)
+
+
+def fold(log: Sequence[Sequenced]) -> Folded:
+    """Fold a call's whole log; ``version`` of every document is the log's length."""
+    events, pending = in_order(log)
+    version = len(log)
+    builder: _Builder | None = None
+    for event in events:
+        if builder is None:
+            if not isinstance(event, CallInitiated):
+                continue  # nothing to attach it to yet; it stays in the log
+            builder = _Builder(event, version)
+            continue
+        builder.apply(event)
+    if builder is None:
+        return Folded(session=None, pending=pending)
+    builder.session.pending_events = pending
+    return Folded(
+        session=builder.session,
+        participants=list(builder.participants.values()),
+        history=builder.history(),
+        applied=len(events),
+        pending=pending,
+    )
+
+
+class _Builder:
+    def __init__(self, initiated: CallInitiated, version: int) -> None:
+        self.version = version
+        self.session = CallSession(
+            call_id=initiated.call_id,
+            version=version,
+            seq=initiated.seq,
+            conversation_id=initiated.conversation_id,
+            conversation_type=initiated.conversation_type,
+            media=initiated.media,
+            mode=initiated.mode,
+            initiator_user_id=initiated.initiator.user_id,
+            initiator_participant_id=initiated.initiator.participant_id,
+            created_at=initiated.occurred_at,
+        )
+        self.participants: dict[str, ParticipantRecord] = {}
+
+    def apply(self, event: AnyCallEvent) -> None:
+        s = self.session
+        s.seq = max(s.seq, event.seq)
+        match event:
+            case CallRinging(ringing_user_ids=users):
+                known = {i.user_id for i in s.invitees}
+                s.invitees.extend(InviteeRecord(user_id=u) for u in users if u not in known)
+            case RingEnded(user_ids=users, outcome=outcome):
+                for invitee in s.invitees:
+                    if invitee.user_id in users:
+                        invitee.outcome = outcome
+            case ParticipantJoined(participant=p, active_count=active):
+                principal = p.principal_id or p.user_id
+                self.participants[p.participant_id] = ParticipantRecord(
+                    call_id=s.call_id,
+                    participant_id=p.participant_id,
+                    version=self.version,
+                    kind=p.kind,
+                    principal_id=principal,
+                    user_id=p.user_id,
+                    display_name=p.display_name,
+                    language=p.language,
+                    caption_language=p.caption_language,
+                    joined_at=event.occurred_at,
+                )
+                if principal is not None and principal not in s.participant_principals:
+                    s.participant_principals.append(principal)
+                    s.guest_count += p.kind == "guest"
+                s.participant_count = len(s.participant_principals)
+                s.max_active = max(s.max_active, active)
+            case ParticipantLeft(participant_id=pid, reason=reason):
+                if (record := self.participants.get(pid)) is not None:
+                    record.left_at = event.occurred_at
+                    record.leave_reason = reason
+            case ParticipantDisconnected(participant_id=pid):
+                if (record := self.participants.get(pid)) is not None:
+                    record.disconnects += 1
+            case MediaStateChanged(participant_id=pid):
+                if (record := self.participants.get(pid)) is not None:
+                    record.audio_enabled = event.audio_enabled
+                    record.video_enabled = event.video_enabled
+                    record.media_changes += 1
+            case ParticipantLanguageChanged(participant_id=pid):
+                if (record := self.participants.get(pid)) is not None:
+                    record.language = event.language
+                    record.caption_language = event.caption_language
+            case CallStatusChanged(to_status=status):
+                s.status = status
+                if status == "active" and s.started_at is None:
+                    s.started_at = event.occurred_at
+                    s.setup_s = (event.occurred_at - s.created_at).total_seconds()
+            case MigrationStarted():
+                s.migrations_started += 1
+            case CallModeChanged():
+                s.mode_changes.append(
+                    ModeChangeRecord(
+                        at=event.occurred_at,
+                        from_mode=event.from_mode,
+                        to_mode=event.to_mode,
+                        epoch=event.epoch,
+                        outcome=event.outcome,
+                        reason=event.reason,
+                        duration_ms=event.duration_ms,
+                        max_gap_ms=event.max_gap_ms,
+                        node_id=event.node_id,
+                    )
+                )
+                if event.outcome == "completed":
+                    s.mode = event.to_mode
+            case TranscriptionChanged(enabled=enabled):
+                s.transcription_enabled = enabled
+                s.transcription_ever_enabled = s.transcription_ever_enabled or enabled
+            case CallEnded():
+                s.status = "ended"
+                s.ended_at = event.occurred_at
+                s.end_reason = event.reason
+                s.ended_by = event.ended_by
+                if event.duration_s:
+                    s.duration_s = event.duration_s
+                elif s.started_at is not None:
+                    s.duration_s = (event.occurred_at - s.started_at).total_seconds()
+                else:
+                    s.duration_s = 0.0
+            case _:
+                pass  # resumed, and types this archive predates: logged, nothing to fold
+
+    def history(self) -> list[HistoryEntry]:
+        s = self.session
+        entries: list[HistoryEntry] = []
+
+        def entry(principal: str, role: str, took_part: bool, missed: bool) -> HistoryEntry:
+            return HistoryEntry(
+                principal_id=principal,
+                call_id=s.call_id,
+                version=self.version,
+                conversation_id=s.conversation_id,
+                conversation_type=s.conversation_type,
+                media=s.media,
+                role=role,  # type: ignore[arg-type]
+                took_part=took_part,
+                missed=missed,
+                status=s.status,
+                created_at=s.created_at,
+                created_ms=epoch_ms(s.created_at),
+                started_at=s.started_at,
+                ended_at=s.ended_at,
+                end_reason=s.end_reason,
+                duration_s=s.duration_s,
+                initiator_user_id=s.initiator_user_id,
+                participant_count=s.participant_count,
+            )
+
+        for principal in s.participant_principals:
+            role = "initiator" if principal == s.initiator_user_id else "participant"
+            entries.append(entry(principal, role, True, False))
+        if s.initiator_user_id and s.initiator_user_id not in s.participant_principals:
+            entries.append(entry(s.initiator_user_id, "initiator", False, False))
+        for invitee in s.invitees:
+            if invitee.user_id in s.participant_principals:
+                continue
+            missed = invitee.outcome in ("missed", "cancelled") or (
+                invitee.outcome == "ringing" and s.status == "ended"
+            )
+            entries.append(entry(invitee.user_id, "invitee", False, missed))
+        return entries

@@ -1,0 +1,286 @@
+"""The archive in MongoDB, through motor: what the consumer writes and the history API reads.
+
+Only query features that both MongoDB and nx-27017 (the embedded stack's wire-protocol
+server) support are used: equality and range filters, ``$or``, ``$in``, ``$lt``, sorts on
+two keys, ``update_one`` with ``$set`` and ``upsert``, unique ``_id``. Not used: aggregation
+pipelines, upserts that take ``_id`` from a ``replace_one`` filter, transactions. Booleans
+may come back from nx-27017 as 0/1; documents are decoded non-strictly, so both servers give
+the same Structs.
+"""
+
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import msgspec
+from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import DuplicateKeyError
+
+from gateway.archive.documents import (
+    CallSession,
+    CaptionRecord,
+    Doc,
+    HistoryEntry,
+    LoggedEvent,
+    ParticipantRecord,
+    TranscriptionRecord,
+)
+from gateway.archive.projection import Folded, Sequenced
+from schemas.call_events import AnyCallEvent
+from schemas.logs import get_logger
+
+log = get_logger("gateway.archive.repository")
+
+D = TypeVar("D", bound=msgspec.Struct)
+
+EVENTS = "call_events"
+SESSIONS = "call_sessions"
+PARTICIPANTS = "call_participants"
+HISTORY = "call_history"
+TRANSCRIPTIONS = "transcriptions"
+CAPTIONS = "captions"
+
+#: (collection, keys) of every index the archive's queries need.
+INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
+    (EVENTS, [("call_id", ASCENDING), ("stream_seq", ASCENDING)]),
+    (EVENTS, [("type", ASCENDING), ("occurred_at", ASCENDING)]),
+    (SESSIONS, [("conversation_id", ASCENDING), ("created_at", DESCENDING)]),
+    (SESSIONS, [("created_at", DESCENDING)]),
+    (PARTICIPANTS, [("call_id", ASCENDING), ("joined_at", ASCENDING)]),
+    (PARTICIPANTS, [("principal_id", ASCENDING)]),
+    (HISTORY, [("principal_id", ASCENDING), ("created_ms", DESCENDING), ("call_id", DESCENDING)]),
+    (HISTORY, [("principal_id", ASCENDING), ("missed", ASCENDING), ("created_ms", DESCENDING)]),
+    (TRANSCRIPTIONS, [("call_id", ASCENDING), ("spoken_ms", ASCENDING)]),
+    (CAPTIONS, [("call_id", ASCENDING), ("utterance_id", ASCENDING)]),
+)
+
+
+class InvalidCursor(ValueError):
+    """A pagination cursor that this API did not hand out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Where a page ended: the last item's time (ms since the epoch) and id."""
+
+    at_ms: int
+    key: str
+
+    def encode(self) -> str:
+        raw = msgspec.json.encode([self.at_ms, self.key])
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> "Cursor":
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            at_ms, key = msgspec.json.decode(raw, type=tuple[int, str])
+        except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+            raise InvalidCursor("the cursor is not one this API returned") from None
+        return cls(at_ms, key)
+
+
+def _fields(doc: msgspec.Struct) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.to_builtins(doc, builtin_types=(datetime,))
+    return out
+
+
+def _utc(value: Any) -> Any:
+    """Times are stored in UTC; some servers hand them back without a zone (nx-27017)."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    if isinstance(value, dict):
+        return {k: _utc(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_utc(v) for v in value]
+    return value
+
+
+def _load(raw: dict[str, Any], type_: type[D]) -> D:
+    return msgspec.convert(_utc(raw), type_, strict=False)
+
+
+class ArchiveRepository:
+    """The archive's collections in one database."""
+
+    def __init__(self, client: Any, database: str) -> None:
+        self.client = client
+        self.db = client[database]
+
+    @classmethod
+    def connect(cls, url: str, database: str, *, timeout_s: float = 5.0) -> "ArchiveRepository":
+        """A client (connections are made lazily; :meth:`ping` checks the server)."""
+        client: Any = AsyncIOMotorClient(
+            url,
+            tz_aware=True,
+            serverSelectionTimeoutMS=int(timeout_s * 1000),
+            connectTimeoutMS=int(timeout_s * 1000),
+            appname="meeshy-calls",
+        )
+        return cls(client, database)
+
+    async def ping(self) -> None:
+        await self.client.admin.command("ping")
+
+    def close(self) -> None:
+        self.client.close()
+
+    async def ensure_indexes(self) -> None:
+        """Create the indexes the queries need (idempotent)."""
+        for collection, keys in INDEXES:
+            await self.db[collection].create_index(keys)
+
+    # --- the event log --------------------------------------------------------------------
+    async def log_event(self, event: AnyCallEvent, stream_seq: int) -> bool:
+        """Keep the event; ``False`` when it was already logged (a redelivery or replay)."""
+        logged = LoggedEvent(
+            event_id=event.event_id,
+            call_id=event.call_id,
+            seq=event.seq,
+            stream_seq=stream_seq,
+            type=type(event).__struct_config__.tag,  # type: ignore[arg-type]
+            occurred_at=event.occurred_at,
+            event=_fields(event),
+        )
+        try:
+            await self.db[EVENTS].insert_one({"_id": logged.event_id, **_fields(logged)})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def call_log(self, call_id: str) -> list[Sequenced]:
+        """Every logged event of a call, in stream order."""
+        cursor = self.db[EVENTS].find({"call_id": call_id}).sort("stream_seq", ASCENDING)
+        out: list[Sequenced] = []
+        async for raw in cursor:
+            event: AnyCallEvent = msgspec.convert(_utc(raw["event"]), AnyCallEvent, strict=False)
+            out.append(Sequenced(int(raw["stream_seq"]), event))
+        return out
+
+    # --- projected documents ------------------------------------------------------------
+    async def _put(self, collection: str, doc_id: str, doc: Doc, version: int) -> bool:
+        """Write ``doc`` unless a document of this or a later version is there."""
+        try:
+            result = await self.db[collection].update_one(
+                {"_id": doc_id, "version": {"$lt": version}},
+                {"$set": _fields(doc)},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return False  # the stored one is as new or newer
+        return bool(result.modified_count or result.upserted_id is not None)
+
+    @staticmethod
+    def documents(folded: Folded) -> list[tuple[str, str, Doc]]:
+        """``(collection, _id, document)`` of everything a fold produced.
+
+        The session comes last: once it shows a revision, everything folded with it is
+        written (readers may treat it as the commit marker).
+        """
+        out: list[tuple[str, str, Doc]] = []
+        if folded.session is None:
+            return out
+        for p in folded.participants:
+            out.append((PARTICIPANTS, f"{p.call_id}:{p.participant_id}", p))
+        for h in folded.history:
+            out.append((HISTORY, f"{h.principal_id}:{h.call_id}", h))
+        out.append((SESSIONS, folded.session.call_id, folded.session))
+        return out
+
+    async def write(self, docs: Sequence[tuple[str, str, Doc]], version: int) -> dict[str, int]:
+        """Write folded documents (version-guarded); how many changed, per collection."""
+        written: dict[str, int] = {}
+        for collection, doc_id, doc in docs:
+            if await self._put(collection, doc_id, doc, version):
+                written[collection] = written.get(collection, 0) + 1
+        return written
+
+    async def put_revisioned(self, collection: str, doc_id: str, doc: Doc, revision: int) -> bool:
+        """Keep the highest revision of a transcript segment or caption."""
+        try:
+            result = await self.db[collection].update_one(
+                {"_id": doc_id, "revision": {"$lt": revision}},
+                {"$set": _fields(doc)},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return False
+        return bool(result.modified_count or result.upserted_id is not None)
+
+    async def put_transcription(self, record: TranscriptionRecord) -> bool:
+        doc_id = f"{record.call_id}:{record.utterance_id}"
+        return await self.put_revisioned(TRANSCRIPTIONS, doc_id, record, record.revision)
+
+    async def put_caption(self, record: CaptionRecord) -> bool:
+        doc_id = f"{record.call_id}:{record.utterance_id}:{record.language}"
+        return await self.put_revisioned(CAPTIONS, doc_id, record, record.revision)
+
+    # --- reads (history API, analysts) ----------------------------------------------------
+    async def history(
+        self,
+        principal_id: str,
+        *,
+        missed: bool | None = None,
+        after: Cursor | None = None,
+        limit: int = 20,
+    ) -> list[HistoryEntry]:
+        """One person's calls, newest first, after ``after``."""
+        query: dict[str, Any] = {"principal_id": principal_id}
+        if missed is not None:
+            query["missed"] = missed
+        if after is not None:
+            query["$or"] = [
+                {"created_ms": {"$lt": after.at_ms}},
+                {"created_ms": after.at_ms, "call_id": {"$lt": after.key}},
+            ]
+        cursor = (
+            self.db[HISTORY]
+            .find(query)
+            .sort([("created_ms", DESCENDING), ("call_id", DESCENDING)])
+            .limit(limit)
+        )
+        return [_load(raw, HistoryEntry) async for raw in cursor]
+
+    async def history_entry(self, principal_id: str, call_id: str) -> HistoryEntry | None:
+        raw = await self.db[HISTORY].find_one({"_id": f"{principal_id}:{call_id}"})
+        return None if raw is None else _load(raw, HistoryEntry)
+
+    async def session(self, call_id: str) -> CallSession | None:
+        raw = await self.db[SESSIONS].find_one({"_id": call_id})
+        return None if raw is None else _load(raw, CallSession)
+
+    async def participants(self, call_id: str) -> list[ParticipantRecord]:
+        cursor = self.db[PARTICIPANTS].find({"call_id": call_id}).sort("joined_at", ASCENDING)
+        return [_load(raw, ParticipantRecord) async for raw in cursor]
+
+    async def transcript(
+        self, call_id: str, *, after: Cursor | None = None, limit: int = 500
+    ) -> tuple[list[TranscriptionRecord], list[CaptionRecord]]:
+        """Final segments in the order they were spoken, and their captions."""
+        query: dict[str, Any] = {"call_id": call_id}
+        if after is not None:
+            query["$or"] = [
+                {"spoken_ms": {"$gt": after.at_ms}},
+                {"spoken_ms": after.at_ms, "utterance_id": {"$gt": after.key}},
+            ]
+        cursor = (
+            self.db[TRANSCRIPTIONS]
+            .find(query)
+            .sort([("spoken_ms", ASCENDING), ("utterance_id", ASCENDING)])
+            .limit(limit)
+        )
+        segments = [_load(raw, TranscriptionRecord) async for raw in cursor]
+        if not segments:
+            return [], []
+        ids = [s.utterance_id for s in segments]
+        caption_cursor = self.db[CAPTIONS].find({"call_id": call_id, "utterance_id": {"$in": ids}})
+        captions = [_load(raw, CaptionRecord) async for raw in caption_cursor]
+        return segments, captions
+
+    async def dump(self, collection: str) -> list[dict[str, Any]]:
+        """Every document of a collection, by ``_id`` (tests and operators)."""
+        return [raw async for raw in self.db[collection].find({}).sort("_id", ASCENDING)]

@@ -1,0 +1,26 @@
+"""Settings of the archive process (and the MongoDB half of the gateway's)."""
+
+from typing import Annotated, ClassVar
+
+import msgspec
+
+from schemas.settings import PositiveFloat, ServiceSettings
+
+DatabaseName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,63}$")]
+DurableName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+class ArchiveSettings(ServiceSettings, frozen=True, kw_only=True):
+    """``MONGO_URL`` (a secret: it may hold a password) and where the archive keeps its place."""
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset(
+        {"nats_password", "nats_token", "mongo_url"}
+    )
+
+    #: ``mongodb://host:27017`` (nx-27017 in the embedded stack; a replica set in compose).
+    mongo_url: str = "mongodb://127.0.0.1:27017"
+    mongo_database: DatabaseName = "meeshy_calls"
+    #: Give up (exit non-zero) if MongoDB does not answer within this long at start.
+    mongo_connect_deadline_s: PositiveFloat = 30.0
+    #: The durable consumers' name prefix: instances sharing it share the work.
+    archive_durable: DurableName = "archive"

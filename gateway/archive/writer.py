@@ -1,0 +1,239 @@
+"""What the archive does with each message: log it, fold its call, write what changed.
+
+Every step is idempotent, so the bus may deliver a message twice, or after a crash between
+two steps: the event log is keyed by event id, the fold is a pure function of the log, and
+documents are written only over older versions. A message is acknowledged (by the bus
+helper) only after its writes returned; while MongoDB is unreachable the writer keeps the
+message in hand (telling JetStream it is still working on it) instead of burning delivery
+attempts, so an outage delays the archive but loses nothing.
+"""
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TypeVar
+
+import msgspec
+from pymongo.errors import ConnectionFailure
+
+from gateway.archive.documents import CaptionRecord, Doc, TranscriptionRecord
+from gateway.archive.projection import epoch_ms, fold
+from gateway.archive.repository import ArchiveRepository
+from schemas import metrics
+from schemas.bus import Incoming
+from schemas.call_events import (
+    AnyCallEvent,
+    CallEnded,
+    CallInitiated,
+    CallModeChanged,
+    CallStatusChanged,
+    ParticipantJoined,
+)
+from schemas.captions import Caption, TranscriptSegment
+from schemas.logs import get_logger
+
+log = get_logger("gateway.archive")
+
+T = TypeVar("T")
+
+EVENTS = metrics.counter(
+    "archive_events_total", "Call events the archive received, new or already logged.", ("outcome",)
+)
+WRITES = metrics.counter("archive_documents_written_total", "Documents written.", ("collection",))
+PENDING = metrics.gauge(
+    "archive_pending_events", "Events waiting for a missing revision of their call."
+)
+WRITE_SECONDS = metrics.histogram(
+    "archive_write_seconds", "Time to log, fold and write one call event."
+)
+CALLS_STARTED = metrics.counter("calls_started_total", "Calls initiated.", ("conversation_type",))
+CALLS_ENDED = metrics.counter("calls_ended_total", "Calls ended, by reason.", ("reason",))
+CALL_DURATION = metrics.histogram(
+    "call_duration_seconds", "Duration of ended calls.", buckets=metrics.DURATION_BUCKETS
+)
+CALL_SETUP = metrics.histogram(
+    "call_setup_seconds", "From initiation to the call becoming active (someone answered)."
+)
+PARTICIPANTS_JOINED = metrics.counter(
+    "participants_joined_total", "Participants who joined a call.", ("kind",)
+)
+MODE_SWITCH = metrics.histogram(
+    "mode_switch_duration_seconds",
+    "Migrations between P2P and SFU: decision to last acknowledgement (or failure).",
+    ("to_mode", "outcome"),
+)
+TRANSCRIPT_LATENCY = metrics.histogram(
+    "transcription_latency_seconds",
+    "End of speech to the final transcript segment being produced.",
+    ("source",),
+)
+CAPTION_LATENCY = metrics.histogram(
+    "caption_latency_seconds",
+    "End of speech to the final caption being produced, translated or not.",
+    ("translated",),
+)
+TRANSLATION_TIME = metrics.histogram(
+    "translation_duration_seconds", "Time the translator took for one caption."
+)
+
+#: Calls whose last written documents are remembered (to skip rewriting unchanged ones).
+CACHE_CALLS = 2048
+
+
+class ArchiveWriter:
+    """Handlers for the archive's three durable consumers."""
+
+    def __init__(self, repo: ArchiveRepository, *, accepting: Callable[[], bool]) -> None:
+        self.repo = repo
+        self._accepting = accepting
+        # call id -> (event ids folded, {doc key: encoded doc}) as last written by us.
+        self._written: OrderedDict[str, tuple[frozenset[str], dict[str, bytes]]] = OrderedDict()
+        self._pending: dict[str, int] = {}
+        self.events_logged = 0
+        self.duplicates = 0
+
+    async def _retrying(self, what: Callable[[], Awaitable[T]], msg: Incoming) -> T:
+        """Run a MongoDB step; while the server is unreachable, keep the message in hand."""
+        delay = 0.2
+        warned = False
+        while True:
+            try:
+                return await what()
+            except ConnectionFailure as exc:
+                if not self._accepting():
+                    raise  # draining: let JetStream redeliver it to whoever runs next
+                if not warned:
+                    log.warning("archive.mongo_unavailable", error=type(exc).__name__)
+                    warned = True
+                await msg.in_progress()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def folded_count(self, call_id: str) -> int:
+        """How many events of a call this writer last folded and wrote (0: none lately)."""
+        known = self._written.get(call_id)
+        return len(known[0]) if known is not None else 0
+
+    # --- call events --------------------------------------------------------------------
+    async def on_event(self, event: AnyCallEvent, msg: Incoming) -> None:
+        with WRITE_SECONDS.time():
+            stream_seq = int(msg.metadata.sequence.stream)
+            new = await self._retrying(lambda: self.repo.log_event(event, stream_seq), msg)
+            EVENTS.labels(outcome="new" if new else "duplicate").inc()
+            if new:
+                self.events_logged += 1
+            else:
+                self.duplicates += 1
+            call_log = await self._retrying(lambda: self.repo.call_log(event.call_id), msg)
+            folded = fold(call_log)
+            self._pending[event.call_id] = folded.pending
+            if folded.pending == 0:
+                self._pending.pop(event.call_id, None)
+            PENDING.set(sum(self._pending.values()))
+            docs = ArchiveRepository.documents(folded)
+            ids = frozenset(s.event.event_id for s in call_log)
+            changed = self._changed(event.call_id, event.event_id, ids, docs)
+            version = len(call_log)
+            written = await self._retrying(lambda: self.repo.write(changed, version), msg)
+            for collection, count in written.items():
+                WRITES.labels(collection=collection).inc(count)
+            self._remember(event.call_id, ids, docs)
+        if new:
+            self._observe(event, folded.session.created_at if folded.session else None)
+
+    def _changed(
+        self,
+        call_id: str,
+        event_id: str,
+        ids: frozenset[str],
+        docs: list[tuple[str, str, Doc]],
+    ) -> list[tuple[str, str, Doc]]:
+        """The documents to write: all, unless we wrote this call's previous state ourselves."""
+        known = self._written.get(call_id)
+        if known is None or known[0] != ids - {event_id}:
+            return docs  # first sight, a restart, or another instance wrote in between
+        before = known[1]
+        return [d for d in docs if before.get(f"{d[0]}/{d[1]}") != msgspec.json.encode(d[2])]
+
+    def _remember(
+        self, call_id: str, ids: frozenset[str], docs: list[tuple[str, str, Doc]]
+    ) -> None:
+        self._written[call_id] = (
+            ids,
+            {f"{c}/{i}": msgspec.json.encode(d) for c, i, d in docs},
+        )
+        self._written.move_to_end(call_id)
+        while len(self._written) > CACHE_CALLS:
+            self._written.popitem(last=False)
+
+    @staticmethod
+    def _observe(event: AnyCallEvent, created_at: datetime | None) -> None:
+        """Business metrics, once per event (never on a redelivery)."""
+        match event:
+            case CallInitiated():
+                CALLS_STARTED.labels(conversation_type=event.conversation_type).inc()
+            case CallEnded():
+                CALLS_ENDED.labels(reason=event.reason).inc()
+                CALL_DURATION.observe(event.duration_s)
+            case ParticipantJoined():
+                PARTICIPANTS_JOINED.labels(kind=event.participant.kind).inc()
+            case CallModeChanged():
+                MODE_SWITCH.labels(to_mode=event.to_mode, outcome=event.outcome).observe(
+                    event.duration_ms / 1000.0
+                )
+            case CallStatusChanged(to_status="active", from_status="ringing"):
+                if created_at is not None:
+                    setup = (event.occurred_at - created_at).total_seconds()
+                    CALL_SETUP.observe(max(0.0, setup))
+            case _:
+                pass
+
+    # --- transcripts --------------------------------------------------------------------
+    async def on_segment(self, segment: TranscriptSegment, msg: Incoming) -> None:
+        if not segment.is_final:
+            return  # partials are replaced by their final; only finals are archived
+        record = TranscriptionRecord(
+            call_id=segment.call_id,
+            utterance_id=segment.utterance_id,
+            participant_id=segment.participant_id,
+            language=segment.language,
+            text=segment.text,
+            revision=segment.revision,
+            start_s=segment.start_s,
+            end_s=segment.end_s,
+            confidence=segment.confidence,
+            source=segment.source,
+            model=segment.model,
+            speech_ended_at=segment.speech_ended_at,
+            spoken_ms=epoch_ms(segment.speech_ended_at),
+            produced_at=segment.produced_at,
+        )
+        if await self._retrying(lambda: self.repo.put_transcription(record), msg):
+            WRITES.labels(collection="transcriptions").inc()
+            latency = (segment.produced_at - segment.speech_ended_at).total_seconds()
+            TRANSCRIPT_LATENCY.labels(source=segment.source).observe(max(0.0, latency))
+
+    async def on_caption(self, caption: Caption, msg: Incoming) -> None:
+        if not caption.is_final:
+            return
+        record = CaptionRecord(
+            call_id=caption.call_id,
+            utterance_id=caption.utterance_id,
+            language=caption.language,
+            text=caption.text,
+            revision=caption.revision,
+            translated=caption.translated,
+            untranslated_reason=caption.untranslated_reason,
+            source_language=caption.source_language,
+            speaker_participant_id=caption.speaker_participant_id,
+            produced_at=caption.produced_at,
+        )
+        if await self._retrying(lambda: self.repo.put_caption(record), msg):
+            WRITES.labels(collection="captions").inc()
+            latency = (caption.produced_at - caption.speech_ended_at).total_seconds()
+            CAPTION_LATENCY.labels(translated=str(caption.translated).lower()).observe(
+                max(0.0, latency)
+            )
+            if caption.translated:
+                TRANSLATION_TIME.observe(caption.translation_ms / 1000.0)

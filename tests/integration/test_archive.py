@@ -1,0 +1,267 @@
+"""The archive through a real nats-server and a real MongoDB wire-protocol server (nx-27017).
+
+Replaying the stream gives the same documents; a restarted archive resumes where it was,
+with no gap and no duplicate; out-of-order revisions wait for the missing one.
+"""
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from gateway.archive import repository as r
+from gateway.archive.documents import CallSession
+from gateway.archive.repository import ArchiveRepository
+from gateway.archive.service import ArchiveService
+from gateway.archive.settings import ArchiveSettings
+from schemas import subjects
+from schemas.bus import Bus
+from schemas.call_events import AnyCallEvent
+from schemas.runtime import run_service
+from tests.support.mongo_server import MongoServer
+from tests.support.nats_server import NatsServer
+from tests.support.recorded_call import RecordedCall, recorded_call
+from tests.support.waiting import eventually
+
+
+def settings(nats: NatsServer, mongo: MongoServer, db: str, durable: str) -> ArchiveSettings:
+    return ArchiveSettings(
+        nats_url=nats.url,
+        mongo_url=mongo.url,
+        mongo_database=db,
+        archive_durable=durable,
+        nats_connect_deadline_s=5,
+        mongo_connect_deadline_s=10,
+        heartbeat_interval_s=1,
+        drain_timeout_s=5,
+    )
+
+
+async def publish(bus: Bus, events: list[AnyCallEvent]) -> None:
+    for e in events:
+        await bus.js_publish(subjects.call_event(e.call_id, e.subject_name), e, msg_id=e.event_id)
+
+
+async def publish_transcripts(bus: Bus, rec: RecordedCall) -> None:
+    for s in rec.segments:
+        await bus.publish(subjects.transcript_segment(s.call_id), s)
+    for c in rec.captions:
+        await bus.publish(subjects.caption(c.call_id, c.language), c)
+    await bus.nc.flush()
+
+
+async def snapshot(repo: ArchiveRepository, call_id: str) -> dict[str, list[dict[str, Any]]]:
+    """Every archived document of one call."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for collection in (
+        r.EVENTS,
+        r.SESSIONS,
+        r.PARTICIPANTS,
+        r.HISTORY,
+        r.TRANSCRIPTIONS,
+        r.CAPTIONS,
+    ):
+        docs = await repo.dump(collection)
+        out[collection] = [
+            d for d in docs if d.get("call_id") == call_id or d.get("_id") == call_id
+        ]
+    return out
+
+
+async def complete(repo: ArchiveRepository, rec: RecordedCall, timeout: float = 30) -> CallSession:
+    async def done() -> bool:
+        session = await repo.session(rec.call_id)
+        if session is None or session.seq != rec.revised[-1].seq:
+            return False
+        segs, caps = await repo.transcript(rec.call_id)
+        return len(segs) == 2 and len(caps) == 3
+
+    await eventually(done, timeout, step=0.1)
+    session = await repo.session(rec.call_id)
+    assert session is not None
+    return session
+
+
+class RunningArchive:
+    def __init__(self, s: ArchiveSettings) -> None:
+        self.service = ArchiveService(s, f"archive-{s.archive_durable}")
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(run_service(self.service, self.stop))
+
+    async def close(self) -> int:
+        self.stop.set()
+        return await asyncio.wait_for(self.task, 20)
+
+
+@pytest.fixture
+async def repo(mongo_server: MongoServer, uid: str) -> AsyncIterator[ArchiveRepository]:
+    repository = ArchiveRepository.connect(mongo_server.url, f"db-{uid}")
+    yield repository
+    repository.close()
+
+
+async def test_the_projection_of_a_recorded_call(
+    nats_server: NatsServer, mongo_server: MongoServer, bus: Bus, repo: ArchiveRepository, uid: str
+) -> None:
+    rec = recorded_call(uid)
+    events = list(rec.events)
+    # Out of order (revision 6 before 5) and a duplicate outside JetStream's window.
+    events[4], events[5] = events[5], events[4]
+    await publish(bus, events)
+    dup = rec.events[8]
+    await bus.js_publish(subjects.call_event(dup.call_id, dup.subject_name), dup)
+    await publish_transcripts(bus, rec)
+
+    archive = RunningArchive(settings(nats_server, mongo_server, f"db-{uid}", f"a-{uid}"))
+    try:
+        session = await complete(repo, rec)
+    finally:
+        assert await archive.close() == 0
+
+    assert session.status == "ended" and session.end_reason == "completed"
+    assert session.mode == "p2p" and [m.to_mode for m in session.mode_changes] == ["sfu", "p2p"]
+    assert session.pending_events == 0 and session.participant_count == 3
+    assert session.guest_count == 1 and session.max_active == 3
+    assert session.transcription_ever_enabled and session.setup_s == 6.0
+    assert {i.user_id: i.outcome for i in session.invitees} == {
+        rec.bob: "accepted",
+        rec.carol: "missed",
+        rec.dave: "missed",
+    }
+    people = {p.display_name: p for p in await repo.participants(rec.call_id)}
+    assert people["Bob"].audio_enabled is False and people["Bob"].disconnects == 1
+    assert people["Gus"].leave_reason == "left" and people["Gus"].caption_language == "en"
+    assert people["Gus"].principal_id == rec.guest
+    missed = await repo.history(rec.carol, missed=True)
+    assert [h.call_id for h in missed] == [rec.call_id] and not missed[0].took_part
+    assert await repo.history(rec.bob, missed=True) == []
+    alice = await repo.history_entry(rec.alice, rec.call_id)
+    assert alice is not None and alice.role == "initiator" and alice.took_part
+    segments, captions = await repo.transcript(rec.call_id)
+    assert [s.text for s in segments] == ["Hello everyone.", "Bonjour à tous."]
+    assert sorted(c.language for c in captions) == ["en", "en", "fr"]
+    logged = await snapshot(repo, rec.call_id)
+    assert len(logged[r.EVENTS]) == len(rec.events)  # the duplicate was logged once
+    for collection, keys in r.INDEXES:  # the indexes the queries need exist
+        indexed = [
+            [k for k, _ in info["key"]]
+            for info in (await repo.db[collection].index_information()).values()
+        ]
+        assert [k for k, _ in keys] in indexed, (collection, keys)
+
+
+async def test_replaying_the_stream_gives_the_same_documents(
+    nats_server: NatsServer, mongo_server: MongoServer, bus: Bus, uid: str
+) -> None:
+    rec = recorded_call(uid)
+    await publish(bus, rec.events)
+    await publish_transcripts(bus, rec)
+    snapshots = []
+    # First pass; a replay over the same database (a new durable reads the whole stream
+    # again); a replay into an empty database.
+    for db, durable in (
+        (f"r1-{uid}", f"r1-{uid}"),
+        (f"r1-{uid}", f"r2-{uid}"),
+        (f"r3-{uid}", f"r3-{uid}"),
+    ):
+        repository = ArchiveRepository.connect(mongo_server.url, db)
+        archive = RunningArchive(settings(nats_server, mongo_server, db, durable))
+        try:
+            await complete(repository, rec)
+            # A replay over existing documents: wait until it has read every event again.
+            await eventually(_all_folded(archive, rec), 30, step=0.05)
+            snapshots.append(await snapshot(repository, rec.call_id))
+        finally:
+            assert await archive.close() == 0
+            repository.close()
+    assert snapshots[0] == snapshots[1] == snapshots[2]
+    assert all(snapshots[0][c] for c in snapshots[0])
+
+
+async def test_a_restarted_archive_resumes_with_no_gap_and_no_duplicate(
+    nats_server: NatsServer, mongo_server: MongoServer, bus: Bus, repo: ArchiveRepository, uid: str
+) -> None:
+    rec = recorded_call(uid)
+    half = len(rec.events) // 2
+    env = {
+        **os.environ,
+        "NATS_URL": nats_server.url,
+        "MONGO_URL": mongo_server.url,
+        "MONGO_DATABASE": f"db-{uid}",
+        "ARCHIVE_DURABLE": f"k-{uid}",
+        "SERVICE_ID": f"archive-{uid}",
+        "HEARTBEAT_INTERVAL_S": "1",
+    }
+
+    async def spawn() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.archive", env=env,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+
+    async def logged() -> int:
+        return len((await snapshot(repo, rec.call_id))[r.EVENTS])
+
+    first = await spawn()
+    try:
+        await publish(bus, rec.events[:half])
+        await eventually(lambda: _at_least(logged, half), 30, step=0.1)
+    finally:
+        first.send_signal(signal.SIGKILL)  # a crash: nothing drained, nothing flushed
+        await first.wait()
+    await publish(bus, rec.events[half:])
+    await publish_transcripts(bus, rec)
+    second = await spawn()
+    try:
+        session = await complete(repo, rec)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(second.communicate(), 20)
+    assert second.returncode == 0, err.decode()[-2000:]
+    assert b"Traceback" not in err
+    assert session.seq == rec.revised[-1].seq and session.pending_events == 0
+    assert await logged() == len(rec.events)
+    participants = await repo.participants(rec.call_id)
+    assert len(participants) == 3 and all(p.left_at is not None for p in participants)
+
+
+def _all_folded(archive: RunningArchive, rec: RecordedCall) -> Callable[[], bool]:
+    def check() -> bool:
+        writer = archive.service.writer
+        return writer is not None and writer.folded_count(rec.call_id) == len(rec.events)
+
+    return check
+
+
+async def _at_least(count: Any, n: int) -> bool:
+    return bool(await count() >= n)
+
+
+async def test_a_missing_revision_holds_back_later_ones(
+    nats_server: NatsServer, mongo_server: MongoServer, bus: Bus, repo: ArchiveRepository, uid: str
+) -> None:
+    rec = recorded_call(uid)
+    gap = rec.revised[4]  # revision 5 arrives last
+    await publish(bus, [e for e in rec.events if e is not gap])
+    archive = RunningArchive(settings(nats_server, mongo_server, f"db-{uid}", f"g-{uid}"))
+    try:
+
+        async def waiting() -> bool:
+            s = await repo.session(rec.call_id)
+            return s is not None and s.seq == 4 and s.pending_events == len(rec.revised) - 5
+
+        await eventually(waiting, 30, step=0.1)
+        await publish(bus, [gap])
+
+        async def filled() -> bool:
+            s = await repo.session(rec.call_id)
+            return s is not None and s.status == "ended" and s.pending_events == 0
+
+        await eventually(filled, 30, step=0.1)
+    finally:
+        assert await archive.close() == 0

@@ -1,0 +1,176 @@
+"""Translator bridge logic without a backend: routes, codes, adapters, fan-out rules."""
+
+import asyncio
+from collections.abc import Iterable
+
+import pytest
+
+from schemas.call_state import CallState
+from schemas.captions import Caption, TranscriptSegment
+from tests.support.captions import call_state
+from translator_bridge.adapters import CachingTranslator, GuardedTranslator
+from translator_bridge.bridge import CaptionBridge
+from translator_bridge.languages import apertium_codes, libretranslate_codes, same_language
+from translator_bridge.readers import caption_languages, languages_read
+from translator_bridge.settings import TranslatorBridgeSettings
+from translator_bridge.translator import (
+    BackendFailed,
+    NoPair,
+    PairGraph,
+    Route,
+    TranslationTimeout,
+    Translator,
+)
+
+
+def test_routes_are_shortest_prefer_pivots_and_respect_the_hop_limit() -> None:
+    pairs = {("eng", "spa"), ("spa", "fra"), ("eng", "cat"), ("cat", "fra"), ("fra", "oci")}
+    graph = PairGraph(frozenset(pairs), max_hops=2, preferred=("spa",))
+    assert graph.route("eng", "fra") == Route(("eng", "spa", "fra"))
+    assert PairGraph(frozenset(pairs), preferred=("cat",)).route("eng", "fra") == Route(
+        ("eng", "cat", "fra")
+    )
+    assert graph.route("eng", "oci") is None  # three hops
+    assert PairGraph(frozenset(pairs), max_hops=3).route("eng", "oci") is not None
+    assert graph.route("fra", "eng") is None  # pairs are directed
+
+
+def test_our_codes_map_to_the_backends_variants_first() -> None:
+    assert apertium_codes("pt-br") == ["por_BR", "por"] and apertium_codes("en") == ["eng"]
+    assert apertium_codes("ca-valencia") == ["cat_valencia", "cat"]
+    assert apertium_codes("xx") == [] and apertium_codes("ast") == ["ast"]
+    assert libretranslate_codes("pt-br") == ["pt-BR", "pt"]
+    assert same_language("en", "en-gb") and not same_language("en", "es")
+
+
+def test_languages_read_are_caption_languages_or_spoken_ones_and_the_speakers() -> None:
+    state = call_state(
+        "c", {"a": ("en", None), "b": ("fr", "es"), "c": ("es", None), "d": ("it", "en")}
+    )
+    assert languages_read(state) == {"en", "es"}
+    assert caption_languages(state, "it") == ["it", "en", "es"]  # the speaker's own first
+    assert caption_languages(state, "en") == ["en", "es"]
+
+
+class Scripted(Translator):
+    """A test double backend: fixed pairs, answers "<target>:<text>", counts calls."""
+
+    name = "scripted"
+    chains = True
+
+    def __init__(self, fail: Exception | None = None, delay: float = 0.0) -> None:
+        super().__init__()
+        self.fail = fail
+        self.delay = delay
+        self.calls = 0
+        self.up = True
+
+    async def close(self) -> None:
+        pass
+
+    def codes_for(self, language: str) -> list[str]:
+        return [language]
+
+    async def _discover(self) -> Iterable[tuple[str, str]]:
+        if not self.up:
+            raise BackendFailed("down")
+        return [("en", "es"), ("es", "en"), ("es", "fr")]
+
+    async def _translate(self, text: str, route: Route) -> str:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        return f"{route.codes[-1]}:{text}"
+
+
+async def test_a_backend_down_at_start_is_retried_and_then_used() -> None:
+    backend = Scripted()
+    backend.up = False
+    await backend.start()
+    assert not backend.known
+    with pytest.raises(BackendFailed):
+        await backend.translate("hi", "en", "es")
+    backend.up = True
+    await backend.refresh(force=True)
+    assert await backend.translate("hi", "en", "fr") == "fr:hi"  # through Spanish
+    with pytest.raises(NoPair):
+        await backend.translate("hi", "fr", "en")
+
+
+async def test_the_cache_serves_repeats_and_shares_concurrent_requests() -> None:
+    backend = Scripted(delay=0.05)
+    await backend.start()
+    cache = CachingTranslator(backend, size=2)
+    results = await asyncio.gather(*(cache.translate("hi", "en", "es") for _ in range(5)))
+    assert results == ["es:hi"] * 5 and backend.calls == 1
+    assert await cache.translate("hi", "en", "es") == "es:hi" and backend.calls == 1
+    await cache.translate("a", "en", "es")
+    await cache.translate("b", "en", "es")  # evicts "hi" (size 2)
+    await cache.translate("hi", "en", "es")
+    assert backend.calls == 4 and cache.hits == 5
+
+
+async def test_failures_are_not_cached_and_reach_every_waiter() -> None:
+    backend = Scripted(fail=BackendFailed("boom"), delay=0.02)
+    await backend.start()
+    cache = CachingTranslator(backend, size=10)
+    outcomes = await asyncio.gather(
+        *(cache.translate("hi", "en", "es") for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(o, BackendFailed) for o in outcomes) and backend.calls == 1
+    backend.fail = None
+    assert await cache.translate("hi", "en", "es") == "es:hi"
+
+
+async def test_the_guard_bounds_concurrency_and_time() -> None:
+    backend = Scripted(delay=0.2)
+    await backend.start()
+    guard = GuardedTranslator(backend, concurrency=1, timeout_s=0.3)
+    outcomes = await asyncio.gather(
+        guard.translate("a", "en", "es"), guard.translate("b", "en", "es"), return_exceptions=True
+    )
+    assert outcomes[0] == "es:a" and isinstance(outcomes[1], TranslationTimeout)
+    assert guard.timeouts == 1
+
+
+def segment(**kw: object) -> TranscriptSegment:
+    fields: dict[str, object] = {
+        "call_id": "c",
+        "utterance_id": "u",
+        "participant_id": "a",
+        "language": "en",
+        "text": "hello",
+        "is_final": True,
+    }
+    fields.update(kw)
+    return TranscriptSegment(**fields)  # type: ignore[arg-type]
+
+
+async def test_the_bridge_never_goes_silent() -> None:
+    backend = Scripted(fail=TranslationTimeout("late"))
+    await backend.start()
+    published: list[Caption] = []
+    states: dict[str, CallState] = {"c": call_state("c", {"a": ("en", None), "b": ("es", None)})}
+
+    async def lookup(call_id: str) -> CallState | None:
+        return states.get(call_id)
+
+    async def publish(caption: Caption) -> None:
+        published.append(caption)
+
+    bridge = CaptionBridge(translator=backend, lookup=lookup, publish=publish)
+    await bridge.handle(segment())
+    spanish = next(c for c in published if c.language == "es")
+    assert spanish.text == "hello" and spanish.untranslated_reason == "timeout"
+    assert bridge.stats.untranslated_by_reason == {"timeout": 1}
+    published.clear()
+    await bridge.handle(segment(text="", revision=1))  # an empty revision clears, everywhere
+    assert sorted((c.language, c.text) for c in published) == [("en", ""), ("es", "")]
+
+
+def test_bridge_settings_keep_the_api_key_secret() -> None:
+    s = TranslatorBridgeSettings.from_env(
+        {"TRANSLATOR_BACKEND": "libretranslate", "TRANSLATOR_API_KEY": "k-very-secret"}
+    )
+    assert "k-very-secret" not in repr(s) and s.translator_backend == "libretranslate"

@@ -1,0 +1,64 @@
+// Captions of the call, one line per utterance: interim text replaced in place by later
+// revisions and then by the final text; a final is announced to screen readers once.
+// Fed by `call:caption` (DRAFT protocol: the server sends it from phase 2 on).
+
+import type { CaptionEvent } from "../protocol";
+
+export interface CaptionLine {
+  utteranceId: string;
+  speakerId: string;
+  speakerName: string;
+  /** In the listener's language. */
+  text: string;
+  /** What the speaker said, in their language (shown beside a translation). */
+  sourceText: string;
+  sourceLanguage: string;
+  language: string;
+  translated: boolean;
+  isFinal: boolean;
+  revision: number;
+  /** The listener's own words. */
+  own: boolean;
+}
+
+export const MAX_LINES = 60;
+
+export class CaptionStore {
+  lines: CaptionLine[] = [];
+
+  apply(
+    ev: CaptionEvent,
+    nameOf: (participantId: string) => string,
+    selfId: string,
+  ): { changed: boolean; announce: string | null } {
+    const i = this.lines.findIndex((l) => l.utteranceId === ev.utteranceId);
+    const existing = i >= 0 ? this.lines[i] : undefined;
+    if (existing && (existing.isFinal || ev.revision <= existing.revision)) {
+      // Out of order or after the final: the line already says more.
+      return { changed: false, announce: null };
+    }
+    const own = ev.speakerParticipantId === selfId;
+    const line: CaptionLine = {
+      utteranceId: ev.utteranceId,
+      speakerId: ev.speakerParticipantId,
+      speakerName: own ? "You" : nameOf(ev.speakerParticipantId) || "Someone",
+      text: ev.text,
+      sourceText: ev.sourceText,
+      sourceLanguage: ev.sourceLanguage,
+      language: ev.language,
+      translated: ev.translated,
+      isFinal: ev.isFinal,
+      revision: ev.revision,
+      own,
+    };
+    if (existing) this.lines[i] = line;
+    else this.lines.push(line);
+    if (this.lines.length > MAX_LINES) this.lines.splice(0, this.lines.length - MAX_LINES);
+    const announce = line.isFinal && !own && line.text.trim() ? `${line.speakerName}: ${line.text}` : null;
+    return { changed: true, announce };
+  }
+
+  clear(): void {
+    this.lines = [];
+  }
+}

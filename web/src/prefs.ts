@@ -1,0 +1,60 @@
+// Choices remembered on this device (localStorage): devices, languages, caption size.
+
+export interface Prefs {
+  cameraId: string;
+  microphoneId: string;
+  speakerId: string;
+  spokenLanguage: string;
+  captionLanguage: string;
+  captionSize: "small" | "medium" | "large";
+  joinMuted: boolean;
+  joinCameraOff: boolean;
+}
+
+const KEY = "meeshy.prefs";
+
+const DEFAULTS: Prefs = {
+  cameraId: "",
+  microphoneId: "",
+  speakerId: "",
+  spokenLanguage: "",
+  captionLanguage: "",
+  captionSize: "medium",
+  joinMuted: false,
+  joinCameraOff: false,
+};
+
+export const LANGUAGES: ReadonlyArray<{ value: string; label: string }> = [
+  { value: "en", label: "English" },
+  { value: "fr", label: "Français" },
+  { value: "es", label: "Español" },
+  { value: "de", label: "Deutsch" },
+  { value: "it", label: "Italiano" },
+  { value: "pt", label: "Português" },
+  { value: "ca", label: "Català" },
+  { value: "nl", label: "Nederlands" },
+];
+
+export function languageName(code: string): string {
+  return LANGUAGES.find((l) => l.value === code)?.label ?? code;
+}
+
+export function loadPrefs(): Prefs {
+  try {
+    const raw = localStorage.getItem(KEY);
+    const parsed: unknown = raw ? JSON.parse(raw) : {};
+    return { ...DEFAULTS, ...(parsed && typeof parsed === "object" ? parsed : {}) };
+  } catch {
+    return { ...DEFAULTS };
+  }
+}
+
+export function savePrefs(change: Partial<Prefs>): Prefs {
+  const next = { ...loadPrefs(), ...change };
+  try {
+    localStorage.setItem(KEY, JSON.stringify(next));
+  } catch {
+    // Private mode or a full quota: the choice holds for this page only.
+  }
+  return next;
+}

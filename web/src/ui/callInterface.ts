@@ -1,0 +1,159 @@
+// The call screen (CallInterface): header with the mode badge and status, the VideoGrid, the
+// CallControls, the captions panel (TranscriptionPanel) and the share link of GROUP calls.
+
+import type { Api } from "../api";
+import type { CallSession } from "../call/callSession";
+import * as model from "../call/callModel";
+import { h } from "../dom";
+import { toAppError } from "../errors";
+import { loadPrefs } from "../prefs";
+import { CallControls } from "./callControls";
+import type { TileData } from "./participantTile";
+import { heading, type Screen } from "./screen";
+import { TranscriptionPanel } from "./transcriptionPanel";
+import { VideoGrid } from "./videoGrid";
+
+export interface CallScreen extends Screen {
+  refresh(): void;
+}
+
+export function callScreen(session: CallSession, api: Api, title: string): CallScreen {
+  const grid = new VideoGrid();
+  const panel = new TranscriptionPanel();
+  const status = h("p", { class: "call-status", role: "status" });
+  const badge = h("span", { class: "mode-badge" });
+  const selfBanner = h("div", { class: "reconnecting-banner", role: "status", hidden: true });
+  const shareBox = h("div", { class: "share-box", hidden: true });
+  let pending = false;
+  let startedAt: number | null = null;
+  let durationTimer: number | null = null;
+
+  const shareLink = async () => {
+    shareBox.hidden = false;
+    shareBox.replaceChildren(h("p", {}, "Creating a share link…"));
+    try {
+      const link = await api.createShareLink(session.state.conversationId);
+      const input = h("input", { type: "text", readonly: true, value: link.url, "aria-label": "Share link for guests", class: "share-url" });
+      let copied = false;
+      try {
+        await navigator.clipboard.writeText(link.url);
+        copied = true;
+      } catch {
+        copied = false;
+      }
+      const expires = new Date(link.expiresAt * 1000).toLocaleString();
+      shareBox.replaceChildren(
+        h("p", { role: "status" }, copied ? "Share link copied. Guests who open it join this call." : "Copy this link for guests:"),
+        input,
+        h("p", { class: "hint" }, `Valid until ${expires}.`),
+      );
+      if (!copied) input.select();
+    } catch (err) {
+      shareBox.replaceChildren(h("p", { class: "error-box", role: "alert" }, `No share link: ${toAppError(err).readable}`));
+    }
+  };
+
+  const controls = new CallControls({
+    toggleAudio: () => void session.setAudio(!session.local.audioEnabled),
+    toggleVideo: () => void session.setVideo(!session.local.videoEnabled),
+    toggleScreen: () => void session.toggleScreenShare(),
+    toggleCaptions: () => {
+      panel.open = !panel.open;
+      render();
+    },
+    shareLink: () => void shareLink(),
+    leave: () => void session.leave(),
+    endForAll: () => void session.endForAll(),
+  });
+
+  const render = () => {
+    pending = false;
+    const s = session.state;
+    const sinkId = loadPrefs().speakerId;
+    const tiles: TileData[] = s.participants.map((p) => {
+      const isSelf = p.participantId === s.selfId;
+      const r = session.remote.get(p.participantId);
+      return {
+        participant: isSelf
+          ? { ...p, audioEnabled: session.local.audioEnabled, videoEnabled: session.local.videoEnabled }
+          : p,
+        isSelf,
+        stream: isSelf ? session.local.stream : (r?.stream ?? null),
+        speaking: session.activeSpeaker === p.participantId && s.participants.length > 1,
+        reconnecting: isSelf ? session.selfConnection === "reconnecting" : p.connection === "reconnecting",
+        ice: isSelf ? "" : (r?.ice ?? "new"),
+        stats: isSelf ? null : (r?.stats ?? null),
+        sinkId,
+      };
+    });
+    grid.update(tiles);
+    const others = model.others(s);
+    badge.textContent = session.mode === "sfu" ? "SFU" : "P2P";
+    badge.dataset["mode"] = session.mode;
+    badge.setAttribute("aria-label", session.mode === "sfu" ? "Media path: through the media server (SFU)" : "Media path: peer-to-peer (P2P)");
+    if (startedAt === null && (s.status === "active" || others.length > 0)) startedAt = Date.now();
+    let text: string;
+    if (others.length === 0) {
+      text = s.status === "ringing" || s.status === "initiated" ? `Calling ${title}…` : "Waiting for others to join…";
+    } else {
+      const secs = startedAt ? Math.floor((Date.now() - startedAt) / 1000) : 0;
+      text = `In call with ${others.map((p) => p.displayName).join(", ")} · ${formatDuration(secs)}`;
+    }
+    if (status.textContent !== text) status.textContent = text;
+    status.dataset["status"] = s.status;
+    selfBanner.hidden = session.selfConnection !== "reconnecting";
+    selfBanner.textContent = "Connection lost. Reconnecting… you stay in the call.";
+    controls.update({
+      audioOn: session.local.audioEnabled,
+      videoOn: session.local.videoEnabled,
+      hasAudio: session.local.hasAudio,
+      hasVideo: session.local.hasVideo,
+      sharing: session.local.sharing,
+      captionsOpen: panel.open,
+      canShareLink: s.conversationType === "GROUP" && session.identity.kind === "user",
+      canEndForAll: session.mayEndForAll,
+      direct: s.conversationType === "DIRECT",
+    });
+    if (panel.open) panel.update(session.captions.lines);
+  };
+
+  return {
+    name: "call",
+    title: `Call · ${title}`,
+    render(root) {
+      const top = h("header", { class: "call-header" }, heading(title), badge, status);
+      root.append(
+        h(
+          "section",
+          { class: "screen call", "data-call-id": session.callId },
+          top,
+          selfBanner,
+          h("div", { class: "call-body" }, grid.el, panel.el),
+          shareBox,
+          controls.el,
+        ),
+      );
+      render();
+      durationTimer = window.setInterval(render, 1000);
+    },
+    refresh() {
+      if (pending) return;
+      pending = true;
+      window.setTimeout(render, 30);
+    },
+    dispose() {
+      if (durationTimer !== null) window.clearInterval(durationTimer);
+      session.dispose();
+    },
+  };
+}
+
+
+function formatDuration(total: number): string {
+  const m = Math.floor(total / 60);
+  const s = total % 60;
+  const hours = Math.floor(m / 60);
+  const mm = String(m % 60).padStart(2, "0");
+  const ss = String(s).padStart(2, "0");
+  return hours ? `${hours}:${mm}:${ss}` : `${mm}:${ss}`;
+}

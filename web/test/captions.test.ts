@@ -1,0 +1,47 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { CaptionStore } from "../src/captions/captionStore";
+import type { CaptionEvent } from "../src/protocol";
+
+const ev = (extra: Partial<CaptionEvent>): CaptionEvent => ({
+  callId: "c",
+  utteranceId: "u1",
+  speakerParticipantId: "p-alice",
+  language: "es",
+  text: "hola",
+  sourceLanguage: "en",
+  sourceText: "hello",
+  isFinal: false,
+  revision: 1,
+  translated: true,
+  ...extra,
+});
+const names = (id: string) => (id === "p-alice" ? "Alice" : "");
+
+test("interim text is replaced by later revisions and the final, announced once", () => {
+  const store = new CaptionStore();
+  assert.deepEqual(store.apply(ev({}), names, "p-bob"), { changed: true, announce: null });
+  store.apply(ev({ revision: 2, text: "hola a" }), names, "p-bob");
+  const final = store.apply(ev({ revision: 3, text: "hola a todos", isFinal: true }), names, "p-bob");
+  assert.equal(final.announce, "Alice: hola a todos");
+  assert.equal(store.lines.length, 1);
+  assert.equal(store.lines[0]?.text, "hola a todos");
+  // A late interim revision or a repeated final changes nothing and is not announced again.
+  assert.deepEqual(store.apply(ev({ revision: 2, text: "hola" }), names, "p-bob"), { changed: false, announce: null });
+  assert.deepEqual(store.apply(ev({ revision: 4, isFinal: true }), names, "p-bob"), { changed: false, announce: null });
+});
+
+test("the listener's own words are shown as 'You' and not announced", () => {
+  const store = new CaptionStore();
+  const r = store.apply(ev({ isFinal: true }), names, "p-alice");
+  assert.equal(r.announce, null);
+  assert.equal(store.lines[0]?.speakerName, "You");
+  assert.equal(store.lines[0]?.own, true);
+});
+
+test("the list keeps the latest lines only", () => {
+  const store = new CaptionStore();
+  for (let i = 0; i < 100; i++) store.apply(ev({ utteranceId: `u${i}`, isFinal: true }), names, "x");
+  assert.equal(store.lines.length, 60);
+  assert.equal(store.lines[0]?.utteranceId, "u40");
+});
