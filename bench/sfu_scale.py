@@ -76,8 +76,20 @@ from tests.support.nats_server import NatsServer
 from tests.support.processes import HeartbeatWatch
 
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).resolve()
 PINNED_FRAME_PATH = "0c6b0df93f10f8416e1c8e4fe96ae230b0c62328"
 CACHE = ROOT / "bench" / "results" / "cache"
+#: The clip of the participants switched to (p40 on): blue, so a probe knows whose picture
+#: it decoded.
+TINT = (-60, -40, 90)
+#: The video of the 50-person call: a grid tile (no simulcast in aiortc, so the node's REMB,
+#: ``MEDIA_NODE_UPLINK_VIDEO_BPS``, is what keeps a large call's publishers at tile size).
+CALL_CLIPS = {"tile": ((320, 240), 300_000), "hd": ((640, 480), 1_200_000)}
+
+
+def call_clip(args: argparse.Namespace, tint: tuple[int, int, int] = (0, 0, 0)) -> Clip:
+    size, bitrate = CALL_CLIPS[args.call_video]
+    return Clip.make(CACHE, tint=tint, size=size, bitrate=bitrate)
 
 
 def frame_path_commit() -> str:
@@ -106,6 +118,12 @@ def extract_frame_path(commit: str, into: Path) -> Path:
     return into / "frame"
 
 
+def node_log() -> Any:
+    """Where a node's log goes: ``BENCH_NODE_LOG`` (a file, appended) or nowhere."""
+    path = os.environ.get("BENCH_NODE_LOG")
+    return open(path, "ab") if path else asyncio.subprocess.DEVNULL  # noqa: SIM115
+
+
 class Node:
     """A node process (either path) and its CPU meter."""
 
@@ -120,7 +138,7 @@ class Node:
             **os.environ,
             "NATS_URL": nats_url,
             "SERVICE_ID": node_id,
-            "LOG_LEVEL": "warning",
+            "LOG_LEVEL": os.environ.get("BENCH_NODE_LOG_LEVEL", "warning"),
             "MEDIA_NODE_REPORT_INTERVAL_S": "1",
             "MEDIA_NODE_MAX_PARTICIPANTS": "200",
             "PYTHONPATH": str(code or ROOT),
@@ -133,7 +151,7 @@ class Node:
             cwd=str(code or ROOT),
             env=env,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=node_log(),
         )
         await watch.wait_state("ready", timeout=60)
         return cls(proc, node_id)
@@ -177,7 +195,7 @@ async def publish(bus: Bus, node: Node, call: str, pid: str, pub: RawPublisher) 
 
 
 async def receive_slots(
-    bus: Bus, node: Node, call: str, pid: str, video: int, audio: int, rx: CountingReceiver
+    bus: Bus, node: Node, *, call: str, pid: str, video: int, audio: int, rx: CountingReceiver
 ) -> tuple[str, DownlinkOffer]:
     opened = await rpc(
         bus,
@@ -192,7 +210,7 @@ async def receive_slots(
 
 
 async def receive_legacy(
-    bus: Bus, node: Node, call: str, pid: str, publisher: str, rx: CountingReceiver
+    bus: Bus, node: Node, *, call: str, pid: str, publisher: str, rx: CountingReceiver
 ) -> str:
     opened = await rpc(
         bus, node.node_id, OpenSession(call_id=call, participant_id=pid), SessionOpened
@@ -227,9 +245,10 @@ def packets(rxs: list[CountingReceiver]) -> int:
 
 
 async def stream_cost(
-    bus: Bus, node: Node, kind: str, n: int, clip: Clip, args: argparse.Namespace, legacy: bool
+    bus: Bus, node: Node, kind: str, *, clip: Clip, args: argparse.Namespace, legacy: bool
 ) -> dict[str, float]:
     """Marginal CPU of one forwarded stream of ``kind`` on ``node`` (one round)."""
+    n = args.n
     call = f"cost-{kind}-{time.monotonic_ns()}"
     # Both m-lines (the frame path's node refuses an offer without one of them); only
     # the measured kind sends.
@@ -242,10 +261,15 @@ async def stream_cost(
         idle = await node.cpu(args.window)
         for i, rx in enumerate(rxs):
             if legacy:
-                sids.append(await receive_legacy(bus, node, call, f"r{i}", "pub", rx))
+                sids.append(
+                    await receive_legacy(bus, node, call=call, pid=f"r{i}", publisher="pub", rx=rx)
+                )
             else:
                 video, audio = (1, 0) if kind == "video" else (0, 1)
-                sids.append((await receive_slots(bus, node, call, f"r{i}", video, audio, rx))[0])
+                opened = await receive_slots(
+                    bus, node, call=call, pid=f"r{i}", video=video, audio=audio, rx=rx
+                )
+                sids.append(opened[0])
         await asyncio.sleep(args.warmup)
         before, started = packets(rxs), time.monotonic()
         loaded = await node.cpu(args.window)
@@ -275,7 +299,9 @@ async def part1(
                         order.reverse()
                     row: dict[str, Any] = {}
                     for name, node, legacy in order:
-                        row[name] = await stream_cost(bus, node, kind, args.n, clip, args, legacy)
+                        row[name] = await stream_cost(
+                            bus, node, kind, clip=clip, args=args, legacy=legacy
+                        )
                     ratios.append(row["packet"]["per_stream"] / row["frame"]["per_stream"])
                     rounds.append(row)
                     print(
@@ -301,76 +327,237 @@ async def part1(
     return results
 
 
-class CallHarness:
-    """The 50-person call of parts 2 and 3."""
+class CallWorker:
+    """Some of the 50 participants, in their own process (``--worker``): 2 cores cannot run
+    all their receivers in one Python process next to the node without starving them.
 
-    def __init__(self, bus: Bus, node: Node, clips: tuple[Clip, Clip], size: int) -> None:
+    Driven over stdin/stdout, one JSON object per line: ``send`` (start sending: audio,
+    video while forwarded; ``speakers`` speak), ``speak`` (``pid``, ``on``), ``mark`` /
+    ``fps`` (frames per video slot showing someone, between the two), ``watch`` (probes
+    decode ``pid``'s first keyframe in their slots; times from ``t0``, the orchestrator's
+    ``time.monotonic()``, the same clock in every process), ``close``.
+    """
+
+    def __init__(
+        self, bus: Bus, node_id: str, call: str, pids: list[str], clips: tuple[Clip, Clip]
+    ):
         self.bus = bus
-        self.node = node
-        self.call = f"call50-{time.monotonic_ns()}"
-        self.size = size
+        self.node_id = node_id
+        self.call = call
+        self.pids = pids
+        self.clips = clips
         self.pubs: dict[str, RawPublisher] = {}
         self.rxs: dict[str, CountingReceiver] = {}
         self.sids: dict[str, str] = {}
-        self.slots: dict[str, dict[int, Any]] = {}  # participant -> slot index -> Slot
         self.offers: dict[str, DownlinkOffer] = {}
-        self.clips = clips
-        self.changed = asyncio.Event()
-
-    def pid(self, i: int) -> str:
-        return f"p{i:02d}"
+        self.slots: dict[str, dict[int, Any]] = {}
+        self.watching: dict[str, tuple[str, float]] = {}  # probe -> (target, t0)
+        self.decoded: list[dict[str, Any]] = []
+        self._marks: dict[str, dict[int, int]] = {}
+        self._marked_at = 0.0
+        #: When the current switch's speaker started (the orchestrator's clock).
+        self.t0 = 0.0
 
     async def on_event(self, event: AnyMediaEvent, _: Incoming) -> None:
         pid = event.participant_id
         if isinstance(event, VideoDemandChanged) and pid in self.pubs:
             self.pubs[pid].paused = not event.forwarded
-        elif isinstance(event, SlotsChanged):
+        elif isinstance(event, SlotsChanged) and pid in self.rxs:
             self.slots[pid] = {s.index: s for s in event.slots}
-        self.changed.set()
+            self._arm(pid)
 
-    async def join_all(self, *, prewarm: bool) -> None:
+    async def join(self) -> None:
         await self.bus.subscribe(subjects.media_events_of(self.call), AnyMediaEvent, self.on_event)
         await self.bus.nc.flush()
-        for start in range(0, self.size, 10):
-            await asyncio.gather(*(self._join(i, prewarm) for i in range(start, start + 10)))
+        for start in range(0, len(self.pids), 5):
+            await asyncio.gather(*(self._join(pid) for pid in self.pids[start : start + 5]))
 
-    async def _join(self, i: int, prewarm: bool) -> None:
-        pid = self.pid(i)
-        clip = self.clips[1] if i >= 40 else self.clips[0]
-        pub = self.pubs[pid] = RawPublisher(clip, speaking=False)
-        pub.paused = prewarm
-        if prewarm:
-            pub.speaking = False
-        node = self.node
+    async def _join(self, pid: str) -> None:
+        clip = self.clips[1] if int(pid[1:]) >= 40 else self.clips[0]
+        pub = self.pubs[pid] = RawPublisher(clip)
+        pub.paused = True  # pre-warmed: connected, nothing sent
         opened = await rpc(
             self.bus,
-            node.node_id,
+            self.node_id,
             OpenSession(call_id=self.call, participant_id=pid, lease_s=600),
             SessionOpened,
         )
         sid = self.sids[pid] = opened.session_id
         answer = await rpc(
-            self.bus, node.node_id, Publish(session_id=sid, sdp=await pub.offer()), SdpAnswer
+            self.bus, self.node_id, Publish(session_id=sid, sdp=await pub.offer()), SdpAnswer
         )
         await pub.answer(answer.sdp)
         rx = self.rxs[pid] = CountingReceiver()
-        offer = self.offers[pid] = await rpc(
-            self.bus, node.node_id, OpenDownlink(session_id=sid), DownlinkOffer
-        )
+        offer = await rpc(self.bus, self.node_id, OpenDownlink(session_id=sid), DownlinkOffer)
+        self.offers[pid] = offer
         sdp = await rx.answer(offer.sdp)
-        await rpc(self.bus, node.node_id, AnswerDownlink(session_id=sid, sdp=sdp), MediaAck)
+        await rpc(self.bus, self.node_id, AnswerDownlink(session_id=sid, sdp=sdp), MediaAck)
 
-    def video_ssrcs(self, pid: str) -> dict[int, int]:
-        return {s.index: s.ssrc for s in self.offers[pid].slots if s.kind == "video"}
+    def send(self, speakers: list[str]) -> None:
+        for pid, pub in self.pubs.items():
+            pub.paused = False
+            pub.speaking = pid in speakers
+
+    def mark(self) -> None:
+        self._marked_at = time.monotonic()
+        self._marks = {
+            pid: {ssrc: c.frames for ssrc, c in rx.counts.items()} for pid, rx in self.rxs.items()
+        }
+
+    def fps(self) -> list[float]:
+        elapsed = time.monotonic() - self._marked_at
+        out: list[float] = []
+        for pid, rx in self.rxs.items():
+            for slot in self.offers[pid].slots:
+                shown = self.slots.get(pid, {}).get(slot.index)
+                if slot.kind != "video" or shown is None or shown.showing_id is None:
+                    continue
+                count = rx.counts.get(slot.ssrc)
+                frames = (count.frames if count else 0) - self._marks.get(pid, {}).get(slot.ssrc, 0)
+                out.append(frames / elapsed)
+        return out
+
+    def watch(self, probes: list[str], target: str, t0: float) -> None:
+        for probe in probes:
+            if probe in self.rxs:
+                self.watching[probe] = (target, t0)
+                self._arm(probe)
+
+    def _arm(self, probe: str) -> None:
+        watched = self.watching.get(probe)
+        if watched is None:
+            return
+        target, _ = watched
+        for slot in self.slots.get(probe, {}).values():
+            if slot.kind == "video" and slot.publisher_id == target:
+                del self.watching[probe]
+
+                def decoded(at: float, image: Any, probe: str = probe) -> None:
+                    blue = float(image[..., 2].mean()) - float(image[..., 0].mean())
+                    self.decoded.append(
+                        {"probe": probe, "target": target, "at": at, "right": blue > 30}
+                    )
+
+                self.rxs[probe].watch(slot.ssrc, decoded)
+                return
 
     async def close(self) -> None:
-        await close_sessions(self.bus, self.node, list(self.sids.values()))
+        await close_sessions_of(self.bus, self.node_id, list(self.sids.values()))
         await close_all(*self.pubs.values(), *self.rxs.values())
 
 
-async def part2and3(
-    bus: Bus, server: NatsServer, args: argparse.Namespace, clips: tuple[Clip, Clip]
-) -> dict[str, Any]:
+async def close_sessions_of(bus: Bus, node_id: str, sids: list[str]) -> None:
+    await asyncio.gather(
+        *(rpc(bus, node_id, CloseSession(session_id=s), MediaAck) for s in sids),
+        return_exceptions=True,
+    )
+
+
+async def worker_main(args: argparse.Namespace) -> None:
+    clips = (call_clip(args), call_clip(args, tint=TINT))
+    settings = BusSettings(nats_url=args.nats, nats_connect_deadline_s=5)
+    bus = await Bus.connect(settings, f"bench-worker-{args.index}")
+    pids = [f"p{i:02d}" for i in range(args.index, args.participants, args.workers)]
+    worker = CallWorker(bus, args.node, args.call, pids, clips)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    def reply(obj: dict[str, Any]) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    await worker.join()
+    reply({"joined": len(pids)})
+    while line := await reader.readline():
+        cmd = json.loads(line)
+        name = cmd["cmd"]
+        if name == "send":
+            worker.send(cmd["speakers"])
+        elif name == "speak":
+            if cmd["pid"] in worker.pubs:
+                worker.pubs[cmd["pid"]].speaking = cmd["on"]
+                reply({"ok": name, "at": time.monotonic()})  # when it started speaking
+                continue
+        elif name == "mark":
+            worker.mark()
+        elif name == "fps":
+            reply({"fps": worker.fps()})
+            continue
+        elif name == "watch":
+            worker.watch(cmd["probes"], cmd["pid"], cmd["t0"])
+        elif name == "t0":
+            worker.t0 = cmd["t0"]
+        elif name == "decoded":
+            for item in worker.decoded:
+                item["s"] = item.pop("at") - worker.t0
+            reply({"decoded": worker.decoded})
+            worker.decoded = []
+            continue
+        elif name == "close":
+            await worker.close()
+            reply({"closed": True})
+            break
+        reply({"ok": name})
+    await bus.close()
+
+
+class WorkerProcess:
+    """The orchestrator's handle on one :class:`CallWorker` process."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(
+        cls, args: argparse.Namespace, nats_url: str, node_id: str, call: str, index: int
+    ) -> "WorkerProcess":
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(SCRIPT),
+            "--worker",
+            "--nats",
+            nats_url,
+            "--node",
+            node_id,
+            "--call",
+            call,
+            "--index",
+            str(index),
+            "--workers",
+            str(args.workers),
+            "--participants",
+            str(args.participants),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=2**24,
+        )
+        return cls(proc)
+
+    async def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 120)
+        if not line:
+            raise RuntimeError("a load-generator worker died")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    async def ask(self, **cmd: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        await self.proc.stdin.drain()
+        return await self.read()
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ask(cmd="close"), 60)
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        await self.proc.wait()
+
+
+async def part2and3(bus: Bus, server: NatsServer, args: argparse.Namespace) -> dict[str, Any]:
     node = await Node.start(bus, server.url, "bench-call", None)
     beats: list[MediaNodeHeartbeat] = []
 
@@ -379,15 +566,21 @@ async def part2and3(
             beats.append(beat)
 
     await bus.subscribe(subjects.MEDIA_NODE_HEARTBEAT, MediaNodeHeartbeat, on_beat)
-    call = CallHarness(bus, node, clips, args.participants)
+    call = f"call50-{time.monotonic_ns()}"
     out: dict[str, Any] = {}
+    n = args.participants
+    workers: list[WorkerProcess] = []
     try:
         empty_cpu = await node.cpu(args.window / 2)
         rss0, ports0 = node.rss(), node.udp_ports()
-        await call.join_all(prewarm=True)
+        workers = [
+            await WorkerProcess.start(args, server.url, node.node_id, call, i)
+            for i in range(args.workers)
+        ]
+        for worker in workers:
+            await worker.read()  # joined
         await asyncio.sleep(args.warmup)
         idle_cpu = await node.cpu(args.window)
-        n = args.participants
         out["prewarm"] = {
             "sessions": n,
             "cpu_core_total": round(idle_cpu, 4),
@@ -397,26 +590,14 @@ async def part2and3(
         }
         print(f"  pre-warmed: {json.dumps(out['prewarm'])}")
 
-        # Everyone sends: two speakers (p00, p01), the rest DTX; video while forwarded.
-        for pid, pub in call.pubs.items():
-            pub.paused = False
-            pub.speaking = pid in ("p00", "p01")
+        speakers = ["p00", "p01"]
+        for worker in workers:
+            await worker.ask(cmd="send", speakers=speakers)
         await asyncio.sleep(args.warmup + 3)  # pauses settle (2 s hold-down)
-        counts_before = {
-            p: {s: c.frames for s, c in rx.counts.items()} for p, rx in call.rxs.items()
-        }
-        started = time.monotonic()
+        for worker in workers:
+            await worker.ask(cmd="mark")
         cpu = await node.cpu(args.window * 1.5)
-        elapsed = time.monotonic() - started
-        fps: list[float] = []
-        for pid, rx in call.rxs.items():
-            for index, ssrc in call.video_ssrcs(pid).items():
-                slot = call.slots.get(pid, {}).get(index)
-                if slot is None or slot.showing_id is None:
-                    continue
-                before = counts_before[pid].get(ssrc, 0)
-                count = rx.counts.get(ssrc)
-                fps.append(((count.frames if count else 0) - before) / elapsed)
+        fps = [f for worker in workers for f in (await worker.ask(cmd="fps"))["fps"]]
         beat = beats[-1]
         out["call"] = {
             "participants": n,
@@ -427,75 +608,54 @@ async def part2and3(
             "video_publishers_forwarded": beat.video_publishers_forwarded,
             "delivered_fps_median": round(statistics.median(fps), 1) if fps else 0.0,
             "delivered_fps_p5": round(sorted(fps)[len(fps) // 20], 1) if fps else 0.0,
+            "video_slots_measured": len(fps),
             "participants_per_node": int(n * 1.6 / cpu) if cpu > 0 else 0,
         }
-        print(f"  50-person call: {json.dumps(out['call'])}")
+        print(f"  {n}-person call: {json.dumps(out['call'])}")
 
-        # Part 3: switches to participants nobody shows (tinted clip, p40+).
         probes = ["p02", "p03", "p04"]
-        switch_s: list[float] = []
-        wrong = 0
-        prev = ["p00", "p01"]
-        for target in [call.pid(i) for i in range(40, 40 + args.switches)]:
-            for pid in prev:
-                call.pubs[pid].speaking = False
+        samples: list[dict[str, Any]] = []
+        previous = speakers
+        for target in [f"p{i:02d}" for i in range(40, 40 + args.switches)]:
+            for pid in previous:
+                for worker in workers:
+                    await worker.ask(cmd="speak", pid=pid, on=False)
             await asyncio.sleep(1.5)  # the previous speakers go quiet
-            results: list[float] = []
-            done = asyncio.Event()
-            spoke_at = time.monotonic()
-
-            def decoded(at: float, image: Any) -> None:
-                nonlocal wrong
-                blue = float(image[..., 2].mean()) - float(image[..., 0].mean())
-                if blue < 30:
-                    wrong += 1
-                results.append(at - spoke_at)
-                if len(results) == len(probes):
-                    done.set()
-
-            watching: set[str] = set()
-
-            def arm() -> None:
-                for probe in probes:
-                    if probe in watching:
-                        continue
-                    for index, slot in call.slots.get(probe, {}).items():
-                        if slot.publisher_id == target and slot.kind == "video":
-                            call.rxs[probe].watch(slot.ssrc, decoded)
-                            watching.add(probe)
-
-            call.pubs[target].speaking = True
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(10):
-                    while not done.is_set():
-                        arm()
-                        call.changed.clear()
-                        await asyncio.wait(
-                            [
-                                asyncio.ensure_future(call.changed.wait()),
-                                asyncio.ensure_future(done.wait()),
-                            ],
-                            return_when=asyncio.FIRST_COMPLETED,
-                        )
-            switch_s += results
-            prev = [target]
+            # Probes measure from when the target's worker switched its microphone on.
+            host = workers[int(target[1:]) % len(workers)]
+            for worker in workers:
+                if worker is not host:
+                    await worker.ask(cmd="watch", probes=probes, pid=target, t0=0.0)
+            await host.ask(cmd="watch", probes=probes, pid=target, t0=0.0)
+            t0 = float((await host.ask(cmd="speak", pid=target, on=True))["at"])
+            for worker in workers:
+                await worker.ask(cmd="t0", t0=t0)
+            got: list[dict[str, Any]] = []
+            for _ in range(50):  # up to 5 s
+                await asyncio.sleep(0.1)
+                for worker in workers:
+                    got += (await worker.ask(cmd="decoded"))["decoded"]
+                if len(got) >= len(probes):
+                    break
+            samples += got
+            previous = [target]
             print(
-                f"  switch to {target}: decoded at {len(results)} probes, "
-                + ", ".join(f"{r * 1000:.0f} ms" for r in results)
+                f"  switch to {target}: decoded at {len(got)} probes, "
+                + ", ".join(f"{g['s'] * 1000:.0f} ms" for g in got)
             )
-        ordered = sorted(switch_s)
+        ordered = sorted(g["s"] for g in samples)
         out["switch"] = {
-            "samples": len(switch_s),
+            "samples": len(samples),
             "expected": len(probes) * args.switches,
             "p50_s": round(statistics.median(ordered), 3) if ordered else None,
             "p95_s": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3)
             if ordered
             else None,
-            "wrong_picture": wrong,
+            "wrong_picture": sum(not g["right"] for g in samples),
         }
         print(f"  speaker switch: {json.dumps(out['switch'])}")
     finally:
-        await call.close()
+        await asyncio.gather(*(w.stop() for w in workers))
         await node.stop()
     return out
 
@@ -504,7 +664,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     CACHE.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     clip = Clip.make(CACHE)
-    tinted = Clip.make(CACHE, tint=(-60, -40, 90))
+    call_clip(args)  # encoded once here, read by the workers
+    tile = call_clip(args, tint=TINT)
+    tile_rate = sum(map(len, tile.deltas)) * 8 * 30 / len(tile.deltas) / 1e6
     print(
         f"clips ready in {time.monotonic() - t0:.1f}s ({len(clip.deltas)} frames, "
         f"{sum(map(len, clip.deltas)) * 8 * 30 / len(clip.deltas) / 1e6:.2f} Mbit/s)"
@@ -514,39 +676,49 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         settings = BusSettings(nats_url=server.url, nats_connect_deadline_s=5)
         bus = await Bus.connect(settings, "bench-sfu-scale")
         await provision(bus.js, settings)
-        print("part 1: cost per forwarded stream (packet path vs frame path)")
-        p1 = await part1(bus, server, args, clip)
-        print("parts 2 and 3: a 50-person call, speaker switches")
-        p23 = await part2and3(bus, server, args, (clip, tinted))
+        p1: dict[str, Any] = {"video": {}, "audio": {}, "frame_path_commit": None}
+        if "1" in args.parts:
+            print("part 1: cost per forwarded stream (packet path vs frame path)")
+            p1 = await part1(bus, server, args, clip)
+        p23: dict[str, Any] = {"call": {}, "switch": {}, "prewarm": {}}
+        if "2" in args.parts:
+            print("parts 2 and 3: a 50-person call, speaker switches")
+            p23 = await part2and3(bus, server, args)
         await bus.close()
     finally:
         server.cleanup()
     video, audio = p1["video"], p1["audio"]
+
+    def r(value: float | None, digits: int) -> float | None:
+        return None if value is None else round(value, digits)
+
     return {
-        "core_per_video_stream": round(video["packet_per_stream"], 5),
-        "packet_over_frame_cost_ratio": round(video["ratio_median"], 3),
+        "core_per_video_stream": r(video.get("packet_per_stream"), 5),
+        "packet_over_frame_cost_ratio": r(video.get("ratio_median"), 3),
         "packet_over_frame_cost_ratio_range": [
-            round(video["ratio_min"], 3),
-            round(video["ratio_max"], 3),
+            r(video.get("ratio_min"), 3),
+            r(video.get("ratio_max"), 3),
         ],
-        "frame_path_core_per_video_stream": round(video["frame_per_stream"], 5),
-        "video_packets_per_s": round(video["packets_per_s"], 1),
-        "core_per_audio_stream": round(audio["packet_per_stream"], 5),
-        "audio_packet_over_frame_cost_ratio": round(audio["ratio_median"], 3),
-        "participants_per_node": p23["call"]["participants_per_node"],
-        "call_50_node_cpu_core": p23["call"]["node_cpu_core"],
-        "call_50_delivered_fps_median": p23["call"]["delivered_fps_median"],
-        "call_50_delivered_fps_p5": p23["call"]["delivered_fps_p5"],
-        "speaker_switch_p50_s": p23["switch"]["p50_s"],
-        "speaker_switch_p95_s": p23["switch"]["p95_s"],
-        "speaker_switch_samples": p23["switch"]["samples"],
-        "speaker_switch_wrong_picture": p23["switch"]["wrong_picture"],
-        "prewarm_core_per_session": p23["prewarm"]["cpu_core_per_session"],
-        "prewarm_rss_mb_per_session": p23["prewarm"]["rss_mb_per_session"],
-        "prewarm_udp_ports_per_session": p23["prewarm"]["udp_ports_per_session"],
+        "frame_path_core_per_video_stream": r(video.get("frame_per_stream"), 5),
+        "video_packets_per_s": r(video.get("packets_per_s"), 1),
+        "core_per_audio_stream": r(audio.get("packet_per_stream"), 5),
+        "audio_packet_over_frame_cost_ratio": r(audio.get("ratio_median"), 3),
+        "participants_per_node": p23["call"].get("participants_per_node"),
+        "call_50_node_cpu_core": p23["call"].get("node_cpu_core"),
+        "call_50_delivered_fps_median": p23["call"].get("delivered_fps_median"),
+        "call_50_delivered_fps_p5": p23["call"].get("delivered_fps_p5"),
+        "speaker_switch_p50_s": p23["switch"].get("p50_s"),
+        "speaker_switch_p95_s": p23["switch"].get("p95_s"),
+        "speaker_switch_samples": p23["switch"].get("samples"),
+        "speaker_switch_wrong_picture": p23["switch"].get("wrong_picture"),
+        "prewarm_core_per_session": p23["prewarm"].get("cpu_core_per_session"),
+        "prewarm_rss_mb_per_session": p23["prewarm"].get("rss_mb_per_session"),
+        "prewarm_udp_ports_per_session": p23["prewarm"].get("udp_ports_per_session"),
         "frame_path_commit": p1["frame_path_commit"],
         "rounds": args.rounds,
         "receivers_per_round": args.n,
+        "load_generator_processes": args.workers,
+        "call_video": f"{args.call_video} {CALL_CLIPS[args.call_video][0]} {tile_rate:.2f} Mbit/s",
     }
 
 
@@ -559,7 +731,22 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--participants", type=int, default=50)
     parser.add_argument("--switches", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--parts", default="12", help="1: per-stream cost; 2: the call and switch")
+    parser.add_argument(
+        "--call-video", choices=sorted(CALL_CLIPS), default="tile", help="the 50-call's video"
+    )
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--nats", help=argparse.SUPPRESS)
+    parser.add_argument("--node", help=argparse.SUPPRESS)
+    parser.add_argument("--call", help=argparse.SUPPRESS)
+    parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        import uvloop
+
+        uvloop.run(worker_main(args))
+        return
     if args.quick:
         args.rounds, args.window, args.warmup, args.switches = 2, 5.0, 2.0, 4
     result = asyncio.run(run(args))
