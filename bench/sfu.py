@@ -388,7 +388,7 @@ class CountingReceiver:
         return datagram_received
 
     def watch(self, ssrc: int, on_decoded: Callable[[float, Any], None]) -> None:
-        """Decrypt ``ssrc`` and decode its next whole keyframe; report when decoded."""
+        """Decrypt ``ssrc`` and decode each of its keyframes (only those: they are rare)."""
         self._frames[ssrc] = []
         self._watch[ssrc] = on_decoded
 
@@ -412,13 +412,11 @@ class CountingReceiver:
         parts.append(data[start + skip : packet.payload_end])
         if not packet.marker:
             return
-        if self._decoder is None:
-            self._decoder = av.CodecContext.create("vp8", "r")
-        frames = self._decoder.decode(av.Packet(b"".join(parts)))
+        decoder = av.CodecContext.create("vp8", "r")  # a keyframe needs no history
+        frames = decoder.decode(av.Packet(b"".join(parts)))
         parts.clear()
         if frames:
-            del self._watch[packet.ssrc]
-            callback(time.monotonic(), frames[0].to_ndarray(format="rgb24"))
+            callback(arrival, frames[0].to_ndarray(format="rgb24"))
 
     async def close(self) -> None:
         if self._transport is not None:

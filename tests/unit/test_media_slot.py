@@ -174,3 +174,72 @@ def test_a_hole_never_filled_is_skipped_with_a_keyframe_request() -> None:
     inbound.receive(packet(13, 6000, keyframe=True, at=0.7))
     assert len(out.sent) == 2
     assert seq_delta(out.sent[1].seq, out.sent[0].seq) == 1  # no hole for the subscriber
+
+
+def test_a_failing_tap_never_stops_audio_forwarding() -> None:
+    from media_node.inbound import InboundAudio
+
+    audio = PublisherFeed(
+        participant_id="a", kind="audio", clock_rate=48000, clock=PublisherClock()
+    )
+    got: list[int] = []
+
+    class Sink:
+        def write(self, p: RtpPacket, _: PublisherFeed) -> None:
+            got.append(p.seq)
+
+    def broken_tap(payload: bytes, timestamp: int) -> None:
+        raise RuntimeError("the tap fell over")
+
+    audio.attach(cast(Slot, Sink()))
+    stats = InboundStats()
+    inbound = InboundAudio(
+        audio,
+        payload_type=96,
+        clock_rate=48000,
+        stats=stats,
+        audio_level_id=0,
+        on_level=lambda level: None,
+        tap=broken_tap,
+    )
+    for seq in range(3):
+        inbound.receive(RtpPacket(struct.pack(">BBHII", 0x80, 96, seq, 960 * seq, 9) + b"opus"))
+    assert got == [0, 1, 2] and stats.tap_errors == 3
+
+
+async def test_a_negotiation_step_past_its_deadline_fails_the_request_not_the_node() -> None:
+    import asyncio
+
+    import pytest
+
+    from media_node.leg import Leg
+    from schemas.bus import RpcFailure
+
+    class FakePc:
+        connectionState = "new"
+        closed = False
+
+        def on(self, name: str, handler: object) -> None:
+            del name, handler
+
+        async def close(self) -> None:
+            self.closed = True
+
+    states: list[str] = []
+    pc = FakePc()
+    leg = Leg(
+        pc,
+        on_state=lambda leg, state, reason: states.append(f"{state}:{reason}"),
+        negotiation_timeout_s=0.05,
+        connect_timeout_s=5,
+        log_fields={},
+    )
+    release = asyncio.Event()
+    with pytest.raises(RpcFailure) as refused:
+        await leg.step(release.wait(), "setLocalDescription")
+    assert refused.value.code == "unavailable"
+    assert states == ["failed:negotiation_timeout"]
+    # The step is not cancelled under aiortc's feet: the close waits for it, then closes.
+    release.set()
+    await asyncio.wait_for(leg.start_close(), 5)
+    assert pc.closed and leg.state == "closed"
