@@ -1,513 +1,437 @@
-"""SFU forwarding cost: the media node (passthrough) against a MediaRelay relay (re-encode).
+"""Load generators for the SFU benchmarks: pre-encoded publishers and counting receivers.
 
-One publisher (640x480 VP8 at 30 fps plus Opus) is forwarded to N subscribers, first by a
-real media node process (``python -m media_node``), then, in the same run, by a baseline
-relay process built on aiortc's ``MediaRelay`` (decode once, re-encode per subscriber)
-that answers the same NATS RPC. For each N it reports:
+Two cores cannot run 50 encoding and decoding browsers next to the node they measure, so
+the load is made cheap without changing what the node sees:
 
-- the forwarding process's CPU (CPU-seconds per second, psutil on its pid);
-- RTP packets per second delivered to the subscribers (forwarded packets);
-- delivered frame rate per subscriber (min and mean) against the publisher's frame rate.
+- :class:`Clip`: a VP8 clip (640x480 at 1.2 Mbit/s, or a smaller grid tile) encoded
+  once (a delta chain with a keyframe every
+  ``gop`` frames, plus an intra version of every frame for on-demand keyframes) and a few
+  Opus packets (speech, and the small packets Opus DTX sends for silence);
+- :class:`RawPublisher`: a real aiortc peer connection (ICE, DTLS, SRTP) whose senders
+  never start; it writes RTP itself through :class:`media_node.transport.PacketTransport`:
+  VP8 packetised per RFC 7741 (15-bit picture ids), Opus with the audio-level extension,
+  30 fps / 50 packets per second, a keyframe (the intra version) after each PLI, and no
+  video while told to pause (``VideoDemandChanged``). A silent publisher sends one DTX
+  packet every 400 ms, as Chromium does;
+- :class:`CountingReceiver`: a real peer connection whose receivers never start; it counts
+  SRTP packets per SSRC (and frames, by the marker bit) from the cleartext RTP header, in
+  the datagram callback, without decrypting. ``decode_on`` decrypts the slots it is told
+  to watch and decodes their first keyframe with libvpx (speaker-switch probes).
 
-Then, on the media node: the first frame of late joiners (several joins while the
-publisher streams), glass-to-glass latency through the SFU against a direct peer-to-peer
-connection in the same run (each frame carries its counter in its pixels), and a projection
-of how many participants (everyone sending and receiving) fit on a 2-core node.
-
-Subscribers count encoded frames without decoding them (only the latency receivers
-decode), so the bench process spends its CPU on the publisher's encoder and on RTP.
-
-Fairness (both forwarders are measured the same way):
-
-- both are separate processes on the same event loop (uvloop, as the media node runs), up
-  for the whole run; for each N both are measured, in alternating order, each with its own
-  fresh publisher, the same warm-up after every subscriber's first frame (``--warmup``)
-  and the same window (``--window``), CPU = psutil user+system of that one pid;
-- the relay closes a session's subscription connections with the session, as the node
-  does (it used to keep them, so later rounds carried earlier rounds' peers);
-- the subscribers here take encoded frames on the event loop (no thread hop), so the load
-  generator leaves more of the two cores to the process being measured;
-- the relay saturates first (around N=8 on 2 cores): it then delivers fewer frames and its
-  CPU stops growing, which understates re-encoding. The JSON says so
-  (``relay_saturated_at_ratio_n``) and gives the ratio per delivered frame beside the plain
-  one, and the plain ratio at every N both ran (``cpu_ratio_by_n``);
-- the publisher's bitrate ramps up for ~20 s (REMB, 500 kbps to 1.5 Mbps), and the SFU's
-  cost follows its packet rate: compare ``sfu_packets_per_s_by_n`` between runs.
-
-Last line: one JSON object (``cpu_ratio_relay_over_sfu``, ``delivered_fps_ratio``,
-``late_join_first_frame_s``, ``added_latency_ms``, ...).
+It talks to a node of the new contract (sessions with slots) or to the frame-path
+baseline's old per-subscription verbs (:class:`LegacySubscribe` ...: the same JSON the
+old node decodes), so both forwarding paths see the very same load.
 """
 
-import argparse
 import asyncio
 import contextlib
-import json
-import os
-import signal
-import statistics
-import sys
+import fractions
+import struct
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import psutil
+import av
+import msgspec
+import numpy as np
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaRelay
-
-from media_node import eventloop, passthrough
-from schemas import subjects
-from schemas.bus import Bus, Incoming, RpcFailure
-from schemas.ids import new_id
-from schemas.media import (
-    AnswerSubscription,
-    CloseSession,
-    MediaAck,
-    OpenSession,
-    Publish,
-    SdpAnswer,
-    SessionOpened,
-    Subscribe,
-    SubscriptionOffer,
+from media_node import aiortc_hooks
+from media_node.rtp import (
+    URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
+    URI_MID,
+    HeaderTemplate,
+    RtpPacket,
+    parse_vp8,
 )
-from schemas.provisioning import provision
-from schemas.settings import BusSettings
-from tests.support.media_peer import MediaPeer, NodeProcess, RemoteFeed
-from tests.support.nats_server import NatsServer
+from media_node.transport import PacketTransport, TransportStats
+from schemas.media import MediaRequest
+from tests.support.media_peer import speech_like
 
-WIDTH, HEIGHT = 640, 480
-CORE_BUDGET = 2 * 0.8  # a 2-core node, kept below 80 % busy
-
-
-# --- the baseline: a MediaRelay relay answering the media node's RPC ----------------------
-class RelayServer:
-    """Decode once, re-encode for every subscriber (aiortc's ``MediaRelay``)."""
-
-    def __init__(self, bus: Bus, node_id: str) -> None:
-        self.bus = bus
-        self.node_id = node_id
-        self.relay = MediaRelay()
-        self.sessions: dict[str, str] = {}  # session -> participant
-        self.tracks: dict[str, dict[str, Any]] = {}  # participant -> kind -> track
-        self.pcs: dict[str, RTCPeerConnection] = {}
-        self.session_subs: dict[str, list[str]] = {}  # session -> its subscriptions
-
-    async def serve(self) -> None:
-        verbs: list[tuple[type[Any], Any]] = [
-            (OpenSession, self.open_session),
-            (Publish, self.publish),
-            (Subscribe, self.subscribe),
-            (AnswerSubscription, self.answer),
-            (CloseSession, self.close),
-        ]
-        for type_, handler in verbs:
-            await self.bus.serve(subjects.media_rpc(self.node_id, type_.verb), type_, handler)
-
-    async def open_session(self, req: OpenSession, _: Incoming) -> SessionOpened:
-        session_id = new_id()
-        self.sessions[session_id] = req.participant_id
-        return SessionOpened(
-            session_id=session_id,
-            node_id=self.node_id,
-            call_id=req.call_id,
-            participant_id=req.participant_id,
-        )
-
-    async def publish(self, req: Publish, _: Incoming) -> SdpAnswer:
-        pid = self.sessions[req.session_id]
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pcs[req.session_id] = pc
-        tracks = self.tracks.setdefault(pid, {})
-
-        @pc.on("track")
-        def on_track(track: Any) -> None:
-            tracks[track.kind] = track
-
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=req.sdp, type="offer"))
-        await pc.setLocalDescription(await pc.createAnswer())
-        return SdpAnswer(session_id=req.session_id, sdp=pc.localDescription.sdp)
-
-    async def subscribe(self, req: Subscribe, _: Incoming) -> SubscriptionOffer:
-        tracks = self.tracks.get(req.publisher_id)
-        if not tracks:
-            raise RpcFailure("not_found", "no such publisher")
-        sub_id = new_id()
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pcs[sub_id] = pc
-        self.session_subs.setdefault(req.session_id, []).append(sub_id)
-        for kind in ("audio", "video"):
-            pc.addTrack(self.relay.subscribe(tracks[kind]))
-        await pc.setLocalDescription(await pc.createOffer())
-        return SubscriptionOffer(
-            session_id=req.session_id,
-            subscription_id=sub_id,
-            publisher_id=req.publisher_id,
-            sdp=pc.localDescription.sdp,
-            kinds=["audio", "video"],
-        )
-
-    async def answer(self, req: AnswerSubscription, _: Incoming) -> MediaAck:
-        desc = RTCSessionDescription(sdp=req.sdp, type="answer")
-        await self.pcs[req.subscription_id].setRemoteDescription(desc)
-        return MediaAck(session_id=req.session_id)
-
-    async def close(self, req: CloseSession, _: Incoming) -> MediaAck:
-        # The publish leg and every subscription of the session, as the media node does
-        # (subscriptions used to stay open, so the relay carried earlier rounds' peers).
-        for key in [req.session_id, *self.session_subs.pop(req.session_id, [])]:
-            pc = self.pcs.pop(key, None)
-            if pc is not None:
-                await pc.close()
-        return MediaAck(session_id=req.session_id)
+WIDTH, HEIGHT, FPS = 640, 480, 30
+MAX_PAYLOAD = 1180
 
 
-async def serve_relay(nats_url: str, node_id: str) -> None:
-    bus = await Bus.connect(BusSettings(nats_url=nats_url), node_id)
-    server = RelayServer(bus, node_id)
-    await server.serve()
-    await bus.nc.flush()
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print("relay-ready", flush=True)
-    await stop.wait()
-    for pc in list(server.pcs.values()):
-        with contextlib.suppress(Exception):
-            await pc.close()
-    await bus.close()
+@dataclass
+class Clip:
+    """Pre-encoded media (see the module docstring)."""
 
-
-class RelayProcess:
-    def __init__(self, proc: asyncio.subprocess.Process, node_id: str) -> None:
-        self.proc = proc
-        self.node_id = node_id
+    deltas: list[bytes]
+    intras: list[bytes]
+    speech: list[bytes]
+    silence: bytes
 
     @classmethod
-    async def start(cls, nats_url: str, node_id: str) -> "RelayProcess":
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            __file__,
-            "--serve-relay",
-            "--nats-url",
-            nats_url,
-            "--node-id",
-            node_id,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), 30)
-        assert line.strip() == b"relay-ready", line
-        return cls(proc, node_id)
-
-    async def stop(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.terminate()
-        await asyncio.wait_for(self.proc.wait(), 20)
-
-
-# --- measurement ---------------------------------------------------------------------------
-@dataclass
-class Row:
-    forwarder: str
-    n: int
-    cpu: float
-    packets_per_s: float
-    publisher_fps: float
-    min_fps: float
-    mean_fps: float
-
-
-def count_packets(feed: RemoteFeed, counter: list[int]) -> None:
-    """Count RTP packets arriving at a subscriber (forwarded packets)."""
-    for transceiver in feed.pc.getTransceivers():
-        receiver = transceiver.receiver
-        handle = receiver._handle_rtp_packet
-
-        async def counted(packet: Any, arrival_time_ms: int, handle: Any = handle) -> None:
-            counter[0] += 1
-            await handle(packet, arrival_time_ms=arrival_time_ms)
-
-        receiver._handle_rtp_packet = counted  # type: ignore[method-assign]
-
-
-async def measure(
-    bus: Bus, target: tuple[str, int, str], n: int, *, window_s: float, warmup_s: float
-) -> Row:
-    """Forward one publisher to ``n`` subscribers through ``target`` (node id, pid, label)."""
-    node_id, pid, kind = target
-    call_id = f"bench-{new_id()[:8]}"
-    pub = MediaPeer(bus, node_id, call_id, "pub", size=(WIDTH, HEIGHT), textured=True)
-    subs = [MediaPeer(bus, node_id, call_id, f"s{i}") for i in range(n)]
-    packets = [0]
-    try:
-        await pub.open()
-        await pub.publish()
-        for sub in subs:
-            await sub.open()
-            feed = await sub.subscribe("pub", decode=False)
-            count_packets(feed, packets)
-        feeds = [sub.feeds["pub"] for sub in subs]
-        await asyncio.gather(*(f.wait_until(lambda f: f.video_frames >= 1, 20) for f in feeds))
-        await asyncio.sleep(warmup_s)
-        proc = psutil.Process(pid)
-        assert pub.video is not None
-        c0, t0 = proc.cpu_times(), time.monotonic()
-        frames0 = [f.video_frames for f in feeds]
-        sent0, packets0 = pub.video.count, packets[0]
-        await asyncio.sleep(window_s)
-        c1, t1 = proc.cpu_times(), time.monotonic()
-        elapsed = t1 - t0
-        cpu = (c1.user + c1.system - c0.user - c0.system) / elapsed
-        fps = [(f.video_frames - f0) / elapsed for f, f0 in zip(feeds, frames0, strict=True)]
-        pub_fps = (pub.video.count - sent0) / elapsed
-        return Row(
-            kind,
-            n,
-            cpu,
-            (packets[0] - packets0) / elapsed,
-            pub_fps,
-            min(fps),
-            statistics.fmean(fps),
-        )
-    finally:
-        for peer in [*subs, pub]:
-            await peer.close()
-
-
-async def late_joins(bus: Bus, node_id: str, joins: int) -> list[float]:
-    """First-frame times of subscribers joining a publisher that streams already."""
-    call_id = f"late-{new_id()[:8]}"
-    pub = MediaPeer(bus, node_id, call_id, "pub", size=(WIDTH, HEIGHT), textured=True)
-    out: list[float] = []
-    try:
-        await pub.open()
-        await pub.publish()
-        for i in range(joins):
-            sub = MediaPeer(bus, node_id, call_id, f"late{i}")
-            await sub.open()
-            feed = await sub.subscribe("pub", decode=False)
-            await feed.wait_until(lambda f: f.video_frames >= 1, 10)
-            assert feed.first_frame_s is not None
-            out.append(feed.first_frame_s)
-            await asyncio.sleep(0.7)  # the keyframe interval passes between joins
-            await sub.close()
-    finally:
-        await pub.close()
-    return out
-
-
-def latencies(feed: RemoteFeed, sent_at: dict[int, float], skip_s: float = 1.0) -> list[float]:
-    start = (feed.first_frame_at or 0) + skip_s
-    return [(t - sent_at[c]) * 1000 for c, t in feed.counters if t >= start and c in sent_at]
-
-
-async def sfu_latency(bus: Bus, node_id: str, window_s: float) -> list[float]:
-    call_id = f"lat-{new_id()[:8]}"
-    pub = MediaPeer(bus, node_id, call_id, "pub", size=(WIDTH, HEIGHT), textured=True)
-    sub = MediaPeer(bus, node_id, call_id, "viewer")
-    try:
-        await pub.open()
-        await pub.publish()
-        await sub.open()
-        feed = await sub.subscribe("pub", decode=True)
-        await feed.wait_until(lambda f: f.video_frames >= 1, 10)
-        await asyncio.sleep(window_s + 1)
-        assert pub.video is not None
-        return latencies(feed, pub.video.sent_at)
-    finally:
-        await sub.close()
-        await pub.close()
-
-
-async def p2p_latency(window_s: float) -> list[float]:
-    """The same publisher and viewer connected directly (no SFU)."""
-    from tests.support.media_peer import PatternVideoTrack, _pump
-
-    video = PatternVideoTrack((200, 40, 40), WIDTH, HEIGHT, textured=True)
-    a, b = (
-        RTCPeerConnection(RTCConfiguration(iceServers=[])),
-        RTCPeerConnection(RTCConfiguration(iceServers=[])),
-    )
-    a.addTrack(video)
-    feed = RemoteFeed("pub", "direct", b, decode=True)
-
-    @b.on("track")
-    def on_track(track: Any) -> None:
-        feed.tasks.append(asyncio.get_running_loop().create_task(_pump(track, feed._on_video)))
-
-    await a.setLocalDescription(await a.createOffer())
-    await b.setRemoteDescription(a.localDescription)
-    await b.setLocalDescription(await b.createAnswer())
-    await a.setRemoteDescription(b.localDescription)
-    try:
-        await feed.wait_until(lambda f: f.video_frames >= 1, 10)
-        await asyncio.sleep(window_s + 1)
-        return latencies(feed, video.sent_at)
-    finally:
-        await a.close()
-        await b.close()
-        for task in feed.tasks:
-            task.cancel()
-
-
-def project(rows: list[Row]) -> tuple[float, float, int]:
-    """Fit cpu = c_in + n * c_out; participants P with P*c_in + P*(P-1)*c_out <= budget."""
-    xs = [r.n for r in rows]
-    ys = [r.cpu for r in rows]
-    if len(rows) >= 2:
-        slope, intercept = statistics.linear_regression(xs, ys)
-    else:
-        slope, intercept = ys[0] / 2, ys[0] / 2
-    c_out = max(slope, 1e-4)
-    c_in = max(intercept, 1e-4)
-    p = 1
-    while (p + 1) * c_in + (p + 1) * p * c_out <= CORE_BUDGET and p < 1000:
-        p += 1
-    return c_in, c_out, p
-
-
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    passthrough.install()  # the bench's subscribers count encoded frames, no decode
-    server = NatsServer().start()
-    try:
-        settings = BusSettings(nats_url=server.url)
-        bus = await Bus.connect(settings, "bench-sfu")
-        await provision(bus.js, settings)
-        sfu_ns = [int(x) for x in args.n.split(",")]
-        relay_ns = [n for n in sfu_ns if n <= args.relay_max_n]
-        rows: list[Row] = []
-
-        node = await NodeProcess.start(
-            bus,
-            server.url,
-            f"bench-node-{new_id()[:6]}",
-            # Production intervals: the bench measures forwarding, not fast test heartbeats.
-            {
-                "LOG_LEVEL": "warning",
-                "HEARTBEAT_INTERVAL_S": "5",
-                "MEDIA_NODE_REPORT_INTERVAL_S": "2",
-            },
-        )
-        relay = await RelayProcess.start(server.url, f"bench-relay-{new_id()[:6]}")
-        try:
-            sfu_target = (node.node_id, node.proc.pid, "sfu")
-            relay_target = (relay.node_id, relay.proc.pid, "relay")
-            # Both processes live through every round (the idle one costs ~0.003 core) and,
-            # for each N, the order alternates: neither forwarder always gets the machine
-            # first, or only after the other has warmed caches and frequencies.
-            for i, n in enumerate(sfu_ns):
-                targets = [sfu_target] + ([relay_target] if n in relay_ns else [])
-                for target in targets if i % 2 == 0 else targets[::-1]:
-                    row = await measure(bus, target, n, window_s=args.window, warmup_s=args.warmup)
-                    rows.append(row)
-                    print_row(row)
-            await relay.stop()
-            joins = await late_joins(bus, node.node_id, args.joins)
-            print(
-                f"late join first frame: median {statistics.median(joins) * 1000:.0f} ms, "
-                f"max {max(joins) * 1000:.0f} ms over {len(joins)} joins"
+    def make(
+        cls,
+        cache: Path,
+        *,
+        frames: int = 150,
+        tint: tuple[int, int, int] = (0, 0, 0),
+        size: tuple[int, int] = (WIDTH, HEIGHT),
+        bitrate: int = 1_200_000,
+    ) -> "Clip":
+        width, height = size
+        name = f"clip-{width}x{height}-{bitrate}-{frames}-{'-'.join(map(str, tint))}.msgpack"
+        path = cache / name
+        if path.exists():
+            raw = msgspec.msgpack.decode(path.read_bytes())
+            return cls(raw["deltas"], raw["intras"], raw["speech"], raw["silence"])
+        cache.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(3)
+        base = np.zeros((height, width, 3), dtype=np.int16)
+        base[:, :] = (110 + tint[0], 110 + tint[1], 110 + tint[2])
+        images = []
+        for i in range(frames):
+            noise = rng.integers(-24, 25, size=(height, width, 3), dtype=np.int16)
+            image = np.clip(base + noise, 0, 255).astype(np.uint8)
+            x = (i * 8) % (width - width // 8)
+            image[height // 3 : height // 2, x : x + width // 8] = 255  # something that moves
+            images.append(image)
+        deltas = _encode(images, gop=100, bitrate=bitrate)
+        intras = _encode(images, gop=1, bitrate=bitrate)
+        speech, silence = _opus()
+        clip = cls(deltas, intras, speech, silence)
+        path.write_bytes(
+            msgspec.msgpack.encode(
+                {"deltas": deltas, "intras": intras, "speech": speech, "silence": silence}
             )
-            sfu_lat = await sfu_latency(bus, node.node_id, args.window)
-        finally:
-            await relay.stop()
-            await node.stop()
-        p2p_lat = await p2p_latency(args.window)
-        print(
-            f"glass-to-glass median: direct P2P {statistics.median(p2p_lat):.1f} ms, "
-            f"through SFU {statistics.median(sfu_lat):.1f} ms"
         )
-        await bus.close()
-    finally:
-        server.cleanup()
+        return clip
 
-    sfu = {r.n: r for r in rows if r.forwarder == "sfu"}
-    rel = {r.n: r for r in rows if r.forwarder == "relay"}
-    common = max(set(sfu) & set(rel))
-    ratio = rel[common].cpu / max(sfu[common].cpu, 1e-6)
-    top = sfu[max(sfu)]
-    c_in, c_out, participants = project(list(sfu.values()))
-    # Per delivered frame: fair when the relay saturates the machine and delivers fewer.
-    per_frame = (rel[common].cpu / (common * rel[common].mean_fps)) / (
-        sfu[common].cpu / (common * sfu[common].mean_fps)
+
+def _encode(images: list[Any], *, gop: int, bitrate: int) -> list[bytes]:
+    codec: Any = av.CodecContext.create("libvpx", "w")
+    codec.height, codec.width = images[0].shape[:2]
+    codec.pix_fmt = "yuv420p"
+    codec.bit_rate = bitrate
+    codec.framerate = fractions.Fraction(FPS, 1)
+    codec.time_base = fractions.Fraction(1, FPS)
+    codec.gop_size = gop
+    codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    out: list[bytes] = []
+    for i, image in enumerate(images):
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        if gop == 1:
+            frame.pict_type = av.video.frame.PictureType.I
+        out += [bytes(p) for p in codec.encode(frame)]
+    out += [bytes(p) for p in codec.encode(None)]
+    return out[: len(images)]
+
+
+def _opus() -> tuple[list[bytes], bytes]:
+    codec: Any = av.CodecContext.create("libopus", "w")
+    codec.sample_rate = 48000
+    codec.layout = "mono"
+    codec.format = "s16"
+    codec.bit_rate = 32000
+    pcm = np.concatenate([speech_like(1.0), np.zeros(960 * 5, dtype=np.int16)])
+    packets: list[bytes] = []
+    for i in range(0, len(pcm) - 960 + 1, 960):
+        frame = av.AudioFrame(format="s16", layout="mono", samples=960)
+        frame.planes[0].update(pcm[i : i + 960].tobytes())
+        frame.sample_rate = 48000
+        frame.pts = i
+        packets += [bytes(p) for p in codec.encode(frame)]
+    return packets[:50], min(packets[-3:], key=len)
+
+
+def vp8_payloads(frame: bytes, picture_id: int) -> list[bytes]:
+    """RFC 7741 packetisation with a 15-bit picture id."""
+    chunks = [frame[i : i + MAX_PAYLOAD] for i in range(0, len(frame), MAX_PAYLOAD)] or [b""]
+    pid = struct.pack(">H", 0x8000 | (picture_id & 0x7FFF))
+    return [bytes([0x90 if i == 0 else 0x80, 0x80]) + pid + c for i, c in enumerate(chunks)]
+
+
+class LegacySubscribe(msgspec.Struct, tag="media.subscribe", tag_field="type", kw_only=True):
+    """The frame path's (the old node's) subscribe verb, for the baseline only."""
+
+    verb: ClassVar[str] = "subscribe"
+    session_id: str
+    publisher_id: str
+
+
+class LegacyOffer(msgspec.Struct, tag="media.subscription_offer", tag_field="type", kw_only=True):
+    session_id: str
+    subscription_id: str
+    sdp: str
+
+
+class LegacyAnswer(msgspec.Struct, tag="media.answer_subscription", tag_field="type", kw_only=True):
+    verb: ClassVar[str] = "answer_subscription"
+    session_id: str
+    subscription_id: str
+    sdp: str
+
+
+def _pc() -> RTCPeerConnection:
+    return RTCPeerConnection(
+        RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
     )
-    # The relay saturates first (its encoders share one GIL and the two cores with this
-    # process): it then delivers fewer frames and its CPU stops growing, so the plain ratio
-    # understates re-encoding. Say so, next to the per-delivered-frame ratio.
-    saturated = rel[common].min_fps < 0.95 * rel[common].publisher_fps
-    print(
-        f"CPU relay/SFU at N={common}: {rel[common].cpu:.3f} / {sfu[common].cpu:.3f} = {ratio:.1f}x"
-        f" ({per_frame:.1f}x per delivered frame; relay delivered {rel[common].min_fps:.1f} fps"
-        f"{', saturated' if saturated else ''})"
-    )
-    print(
-        f"marginal SFU cost: {c_in:.4f} core per publisher (its audio+video in), "
-        f"{c_out:.4f} core per forwarded subscriber; projected {participants} participants "
-        f"(all sending 640x480@30 + Opus and receiving everyone) per 2-core node at 80 %"
-    )
-    fps_ratio = min(r.min_fps / r.publisher_fps for r in sfu.values())
-    return {
-        "cpu_ratio_relay_over_sfu": round(ratio, 2),
-        "ratio_at_n": common,
-        "cpu_ratio_per_delivered_frame": round(per_frame, 2),
-        "relay_min_subscriber_fps_at_ratio_n": round(rel[common].min_fps, 2),
-        "relay_saturated_at_ratio_n": saturated,
-        "cpu_ratio_by_n": {
-            str(n): round(rel[n].cpu / max(sfu[n].cpu, 1e-6), 2)
-            for n in sorted(set(sfu) & set(rel))
-        },
-        "sfu_cpu_by_n": {str(n): round(r.cpu, 4) for n, r in sfu.items()},
-        "relay_cpu_by_n": {str(n): round(r.cpu, 4) for n, r in rel.items()},
-        "sfu_packets_per_s_by_n": {str(n): round(r.packets_per_s) for n, r in sfu.items()},
-        "delivered_fps_ratio": round(fps_ratio, 3),
-        "publisher_fps": round(top.publisher_fps, 2),
-        "sfu_min_subscriber_fps_at_top_n": round(top.min_fps, 2),
-        "late_join_first_frame_s": round(statistics.median(joins), 3),
-        "late_join_first_frame_max_s": round(max(joins), 3),
-        "p2p_latency_ms": round(statistics.median(p2p_lat), 1),
-        "sfu_latency_ms": round(statistics.median(sfu_lat), 1),
-        "added_latency_ms": round(statistics.median(sfu_lat) - statistics.median(p2p_lat), 1),
-        "projected_participants_per_2_core_node": participants,
-        "cpu_count": os.cpu_count(),
-    }
 
 
-def print_row(row: Row) -> None:
-    print(
-        f"{row.forwarder:5} N={row.n:2}  cpu {row.cpu:.3f} core  "
-        f"{row.packets_per_s:7.0f} pkt/s delivered  publisher {row.publisher_fps:5.1f} fps  "
-        f"subscribers min {row.min_fps:5.1f} / mean {row.mean_fps:5.1f} fps",
-        flush=True,
-    )
+@dataclass
+class _Stream:
+    template: HeaderTemplate
+    seq: int = 1000
+    ts: int = 0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="short windows, N up to 8")
-    parser.add_argument("--n", default="", help="subscriber counts, e.g. 1,2,4,8,16")
-    parser.add_argument("--relay-max-n", type=int, default=0, help="largest N for the relay")
-    parser.add_argument("--window", type=float, default=0.0, help="seconds measured per N")
-    parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--joins", type=int, default=5)
-    parser.add_argument("--serve-relay", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--nats-url", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--node-id", default="", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.serve_relay:
-        # The same event loop as the media node, so only forwarding differs.
-        eventloop.install()
-        asyncio.run(serve_relay(args.nats_url, args.node_id))
-        return
-    args.n = args.n or ("1,2,4,8" if args.quick else "1,2,4,8,16")
-    args.relay_max_n = args.relay_max_n or (4 if args.quick else 8)
-    args.window = args.window or (4.0 if args.quick else 8.0)
-    if args.quick:
-        args.warmup, args.joins = 1.0, 3
-    result = asyncio.run(run(args))
-    print(json.dumps(result))
+class RawPublisher:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        clip: Clip,
+        *,
+        audio: bool = True,
+        video: bool = True,
+        speaking: bool = False,
+        stats: TransportStats | None = None,
+    ) -> None:
+        self.clip = clip
+        self.audio = audio
+        self.video = video
+        self.speaking = speaking
+        self.spoke_at = 0.0
+        self.paused = False
+        self.pc = _pc()
+        self.stats = stats or TransportStats()
+        self._params: dict[str, Any] = {}
+        self._ssrcs: dict[str, int] = {}
+        self._transport: PacketTransport | None = None
+        self._streams: dict[str, _Stream] = {}
+        self._keyframe = True
+        self._tasks: list[asyncio.Task[None]] = []
+        self.connected = asyncio.Event()
+        self.sent_video = 0
+
+    async def offer(self) -> str:
+        for kind, on in (("audio", self.audio), ("video", self.video)):
+            if not on:
+                continue
+            t = self.pc.addTransceiver(kind, direction="sendonly")
+            self._ssrcs[kind] = aiortc_hooks.sender_ssrcs(t.sender)[0]
+            aiortc_hooks.stub_sender(t.sender, self._on_send(kind))
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return str(self.pc.localDescription.sdp)
+
+    async def answer(self, sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    def _on_send(self, kind: str) -> Callable[[Any], None]:
+        def on_send(params: Any) -> None:
+            self._params[kind] = params
+            if self._transport is None:
+                dtls = self.pc.getTransceivers()[0].sender.transport
+                self._transport = PacketTransport(
+                    dtls, on_rtp=lambda d, a: None, on_rtcp=self._on_rtcp, stats=self.stats
+                )
+            ids = {e.uri: e.id for e in params.headerExtensions}
+            self._streams[kind] = _Stream(
+                HeaderTemplate(
+                    payload_type=params.codecs[0].payloadType,
+                    ssrc=self._ssrcs[kind],
+                    mid=params.muxId or "",
+                    mid_id=ids.get(URI_MID, 0),
+                    abs_send_time_id=ids.get(URI_ABS_SEND_TIME, 0),
+                    audio_level_id=ids.get(URI_AUDIO_LEVEL, 0) if kind == "audio" else 0,
+                )
+            )
+            if len(self._streams) == self.audio + self.video:
+                self._start()
+
+        return on_send
+
+    def _on_rtcp(self, data: bytes) -> None:
+        if data == b"":
+            return
+        # A PLI (payload-specific feedback, FMT 1) anywhere in the compound: a keyframe.
+        pos = 0
+        while pos + 4 <= len(data):
+            fmt, pt = data[pos] & 0x1F, data[pos + 1]
+            if pt == 206 and fmt in (1, 4):
+                self._keyframe = True
+            pos += 4 * (struct.unpack_from(">H", data, pos + 2)[0] + 1)
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.video:
+            self._tasks.append(loop.create_task(self._video()))
+        if self.audio:
+            self._tasks.append(loop.create_task(self._audio()))
+        self.connected.set()
+
+    def _send(self, kind: str, payload: bytes, marker: int, level: int = -1) -> None:
+        stream = self._streams[kind]
+        header = stream.template.write(stream.seq, stream.ts, marker, level)
+        stream.seq = (stream.seq + 1) & 0xFFFF
+        if self._transport is not None:
+            self._transport.send_rtp(b"".join((header, payload)))
+
+    async def _video(self) -> None:
+        index = 0
+        picture = 0
+        start = time.monotonic()
+        tick = 0
+        was_paused = False
+        while True:
+            tick += 1
+            late = time.monotonic() - (start + tick / FPS)
+            if late > 2 / FPS:  # behind (a busy load generator): skip, as a camera would
+                tick += int(late * FPS)
+            await asyncio.sleep(max(0.0, start + tick / FPS - time.monotonic()))
+            stream = self._streams["video"]
+            stream.ts = (stream.ts + 90000 // FPS) & 0xFFFFFFFF
+            index = (index + 1) % len(self.clip.deltas)
+            if self.paused:
+                was_paused = True
+                continue
+            if was_paused:
+                was_paused, self._keyframe = False, True  # a resumed camera starts whole
+            keyframe, self._keyframe = self._keyframe, False
+            frame = self.clip.intras[index] if keyframe else self.clip.deltas[index]
+            payloads = vp8_payloads(frame, picture)
+            picture += 1
+            for i, payload in enumerate(payloads):
+                self._send("video", payload, int(i == len(payloads) - 1))
+            self.sent_video += 1
+
+    async def _audio(self) -> None:
+        start = time.monotonic()
+        tick = 0
+        while True:
+            tick += 1
+            late = time.monotonic() - (start + tick * 0.02)
+            if late > 0.04:
+                tick += int(late / 0.02)
+            await asyncio.sleep(max(0.0, start + tick * 0.02 - time.monotonic()))
+            stream = self._streams["audio"]
+            stream.ts = (stream.ts + 960) & 0xFFFFFFFF
+            if self.speaking:
+                self._send("audio", self.clip.speech[tick % len(self.clip.speech)], 0, 20)
+            elif tick % 20 == 0:  # Opus DTX: one small packet every 400 ms of silence
+                self._send("audio", self.clip.silence, 0, 127)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._transport is not None:
+            self._transport.close()
+        await self.pc.close()
 
 
-if __name__ == "__main__":
-    main()
+@dataclass
+class SlotCount:
+    """What a counting receiver saw of one SSRC."""
+
+    packets: int = 0
+    frames: int = 0
+    frame_times: list[float] = field(default_factory=list)
+
+
+class CountingReceiver:
+    """See the module docstring."""
+
+    def __init__(self, *, keep_frame_times: bool = False) -> None:
+        self.pc = _pc()
+        self.counts: dict[int, SlotCount] = {}
+        self.keep_frame_times = keep_frame_times
+        self._transport: PacketTransport | None = None
+        #: SSRC -> callback(first decoded keyframe time) for the slots being watched.
+        self._watch: dict[int, Callable[[float, Any], None]] = {}
+        self._frames: dict[int, list[bytes]] = {}
+        self._decoder: Any = None
+
+    async def answer(self, offer_sdp: str) -> str:
+        pc = self.pc
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        for t in pc.getTransceivers():
+            aiortc_hooks.stub_receiver(t.receiver, self._on_receive)
+        await pc.setLocalDescription(await pc.createAnswer())
+        return str(pc.localDescription.sdp)
+
+    def _on_receive(self, params: Any) -> None:
+        del params
+        if self._transport is not None:
+            return
+        dtls = self.pc.getTransceivers()[0].receiver.transport
+        self._transport = PacketTransport(
+            dtls, on_rtp=self._on_rtp, on_rtcp=lambda d: None, stats=TransportStats()
+        )
+        connection = aiortc_hooks.ice_connection(dtls)
+        for protocol in aiortc_hooks.local_protocols(connection):
+            # Outermost: count every datagram first, decrypt only the watched slots.
+            protocol.datagram_received = self._counting(protocol.datagram_received)
+
+    def _counting(self, original: Any) -> Any:
+        def datagram_received(data: bytes, addr: Any) -> None:
+            if len(data) > 12 and 127 < data[0] < 192 and not 192 <= data[1] <= 223:
+                ssrc = int.from_bytes(data[8:12], "big")
+                count = self.counts.get(ssrc)
+                if count is None:
+                    count = self.counts[ssrc] = SlotCount()
+                count.packets += 1
+                if data[1] & 0x80:
+                    count.frames += 1
+                    if self.keep_frame_times:
+                        count.frame_times.append(time.monotonic())
+                if ssrc not in self._watch:
+                    return
+            original(data, addr)
+
+        return datagram_received
+
+    def watch(self, ssrc: int, on_decoded: Callable[[float, Any], None]) -> None:
+        """Decrypt ``ssrc`` and decode each of its keyframes (only those: they are rare)."""
+        self._frames[ssrc] = []
+        self._watch[ssrc] = on_decoded
+
+    def _on_rtp(self, data: bytes, arrival: float) -> None:
+        packet = RtpPacket(data, arrival)
+        callback = self._watch.get(packet.ssrc)
+        if callback is None:
+            return
+        parse_vp8(packet)
+        parts = self._frames[packet.ssrc]
+        if packet.frame_start:
+            parts.clear()
+            if not packet.keyframe:
+                return
+            parts.append(b"")
+        if not parts:
+            return
+        start = packet.payload_start
+        # Skip the VP8 payload descriptor (X, I with M, no L/T/K here).
+        skip = 4 if packet.picture_id_bits == 15 else 3 if packet.picture_id_at >= 0 else 1
+        parts.append(data[start + skip : packet.payload_end])
+        if not packet.marker:
+            return
+        decoder = av.CodecContext.create("vp8", "r")  # a keyframe needs no history
+        frames = decoder.decode(av.Packet(b"".join(parts)))
+        parts.clear()
+        if frames:
+            callback(arrival, frames[0].to_ndarray(format="rgb24"))
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        await self.pc.close()
+
+
+async def rpc(bus: Any, node_id: str, request: MediaRequest | msgspec.Struct, reply: Any) -> Any:
+    from schemas import subjects
+
+    verb = type(request).verb  # type: ignore[attr-defined]
+    return await bus.request(subjects.media_rpc(node_id, verb), request, reply, timeout=30)
+
+
+async def close_all(*things: Any) -> None:
+    for thing in things:
+        with contextlib.suppress(Exception):
+            await thing.close()

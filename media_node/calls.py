@@ -224,12 +224,31 @@ class CallRoom:
             for pid, level in levels.items()
             if level > self._selection.speech_dbov
         )
+        self._wake_speakers(levels, now)
         if moved or started or now >= self._next_audio_check:
             self._next_audio_check = now + self._selection.audio_displace_s
             self.reassign("speaker", now)
         elif any(d.zero_since is not None for d in self._demand.values()):
             self._update_demand(now)
         return change
+
+    def _wake_speakers(self, levels: dict[str, float], now: float) -> None:
+        """A paused publisher who starts speaking is told to resume at once, before it is
+        selected: its camera's restart then overlaps the speaker detection, and the slot
+        switch only waits for one more keyframe. If nobody selects it, the hold-down
+        pauses it again."""
+        for pid, level in levels.items():
+            if level <= self._selection.speech_dbov:
+                continue
+            state = self._demand.get(pid)
+            publisher = self.sessions.get(pid)
+            if state is None or state.forwarded or publisher is None:
+                continue
+            if not publisher.publishes_video:
+                continue
+            state.forwarded = True
+            state.zero_since = now
+            self._emit_demand(publisher, True, state.receivers)
 
     # --- slot maps --------------------------------------------------------------------------
     def _mark(self, session: ParticipantSession, reason: str) -> None:

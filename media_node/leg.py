@@ -50,6 +50,8 @@ class Leg:
         self.state = "new"
         self.closed = False
         self._closing: asyncio.Task[None] | None = None
+        #: Told once the peer connection is closed (the node's set of open legs).
+        self.on_closed: Callable[[Leg], None] | None = None
         pc.on("connectionstatechange", self._pc_state_changed)
 
     async def step(self, awaitable: Awaitable[T], what: str) -> T:
@@ -127,9 +129,13 @@ class Leg:
         self.release()
         if self._steps:
             await asyncio.wait(set(self._steps), timeout=self.negotiation_timeout_s + 5)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.pc.close(), 10)
-        self.state = "closed"
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pc.close(), 10)
+        finally:
+            self.state = "closed"
+            if self.on_closed is not None:
+                self.on_closed(self)
 
     def release(self) -> None:
         """Subclasses: drop media state (synchronously, before the peer connection closes)."""

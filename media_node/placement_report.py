@@ -92,6 +92,9 @@ class PlacementReporter:
             audio_slots=audio_slots,
             video_publishers_forwarded=len(forwarded_publishers),
             idle_sessions=sum(s.idle for s in sessions),
+            peer_connections=sum(not leg.closed for leg in reg.node.legs),
+            udp_ports=self._udp_ports() if cpu else 0,
+            tasks=len(asyncio.all_tasks()),
             cpu_percent=self._process.cpu_percent(None) if cpu else 0.0,
             cpu_count=psutil.cpu_count() or 1,
             packets_received_total=transports.rtp_in,
@@ -105,6 +108,12 @@ class PlacementReporter:
             forwarding_errors_total=forwarding.errors + inbound.errors + transports.handler_errors,
             interval_s=self.interval_s,
         )
+
+    def _udp_ports(self) -> int:
+        try:
+            return len(self._process.net_connections(kind="udp"))
+        except psutil.Error:
+            return -1
 
     async def beat(self) -> None:
         try:

@@ -162,6 +162,7 @@ class ParticipantSession:
             log_fields=self.fields,
         )
         node.legs.add(uplink)
+        uplink.on_closed = node.legs.discard
         try:
             answer = await uplink.negotiate(offer_sdp)
         except BaseException:
@@ -241,6 +242,7 @@ class ParticipantSession:
             log_fields=self.fields,
         )
         node.legs.add(downlink)
+        downlink.on_closed = node.legs.discard
         try:
             sdp = await downlink.offer()
         except BaseException:
@@ -319,14 +321,10 @@ class ParticipantSession:
             raise RpcFailure("not_found", "this session was closed")
 
     def _close_leg(self, leg: Leg) -> None:
-        task = leg.start_close()
-        task.add_done_callback(lambda _: self._node.legs.discard(leg))
+        leg.start_close()
 
     async def _discard(self, leg: Leg) -> None:
-        try:
-            await leg.close()
-        finally:
-            self._node.legs.discard(leg)
+        await leg.close()
 
     async def close(self, reason: media.CloseReason) -> None:
         """Stop everything from and to this participant (every step runs)."""

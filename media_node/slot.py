@@ -242,6 +242,8 @@ class Slot:
             self._fault(exc)
 
     def _write_slow(self, packet: RtpPacket, feed: PublisherFeed) -> None:
+        if self._transport is None:
+            return  # not connected: switching now would start the subscriber on a delta
         if feed is self.pending:
             if self.video and not packet.keyframe:
                 self._hold(packet, feed, "slot_switch")

@@ -109,6 +109,8 @@ class Uplink(Leg):
                 raise RpcFailure("bad_request", f"this session does not publish {kind}")
         pc = self.pc
         for kind in self._kinds_allowed:
+            if not counts.get(kind):
+                continue  # a transceiver the offer does not match breaks aiortc's answer
             transceiver = pc.addTransceiver(kind, direction="recvonly")
             transceiver.setCodecPreferences(pinned_codecs(kind, sending=False))
         for transceiver in pc.getTransceivers():

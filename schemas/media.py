@@ -336,6 +336,11 @@ class MediaNodeHeartbeat(Message, frozen=True, kw_only=True, tag="media.node_hea
     video_publishers_forwarded: int = 0
     #: Sessions whose legs are connected but that send nothing yet (pre-warmed).
     idle_sessions: int = 0
+    #: Peer connections (uplinks and downlinks) open, UDP ports the process holds, and
+    #: asyncio tasks alive: what must return to its baseline when sessions close.
+    peer_connections: int = 0
+    udp_ports: int = 0
+    tasks: int = 0
     #: RTP packets received from publishers / sent into slots, since the node started.
     packets_received_total: int = 0
     packets_forwarded_total: int = 0

@@ -1,6 +1,8 @@
-"""The media node as a real process (``python -m media_node``), real aiortc peers on loopback.
+"""The media node as a real process (``python -m media_node``), real aiortc participants.
 
-Every wait is on a condition with a timeout; nothing sleeps and hopes.
+Each participant is a :class:`tests.support.sfu_client.SfuClient` (an uplink and a
+downlink of slots) over NATS. Every wait is on a condition with a timeout; nothing sleeps
+and hopes, and no test bounds a wall-clock time (``bench/sfu_scale.py`` measures those).
 """
 
 import asyncio
@@ -10,26 +12,33 @@ from typing import TypeVar
 
 import msgspec
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
 
 from schemas import subjects
 from schemas.bus import Bus
 from schemas.call_events import ActiveSpeakerChanged
 from schemas.errors import RpcFailed
 from schemas.media import (
+    AnswerDownlink,
     AudioChunk,
     MediaNodeHeartbeat,
+    OpenDownlink,
     OpenSession,
     Publish,
     SessionOpened,
-    Subscribe,
+    SetPreferences,
 )
-from tests.support.media_peer import MediaPeer, NodeProcess, colour_close
+from schemas.media_events import LegStateChanged, SessionClosed, SlotsChanged, VideoDemandChanged
+from tests.support.media_peer import NodeProcess, Rgb, colour_close
 from tests.support.nats_server import NatsServer
+from tests.support.sfu_client import NatsSfuTransport, SfuClient
 from tests.support.waiting import Collector
 
 T = TypeVar("T")
-COLOURS = [(220, 30, 30), (30, 200, 30), (30, 30, 220)]
+
+#: Twelve colours any two of which differ by more than the decoding tolerance.
+PALETTE: list[Rgb] = [
+    (c[0], c[1], c[2]) for c in itertools.product((30, 130, 230), repeat=3) if len(set(c)) > 1
+][:12]
 
 
 @pytest.fixture
@@ -48,121 +57,302 @@ async def collect(bus: Bus, subject: str, type_: type[T]) -> Collector[T]:
     return collector
 
 
+def colour_of(clients: list[SfuClient], pid: str) -> Rgb:
+    return next(c.colour for c in clients if c.participant_id == pid)
+
+
+def decoded_right(client: SfuClient, clients: list[SfuClient], min_frames: int = 3) -> bool:
+    """Every video slot that shows someone decodes that someone's colour, lately."""
+    for slot in client.slots:
+        if slot.kind != "video" or slot.showing_id is None:
+            continue
+        colour = colour_of(clients, slot.showing_id)
+        recent = [c for t, c, _ in slot.frames if t > slot.showing_since]
+        if len(recent) < min_frames or not colour_close(recent[-1], colour):
+            return False
+    return True
+
+
+async def all_decode_right(
+    group: list[SfuClient], clients: list[SfuClient], timeout: float
+) -> None:
+    await asyncio.gather(*(c.wait_for(lambda c: decoded_right(c, clients), timeout) for c in group))
+
+
 @pytest.mark.slow
-async def test_three_participants_receive_each_other(bus: Bus, node: NodeProcess, uid: str) -> None:
+async def test_a_call_of_twelve_follows_the_active_speaker_cleanly(
+    bus: Bus, node: NodeProcess, uid: str
+) -> None:
     call_id = f"call-{uid}"
+    transport = NatsSfuTransport(bus, node.node_id)
+    demand = await collect(bus, subjects.media_event(call_id, "video_demand"), VideoDemandChanged)
     beats = await collect(bus, subjects.MEDIA_NODE_HEARTBEAT, MediaNodeHeartbeat)
-    peers = [MediaPeer(bus, node.node_id, call_id, f"p{i}", colour=COLOURS[i]) for i in range(3)]
-    try:
-        for peer in peers:
-            await peer.open()
-            await peer.publish()
-        pairs = list(itertools.permutations(peers, 2))
-        for sub, pub in pairs:
-            await sub.subscribe(pub.participant_id)
-        feeds = [(sub, pub, sub.feeds[pub.participant_id]) for sub, pub in pairs]
-        await asyncio.gather(
-            *(
-                feed.wait_until(lambda f: f.video_frames >= 30 and f.audio_frames >= 30, 30)
-                for _, _, feed in feeds
-            )
+    clients = [
+        SfuClient(
+            transport,
+            call_id,
+            f"p{i:02d}",
+            colour=PALETTE[i],
+            video_slots=4,
+            audio_slots=2,
+            fps=10,
         )
-        for sub, pub, feed in feeds:
-            # Each publisher's colour survives encode -> SFU (no re-encode) -> decode.
-            tail = feed.colours[-10:]
-            assert all(colour_close(c, pub.colour) for c in tail), (sub.participant_id, tail)
-            # Frame counters arrive in order: nothing duplicated or reordered by the SFU.
-            counters = [c for c, _ in feed.counters]
-            assert counters == sorted(counters)
+        for i in range(12)
+    ]
+    try:
+        for client in clients:
+            await client.join()
+        everyone = [c.participant_id for c in clients]
+
+        def first_joiners(c: SfuClient) -> set[str]:
+            return {pid for pid in everyone if pid != c.participant_id}.intersection(
+                [pid for pid in everyone if pid != c.participant_id][:4]
+            )
+
+        # Nobody spoke yet: everyone sees the first four to join (never themselves).
+        await asyncio.gather(
+            *(c.wait_for(lambda c: c.showing() == first_joiners(c), 30) for c in clients)
+        )
+        await asyncio.gather(
+            *(c.wait_for(lambda c: decoded_right(c, clients), 30) for c in clients)
+        )
+        # Late joiners nobody shows are told to pause their video, and do.
+        await demand.wait(
+            lambda evs: (
+                {e.participant_id for e in evs if not e.forwarded}
+                >= {f"p{i:02d}" for i in range(5, 12)}
+            ),
+            20,
+        )
+        assert not any(e.participant_id == "p01" and not e.forwarded for e in demand.items)
+        # Only the five publishers someone shows are forwarded at all.
         await beats.wait(
             lambda bs: any(
-                b.node_id == node.node_id and b.participants == 3 and b.forwarded_streams == 12
+                b.node_id == node.node_id
+                and b.video_publishers_forwarded == 5
+                and b.forwarded_video_streams == 48
                 for b in bs
             ),
+            20,
+        )
+
+        # p09 speaks: it enters every other participant's slots, at a keyframe.
+        clients[9].speaking = True
+        others = [c for c in clients if c.participant_id != "p09"]
+        await asyncio.gather(*(c.wait_for(lambda c: "p09" in c.showing(), 30) for c in others))
+        await all_decode_right(others, clients, 30)
+        assert any(e.participant_id == "p09" and e.forwarded for e in demand.items)
+        # p10 takes over; p09 stays as a recent speaker.
+        clients[9].speaking = False
+        clients[10].speaking = True
+        rest = [c for c in clients if c.participant_id not in ("p09", "p10")]
+        await asyncio.gather(
+            *(c.wait_for(lambda c: {"p09", "p10"} <= c.showing(), 30) for c in rest)
+        )
+        await all_decode_right(rest, clients, 30)
+
+        for client in clients:
+            # The slot map only moved forward, and every decoded frame in every slot is
+            # the colour of someone that slot showed: no corrupted frame at a switch.
+            versions = [e.version for e in client.events if isinstance(e, SlotsChanged)]
+            assert versions == sorted(versions)
+            shown = {
+                s.showing_id
+                for e in client.events
+                if isinstance(e, SlotsChanged)
+                for s in e.slots
+                if s.showing_id
+            }
+            assert client.participant_id not in shown
+            palette = [colour_of(clients, pid) for pid in shown]
+            for slot in client.slots:
+                for _, colour, _ in slot.frames:
+                    assert any(colour_close(colour, p) for p in palette), (slot.index, colour)
+    finally:
+        await asyncio.gather(*(c.leave() for c in clients))
+
+
+@pytest.mark.slow
+async def test_a_pinned_participant_keeps_its_slot_while_speakers_move(
+    bus: Bus, node: NodeProcess, uid: str
+) -> None:
+    call_id = f"call-{uid}"
+    transport = NatsSfuTransport(bus, node.node_id)
+    clients = [
+        SfuClient(transport, call_id, f"q{i}", colour=PALETTE[i], video_slots=2, audio_slots=1)
+        for i in range(5)
+    ]
+    try:
+        for client in clients:
+            await client.join()
+        viewer = clients[0]
+        await viewer.set_preferences(pinned=["q4"])
+        await viewer.wait_for(lambda c: "q4" in c.showing() and decoded_right(c, clients), 30)
+        pinned_slot = next(s.index for s in viewer.slots if s.showing_id == "q4")
+        for speaker in (clients[2], clients[3], clients[1]):
+            speaker.speaking = True
+            pid = speaker.participant_id
+            await viewer.wait_for(lambda c, pid=pid: pid in c.showing(), 30)  # type: ignore[misc]
+            assert viewer.slots[pinned_slot].showing_id == "q4"
+            speaker.speaking = False
+        # Pinning oneself is refused; video_tiles=1 leaves only the pin.
+        with pytest.raises(RpcFailed) as refused:
+            await viewer.set_preferences(pinned=["q0"])
+        assert refused.value.code == "bad_request"
+        await viewer.set_preferences(pinned=["q4"], video_tiles=1)
+        await viewer.wait_for(lambda c: c.assigned() == {"q4"}, 20)
+    finally:
+        await asyncio.gather(*(c.leave() for c in clients))
+
+
+@pytest.mark.slow
+async def test_loss_toward_one_subscriber_is_repaired_from_the_slot_history(
+    bus: Bus, node: NodeProcess, uid: str
+) -> None:
+    call_id = f"call-{uid}"
+    transport = NatsSfuTransport(bus, node.node_id)
+    beats = await collect(bus, subjects.MEDIA_NODE_HEARTBEAT, MediaNodeHeartbeat)
+    pub = SfuClient(transport, call_id, "pub", colour=PALETTE[3], size=(320, 240), fps=30)
+    sub = SfuClient(transport, call_id, "sub", video_slots=1, audio_slots=1, drop_video_every=8)
+    try:
+        await pub.join()
+        await sub.join()
+        await sub.wait_for(lambda c: c.dropped_packets >= 10 and len(c.slots[0].frames) >= 90, 40)
+        frames = sub.slots[0].frames
+        # Lost packets were retransmitted (NACK answered as RTX): every picture intact.
+        assert all(colour_close(c, pub.colour) for _, c, _ in frames[-60:])
+        counters = [n for _, _, n in frames[5:]]
+        assert counters == sorted(counters)
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(frames[5:])]
+        assert max(gaps) < 1.0, max(gaps)
+        await beats.wait(
+            lambda bs: any(b.node_id == node.node_id and b.retransmissions_total > 0 for b in bs),
             10,
         )
     finally:
-        for peer in peers:
-            await peer.close()
+        await sub.leave()
+        await pub.leave()
 
 
 @pytest.mark.slow
-async def test_late_subscriber_gets_a_picture_quickly(
+async def test_prewarmed_sessions_forward_from_the_first_keyframe(
     bus: Bus, node: NodeProcess, uid: str
 ) -> None:
     call_id = f"call-{uid}"
-    pub = MediaPeer(bus, node.node_id, call_id, "pub", colour=COLOURS[0])
-    early = MediaPeer(bus, node.node_id, call_id, "early")
-    late = MediaPeer(bus, node.node_id, call_id, "late")
+    transport = NatsSfuTransport(bus, node.node_id)
+    beats = await collect(bus, subjects.MEDIA_NODE_HEARTBEAT, MediaNodeHeartbeat)
+    clients = [
+        SfuClient(transport, call_id, f"w{i}", colour=PALETTE[i], prewarm=True, video_slots=2)
+        for i in range(3)
+    ]
     try:
-        for peer in (pub, early, late):
-            await peer.open()
-        await pub.publish()
-        first = await early.subscribe("pub")
-        # Two seconds of video: the publisher's opening keyframe is long gone.
-        await first.wait_until(lambda f: f.video_frames >= 60, 30)
-        feed = await late.subscribe("pub")
-        await feed.wait_until(lambda f: f.video_frames >= 1, 5)
-        assert feed.first_frame_s is not None and feed.first_frame_s < 1.0, feed.first_frame_s
-        assert colour_close(feed.colours[0], pub.colour)
+        for client in clients:
+            await client.join()
+        for client in clients:
+            await client.wait_for(
+                lambda c: (
+                    sum(isinstance(e, LegStateChanged) and e.state == "connected" for e in c.events)
+                    >= 2
+                ),
+                20,
+            )
+        await beats.wait(
+            lambda bs: any(b.node_id == node.node_id and b.idle_sessions == 3 for b in bs), 20
+        )
+        # Assigned, but nothing to show until they send.
+        assert all(not c.showing() and len(c.assigned()) == 2 for c in clients)
+        assert all(not s.frames for c in clients for s in c.slots)
+        for client in clients:
+            await client.start_sending()
+        await asyncio.gather(
+            *(
+                c.wait_for(lambda c: len(c.showing()) == 2 and decoded_right(c, clients), 20)
+                for c in clients
+            )
+        )
+        for client in clients:
+            for slot in client.slots:
+                if slot.kind == "video":
+                    # The first decoded frame is a clean picture of its publisher.
+                    assert colour_close(
+                        slot.frames[0][1], colour_of(clients, slot.showing_id or "")
+                    )
     finally:
-        for peer in (late, early, pub):
-            await peer.close()
+        await asyncio.gather(*(c.leave() for c in clients))
 
 
 @pytest.mark.slow
-async def test_video_recovers_from_packet_loss_toward_a_subscriber(
+async def test_captions_sessions_are_tapped_and_never_forwarded(
     bus: Bus, node: NodeProcess, uid: str
 ) -> None:
     call_id = f"call-{uid}"
-    pub = MediaPeer(bus, node.node_id, call_id, "pub", colour=COLOURS[1], size=(320, 240))
-    sub = MediaPeer(bus, node.node_id, call_id, "sub")
-    try:
-        await pub.open()
-        await sub.open()
-        await pub.publish()
-        feed = await sub.subscribe("pub", drop_every=8)
-        await feed.wait_until(lambda f: f.video_frames >= 90 and f.dropped_packets >= 10, 30)
-        assert feed.dropped_packets >= 10
-        # Lost packets were retransmitted (NACK/RTX): no long freeze, every picture intact.
-        gaps = [b - a for a, b in itertools.pairwise(feed.frame_times[5:])]
-        assert max(gaps) < 1.0, max(gaps)
-        assert all(colour_close(c, pub.colour) for c in feed.colours[-30:])
-    finally:
-        await sub.close()
-        await pub.close()
-
-
-@pytest.mark.slow
-async def test_tap_publishes_utterances_of_a_speaker_only(
-    bus: Bus, node: NodeProcess, uid: str
-) -> None:
-    call_id = f"call-{uid}"
+    transport = NatsSfuTransport(bus, node.node_id)
     chunks = await collect(bus, subjects.audio_chunks_of(call_id), AudioChunk)
     speakers = await collect(
-        bus,
-        subjects.call_event(call_id, ActiveSpeakerChanged.subject_name),
-        ActiveSpeakerChanged,
+        bus, subjects.call_event(call_id, ActiveSpeakerChanged.subject_name), ActiveSpeakerChanged
     )
-    talker = MediaPeer(bus, node.node_id, call_id, "talker", speaking=True, transcription=True)
-    quiet = MediaPeer(bus, node.node_id, call_id, "quiet", speaking=False, transcription=True)
+    captions = SfuClient(
+        transport,
+        call_id,
+        "talker",
+        purpose="captions",
+        transcription=True,
+        speaking=True,
+        steady_speech=False,
+    )
+    viewer = SfuClient(transport, call_id, "viewer", video_slots=2, audio_slots=2)
     try:
-        for peer in (talker, quiet):
-            await peer.open()
-            await peer.publish()
-        # Two final utterances of the talker (its audio loops 1.2 s speech, 0.8 s silence).
-        await chunks.wait(lambda cs: sum(c.is_final for c in cs) >= 2, 20)
+        await captions.join()
+        await viewer.join()
+        # Two final utterances (its audio loops 1.2 s of speech, 0.8 s of silence).
+        await chunks.wait(lambda cs: sum(c.is_final for c in cs) >= 2, 30)
         assert {c.participant_id for c in chunks.items} == {"talker"}
         chunk = next(c for c in chunks.items if c.is_final)
         assert chunk.sample_rate == 16000 and chunk.vad == "silero"
         assert len(chunk.pcm) == round((chunk.end_s - chunk.start_s) * 16000) * 2
         assert 0.3 <= chunk.end_s - chunk.start_s <= 3.0
-        # The talker became the active speaker (levels from the RTP audio-level extension).
-        await speakers.wait(lambda evs: any(e.participant_id == "talker" for e in evs), 10)
-        assert all(e.participant_id != "quiet" for e in speakers.items)
+        assert not viewer.assigned("audio") and not viewer.assigned("video")
+        assert not speakers.items  # a captions session is nobody's active speaker
+        with pytest.raises(RpcFailed) as refused:
+            await captions.request(OpenDownlink(session_id=captions.session_id), SessionOpened)
+        assert refused.value.code == "bad_request"
     finally:
-        await quiet.close()
-        await talker.close()
+        await viewer.leave()
+        await captions.leave()
+
+
+@pytest.mark.slow
+async def test_leases_expire_and_renewals_name_the_unknown(
+    bus: Bus, node: NodeProcess, uid: str
+) -> None:
+    call_id = f"call-{uid}"
+    transport = NatsSfuTransport(bus, node.node_id)
+    closed = await collect(bus, subjects.media_event(call_id, "session_closed"), SessionClosed)
+    kept = SfuClient(transport, call_id, "kept", lease_s=2, video=False)
+    lapsed = SfuClient(transport, call_id, "lapsed", lease_s=2, video=False)
+    try:
+        await kept.join()
+        await lapsed.join()
+        lapsed_id = lapsed.session_id
+        for _ in range(40):
+            reply = await kept.renew()
+            assert reply.renewed == [kept.session_id]
+            try:
+                await closed.wait(bool, 0.5)
+                break
+            except TimeoutError:
+                continue
+        (event,) = closed.items
+        assert event.session_id == lapsed_id and event.reason == "lease_expired"
+        from schemas.media import LeasesRenewed, RenewLeases
+
+        reply = await kept.request(
+            RenewLeases(session_ids=[kept.session_id, lapsed_id]), LeasesRenewed
+        )
+        assert reply.renewed == [kept.session_id] and reply.unknown == [lapsed_id]
+    finally:
+        await lapsed.leave(tell_node=False)
+        await kept.leave()
 
 
 async def test_bad_requests_get_typed_errors_and_the_node_keeps_serving(
@@ -184,50 +374,50 @@ async def test_bad_requests_get_typed_errors_and_the_node_keeps_serving(
     assert await code_of(open_subject, b'{"type":"media.open_session","call_id":"a.b"}') == (
         "bad_request"
     )
-    # A request on the wrong verb does not decode as that verb's type.
+    too_many_slots = b'{"type":"media.open_session","call_id":"c","participant_id":"p",'
+    assert await code_of(open_subject, too_many_slots + b'"video_slots":99}') == "bad_request"
     publish_subject = subjects.media_rpc(node_id, Publish.verb)
     assert await code_of(publish_subject, OpenSession(call_id="c", participant_id="p")) == (
         "bad_request"
     )
     assert await code_of(publish_subject, Publish(session_id="nope", sdp="v=0")) == "not_found"
 
-    peer = MediaPeer(bus, node_id, f"call-{uid}", "p1")
-    await peer.open()
+    transport = NatsSfuTransport(bus, node_id)
+    client = SfuClient(transport, f"call-{uid}", "p1")
+    opened = await transport.request(
+        OpenSession(call_id=f"call-{uid}", participant_id="p1"), SessionOpened, 10
+    )
+    sid = opened.session_id
     try:
-        bad_sdp = Publish(session_id=peer.session_id, sdp="m=video 9 nonsense\r\n")
-        assert await code_of(publish_subject, bad_sdp) == "bad_request"
-        two_videos = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
-        too_many = Publish(session_id=peer.session_id, sdp=two_videos)
-        assert await code_of(publish_subject, too_many) == "bad_request"
-        # Sections aiortc would take and only fail on later, in a background task (a
-        # traceback in the node's log, a half-open connection): refused up front.
-        client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        client.addTransceiver("video", direction="sendonly")
-        await client.setLocalDescription(await client.createOffer())
-        offer = client.localDescription.sdp
-        await client.close()
-        no_dtls = "\r\n".join(x for x in offer.split("\r\n") if not x.startswith("a=fingerprint"))
-        assert await code_of(publish_subject, Publish(session_id=peer.session_id, sdp=no_dtls)) == (
+        assert await code_of(publish_subject, Publish(session_id=sid, sdp="m=video 9 x\r\n")) == (
             "bad_request"
         )
-        with_data = offer + "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:9\r\n"
-        assert await code_of(
-            publish_subject, Publish(session_id=peer.session_id, sdp=with_data)
-        ) == ("bad_request")
-        sub_subject = subjects.media_rpc(node_id, Subscribe.verb)
-        to_self = Subscribe(session_id=peer.session_id, publisher_id="p1")
-        assert await code_of(sub_subject, to_self) == "bad_request"
-        nobody = Subscribe(session_id=peer.session_id, publisher_id="ghost")
-        assert await code_of(sub_subject, nobody) == "not_found"
-        # After all that, the same session still publishes and the node still answers.
-        await peer.publish()
-        other = MediaPeer(bus, node_id, f"call-{uid}", "p2")
-        await other.open()
-        feed = await other.subscribe("p1")
-        await feed.wait_until(lambda f: f.video_frames >= 5, 20)
-        await other.close()
+        two_videos = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+        assert await code_of(publish_subject, Publish(session_id=sid, sdp=two_videos)) == (
+            "bad_request"
+        )
+        answer_subject = subjects.media_rpc(node_id, AnswerDownlink.verb)
+        # An answer with no offer asked for.
+        assert await code_of(answer_subject, AnswerDownlink(session_id=sid, sdp="v=0")) == (
+            "conflict"
+        )
+        prefs = subjects.media_rpc(node_id, SetPreferences.verb)
+        assert await code_of(prefs, SetPreferences(session_id=sid, pinned=["p1"])) == (
+            "bad_request"
+        )
     finally:
-        await peer.close()
+        from schemas.media import CloseSession, MediaAck
+
+        await transport.request(CloseSession(session_id=sid), MediaAck, 10)
+    # After all that the node still serves a whole session.
+    await client.join()
+    other = SfuClient(transport, f"call-{uid}", "p2", colour=PALETTE[5])
+    await other.join()
+    try:
+        await other.wait_for(lambda c: c.showing() == {"p1"} and decoded_right(c, [client]), 20)
+    finally:
+        await other.leave()
+        await client.leave()
 
 
 @pytest.mark.slow
@@ -237,68 +427,26 @@ async def test_drain_refuses_new_sessions_and_keeps_current_ones(
     node = await NodeProcess.start(bus, nats_server.url, f"media-{uid}")
     beats = await collect(bus, subjects.MEDIA_NODE_HEARTBEAT, MediaNodeHeartbeat)
     call_id = f"call-{uid}"
-    pub = MediaPeer(bus, node.node_id, call_id, "pub")
-    sub = MediaPeer(bus, node.node_id, call_id, "sub")
+    transport = NatsSfuTransport(bus, node.node_id)
+    pub = SfuClient(transport, call_id, "pub", colour=PALETTE[1])
+    sub = SfuClient(transport, call_id, "sub", colour=PALETTE[2])
     try:
-        for peer in (pub, sub):
-            await peer.open()
-        await pub.publish()
-        feed = await sub.subscribe("pub")
-        await feed.wait_until(lambda f: f.video_frames >= 5, 20)
-
+        await pub.join()
+        await sub.join()
+        await sub.wait_for(lambda c: len(c.slots[0].frames) >= 5, 20)
         node.terminate()
         await beats.wait(
             lambda bs: any(b.node_id == node.node_id and b.state == "draining" for b in bs), 10
         )
         with pytest.raises(RpcFailed) as refused:
-            await MediaPeer(bus, node.node_id, call_id, "newcomer").open()
+            await SfuClient(transport, call_id, "newcomer").join()
         assert refused.value.code == "draining"
-        # Sessions in hand keep their media while draining.
-        seen = feed.video_frames
-        await feed.wait_until(lambda f: f.video_frames >= seen + 15, 10)
+        seen = len(sub.slots[0].frames)
+        await sub.wait_for(lambda c: len(c.slots[0].frames) >= seen + 15, 10)
         assert node.proc.returncode is None
     finally:
-        await sub.close()
-        await pub.close()
-    # The last session closed: the node finishes draining long before its deadline.
+        await sub.leave()
+        await pub.leave()
     assert await node.stop(timeout=15) == 0
     assert not node.tracebacks, node.log_text()
     assert any('"service.stopped"' in line for line in node.lines)
-
-
-@pytest.mark.slow
-async def test_subscriber_keyframe_requests_reach_the_publisher_rate_limited(
-    bus: Bus, node: NodeProcess, uid: str
-) -> None:
-    call_id = f"call-{uid}"
-    pub = MediaPeer(bus, node.node_id, call_id, "pub")
-    sub = MediaPeer(bus, node.node_id, call_id, "sub")
-    try:
-        await pub.open()
-        await sub.open()
-        await pub.publish()
-        assert pub.publish_pc is not None
-        sender = next(s for s in pub.publish_pc.getSenders() if s.kind == "video")
-        requests: list[float] = []
-        force_keyframe = sender._send_keyframe
-
-        def counted() -> None:
-            requests.append(asyncio.get_running_loop().time())
-            force_keyframe()
-
-        sender._send_keyframe = counted  # type: ignore[method-assign]
-        feed = await sub.subscribe("pub")
-        await feed.wait_until(lambda f: f.video_frames >= 30, 20)
-        receiver = next(t.receiver for t in feed.pc.getTransceivers() if t.kind == "video")
-        ssrc = receiver.getSynchronizationSources()[0].source
-        before = len(requests)
-        for _ in range(10):  # a burst of PLIs from a lossy subscriber
-            await receiver._send_rtcp_pli(ssrc)
-        seen = feed.video_frames
-        await feed.wait_until(lambda f: f.video_frames >= seen + 20, 10)  # ~0.66 s
-        forwarded = len(requests) - before
-        # Relayed to the publisher, but at most one per 0.3 s (now + one deferred).
-        assert 1 <= forwarded <= 3, forwarded
-    finally:
-        await sub.close()
-        await pub.close()

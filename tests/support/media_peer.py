@@ -90,11 +90,18 @@ class PatternVideoTrack(MediaStreamTrack):
     async def next_timestamp(self) -> tuple[int, fractions.Fraction]:
         if self.readyState != "live":
             raise MediaStreamError
+        step = round(90000 / self.fps)
         if self._start is None:
             self._start = time.time()
         else:
-            self._pts += round(90000 / self.fps)
-            await asyncio.sleep(self._start + self._pts / 90000 - time.time())
+            self._pts += step
+            wait = self._start + self._pts / 90000 - time.time()
+            if wait < -2 / self.fps:
+                # Nobody read frames for a while (the sender was paused): go on from now
+                # rather than burst out the frames "missed".
+                self._start -= wait
+                wait = 0.0
+            await asyncio.sleep(wait)
         return self._pts, fractions.Fraction(1, 90000)
 
     async def recv(self) -> av.VideoFrame:

@@ -1,28 +1,28 @@
 """Sessions and the registry in process, under the interleavings concurrent RPCs produce.
 
 Real aiortc peer connections on loopback, no NATS: each case checks that what a request
-left behind (peer connections, forwarders, taps, speaker state) is released, and that a
-refusal is a typed :class:`RpcFailure`.
+left behind (peer connections, legs, feeds, speaker state) is released, and that a refusal
+is a typed :class:`RpcFailure`.
 """
 
 import asyncio
-import gc
-import warnings
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import VideoStreamTrack
-from media_node.forwarder import ForwardingStats
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection
 
-from media_node import passthrough
 from media_node.calls import SessionRegistry
-from media_node.session import NodeContext, ParticipantSession
+from media_node.downlink import DownlinkConfig
+from media_node.inbound import InboundStats
+from media_node.session import NodeContext
+from media_node.slot import ForwardingStats
 from media_node.tap import TapStats
+from media_node.transport import TransportStats
+from media_node.uplink import UplinkConfig
 from schemas.bus import RpcFailure
-from schemas.media import AudioChunk
+from schemas.media import AudioChunk, OpenSession
+from schemas.media_events import MediaEvent, SessionClosed
 from tests.support.media_peer import SyntheticAudioTrack
 
 
@@ -32,168 +32,142 @@ async def _ignore(_: AudioChunk) -> None:
 
 @pytest.fixture
 async def registry() -> AsyncIterator[SessionRegistry]:
-    passthrough.install()
     executor = ThreadPoolExecutor(1)
+    transports = TransportStats()
+    events: list[MediaEvent] = []
     node = NodeContext(
         node_id="node",
-        forwarding=ForwardingStats(),
+        uplinks=UplinkConfig(
+            inbound=InboundStats(),
+            transports=transports,
+            max_hole_s=0.5,
+            nack_retry_s=0.1,
+            video_bitrate_bps=1_000_000,
+            rtcp_interval_s=1.0,
+            negotiation_timeout_s=10,
+            connect_timeout_s=20,
+        ),
+        downlinks=DownlinkConfig(
+            forwarding=ForwardingStats(),
+            transports=transports,
+            rtcp_interval_s=1.0,
+            negotiation_timeout_s=10,
+            connect_timeout_s=20,
+            history_packets=64,
+        ),
         taps=TapStats(),
         executor=executor,
         publish_chunk=_ignore,
-        vad="energy",
+        emit=events.append,
     )
-    reg = SessionRegistry(node, capacity=10)
+    reg = SessionRegistry(node, capacity=3, video_slots=2, audio_slots=1)
     yield reg
-    await reg.close_all()
-    executor.shutdown(wait=True)
+    await reg.close_all("node_draining")
+    assert not node.legs, node.legs
+    executor.shutdown()
 
 
-async def _client_offer() -> tuple[RTCPeerConnection, str]:
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTrack(SyntheticAudioTrack(True))
-    pc.addTrack(VideoStreamTrack())
+async def offer(audio: bool = True) -> tuple[RTCPeerConnection, str]:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    if audio:
+        pc.addTrack(SyntheticAudioTrack(False))
     await pc.setLocalDescription(await pc.createOffer())
     return pc, pc.localDescription.sdp
 
 
-async def _open(reg: SessionRegistry, pid: str, call: str = "call") -> ParticipantSession:
-    return await reg.open(call_id=call, participant_id=pid, transcription=True, language="en")
-
-
-async def _code(coro: Any) -> str:
-    with pytest.raises(RpcFailure) as info:
-        await coro
-    return info.value.code
+def open_req(participant: str, **kw: object) -> OpenSession:
+    return OpenSession(call_id="c", participant_id=participant, **kw)  # type: ignore[arg-type]
 
 
 async def test_closing_during_publish_starts_nothing_and_answers_not_found(
     registry: SessionRegistry,
 ) -> None:
-    session = await _open(registry, "p")
-    client, offer = await _client_offer()
+    session, _ = registry.open(open_req("p1"))
+    client, sdp = await offer()
     try:
-        publishing = asyncio.create_task(session.publish(offer))
-        await asyncio.sleep(0)  # publish is now inside aiortc's SDP/ICE work
-        await registry.close(session.session_id)
-        assert await _code(publishing) == "not_found"
-        # No forwarder task, tap task or peer connection outlives the closed session.
-        assert not session.forwarders and session.tap is None
-        assert session.publish_pc is None
-        names = {t.get_name() for t in asyncio.all_tasks()}
-        assert not any(n.startswith(("forward:", "tap:")) for n in names), names
+        publishing = asyncio.ensure_future(session.publish(sdp))
+        await asyncio.sleep(0)  # the publish is now inside aiortc
+        await registry.close(session, "left")
+        with pytest.raises(RpcFailure) as refused:
+            await publishing
+        assert refused.value.code == "not_found"
+        assert session.uplink is None and not registry.node.legs
     finally:
         await client.close()
 
 
-async def test_a_second_publish_racing_the_first_gets_conflict(
-    registry: SessionRegistry,
-) -> None:
-    session = await _open(registry, "p")
-    client, offer = await _client_offer()
+async def test_a_second_publish_replaces_the_uplink(registry: SessionRegistry) -> None:
+    session, _ = registry.open(open_req("p1"))
+    first, sdp1 = await offer()
+    second, sdp2 = await offer()
     try:
-        first = asyncio.create_task(session.publish(offer))
-        await asyncio.sleep(0)
-        assert await _code(session.publish(offer)) == "conflict"
-        assert "a=fingerprint" in await first
+        await session.publish(sdp1)
+        old = session.uplink
+        await session.publish(sdp2)
+        assert session.uplink is not old and old is not None
+        await asyncio.wait_for(_until(lambda: old.closed and old.state == "closed"), 10)
     finally:
-        await client.close()
+        await first.close()
+        await second.close()
 
 
-async def test_unexpected_sections_get_bad_request_before_aiortc_sees_them(
-    registry: SessionRegistry,
-) -> None:
-    session = await _open(registry, "p")
-    client, offer = await _client_offer()
-    try:
-        no_dtls = "\r\n".join(x for x in offer.split("\r\n") if not x.startswith("a=fingerprint"))
-        assert await _code(session.publish(no_dtls)) == "bad_request"
-        same_mid = offer.replace("a=mid:1", "a=mid:0")
-        assert await _code(session.publish(same_mid)) == "bad_request"
-        receive_only = offer.replace("a=sendrecv", "a=recvonly")
-        assert await _code(session.publish(receive_only)) == "bad_request"
-        assert session.publish_pc is None
-        assert "a=fingerprint" in await session.publish(offer)  # still usable
-    finally:
-        await client.close()
-
-
-async def test_a_subscriber_answering_twice_at_once_gets_conflict(
-    registry: SessionRegistry,
-) -> None:
-    await _open(registry, "pub")
-    viewer = await _open(registry, "viewer")
-    sub = await registry.subscribe(viewer, "pub")
+async def test_unexpected_sections_and_verbs_get_bad_request(registry: SessionRegistry) -> None:
+    captions, _ = registry.open(open_req("p1", purpose="captions"))
     client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    client.addTransceiver("video", direction="sendonly")
+    await client.setLocalDescription(await client.createOffer())
     try:
-        await client.setRemoteDescription(RTCSessionDescription(await sub.offer(), "offer"))
-        await client.setLocalDescription(await client.createAnswer())
-        answer = client.localDescription.sdp
-        results = await asyncio.gather(
-            sub.answer(answer), sub.answer(answer), return_exceptions=True
+        with pytest.raises(RpcFailure) as refused:
+            await captions.publish(client.localDescription.sdp)
+        assert refused.value.code == "bad_request"  # a captions session sends audio only
+        with pytest.raises(RpcFailure) as refused:
+            await captions.open_downlink()
+        assert refused.value.code == "bad_request"
+        no_dtls = "\r\n".join(
+            x for x in client.localDescription.sdp.split("\r\n") if not x.startswith("a=fingerpr")
         )
-        codes = sorted(r.code if isinstance(r, RpcFailure) else "ok" for r in results)
-        assert codes == ["conflict", "ok"], results
+        call, _ = registry.open(open_req("p2"))
+        with pytest.raises(RpcFailure) as refused:
+            await call.publish(no_dtls)
+        assert refused.value.code == "bad_request"
+        assert not registry.node.legs
     finally:
         await client.close()
 
 
-async def test_a_publisher_leaving_while_an_offer_is_made_fails_the_offer_cleanly(
+async def test_reopening_replaces_the_old_session_and_capacity_is_enforced(
     registry: SessionRegistry,
 ) -> None:
-    publisher = await _open(registry, "pub")
-    viewer = await _open(registry, "viewer")
-    sub = await registry.subscribe(viewer, "pub")
-    offering = asyncio.create_task(sub.offer())
-    await asyncio.sleep(0)
-    await registry.close(publisher.session_id)
-    assert await _code(offering) == "not_found"
-    assert not viewer.subscriptions and publisher.forwarded_streams == 0
-    # Closing while ICE was being gathered used to leak the sockets gathered after it.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        gc.collect()
-    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    first, replaced = registry.open(open_req("p1"))
+    assert replaced is None
+    again, replaced = registry.open(open_req("p1"))
+    assert replaced is first and registry.participants == 1
+    await registry.teardown(first, "replaced")
+    assert first.closed and first.close_reason == "replaced"
+    registry.open(open_req("p2"))
+    registry.open(open_req("p3"))
+    with pytest.raises(RpcFailure) as full:
+        registry.open(open_req("p4"))
+    assert full.value.code == "unavailable"
+    assert again.session_id in registry.sessions
 
 
-async def test_reopening_replaces_the_old_session_and_frees_its_media(
+async def test_downlink_offer_lists_every_slot_and_a_stale_answer_conflicts(
     registry: SessionRegistry,
 ) -> None:
-    old = await _open(registry, "p")
-    client, offer = await _client_offer()
-    try:
-        await old.publish(offer)
-        both = await asyncio.gather(_open(registry, "p"), _open(registry, "p"))
-        assert old.closed and old.publish_pc is None
-        assert registry.participants == 1
-        assert registry.sessions == {both[1].session_id: both[1]}
-        assert both[0].closed  # the later reopen replaced the earlier one too
-    finally:
-        await client.close()
+    session, _ = registry.open(open_req("p1"))
+    offered = await session.open_downlink()
+    assert [s.kind for s in offered.slots] == ["video", "video", "audio"]
+    assert len({s.ssrc for s in offered.slots}) == 3 and all(s.mid for s in offered.slots)
+    with pytest.raises(RpcFailure) as refused:
+        await session.answer_downlink("v=0\r\n")
+    assert refused.value.code == "bad_request"
+    await registry.close(session, "left")
+    events = registry.node.emit.__self__  # type: ignore[attr-defined]
+    assert any(isinstance(e, SessionClosed) and e.reason == "left" for e in events)
 
 
-async def test_close_all_finishes_every_session_even_if_one_fails(
-    registry: SessionRegistry, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    broken = await _open(registry, "a")
-    fine = await _open(registry, "b")
-
-    async def explode() -> None:
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr(broken.keyframes, "close", lambda: None)
-    monkeypatch.setattr(broken, "_drop_publish_pc", explode)
-    await registry.close_all()
-    assert broken.closed and fine.closed
-    await asyncio.wait_for(registry.wait_idle(), 1)
-
-
-async def test_a_left_participant_is_not_revived_by_late_audio_levels(
-    registry: SessionRegistry,
-) -> None:
-    leaver = await _open(registry, "leaver")
-    await _open(registry, "stayer")
-    room = registry.rooms["call"]
-    await registry.close(leaver.session_id)
-    leaver._level_from_tap(-10.0)  # a last tap batch finishing after close
-    assert room.speaker.level("leaver") == -127.0
-    assert room.speaker.evaluate() is None
+async def _until(predicate: object) -> None:
+    assert callable(predicate)
+    while not predicate():
+        await asyncio.sleep(0.01)
