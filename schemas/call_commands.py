@@ -37,6 +37,7 @@ class MigrateToSfu(CallCommand, frozen=True, kw_only=True, tag="call.migrate_to_
 
     epoch: int
     node_id: Id
+    #: Seconds participants have to bring the new path up.
     deadline_s: float = 0.0
 
 
@@ -49,7 +50,9 @@ class MigrateToP2p(CallCommand, frozen=True, kw_only=True, tag="call.migrate_to_
     subject_name: ClassVar[str] = "migrate_to_p2p"
 
     epoch: int
+    #: The participant told to send the offer (None: nobody is left to connect to).
     offerer_id: Id | None = None
+    #: Seconds participants have to bring the new path up.
     deadline_s: float = 0.0
 
 

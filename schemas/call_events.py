@@ -242,11 +242,16 @@ class ParticipantMediaPath(CallEvent, frozen=True, kw_only=True, tag="participan
     subject_name: ClassVar[str] = "media_path"
 
     participant_id: Id
+    #: The migration epoch reported on (outside a migration: the call's current epoch).
     epoch: int
+    #: The path reported on.
     mode: CallMode
     state: MediaPathState
+    #: Short machine-readable cause of a failure (``node_refused``, ``ice_failed`` ...).
     reason: str = ""
+    #: The other end of a failed direct path.
     peer_id: Id | None = None
+    #: Longest gap in received media the client saw around the switch, in milliseconds.
     max_gap_ms: float = 0.0
 
 

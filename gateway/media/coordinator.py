@@ -141,7 +141,7 @@ class MediaCoordinator:
             except NodeRefused as refused:
                 self.refusals += 1
                 log.warning(
-                    "media.node_refused",
+                    "media.session_refused",
                     call_id=state.call_id,
                     participant_id=participant_id,
                     node_id=wanted.session.node_id,

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from schemas.call_commands import EndCall, MigrateToP2p, MigrateToSfu
+from schemas.call_commands import EndCall, MigrateToP2p, MigrateToSfu, Prewarm
 from schemas.call_events import (
     ActiveSpeakerChanged,
     CallEnded,
@@ -17,6 +17,7 @@ from schemas.call_events import (
     ParticipantJoined,
     ParticipantLanguageChanged,
     ParticipantLeft,
+    ParticipantMediaPath,
     TranscriptionChanged,
 )
 from schemas.captions import Caption, SegmentTimings, TranscriptSegment
@@ -109,7 +110,17 @@ def samples(call_id: str = "call-1") -> list[msgspec.Struct]:
             translation_ms=11.5,
         ),
         MigrateToSfu(call_id=call_id, epoch=2, node_id="media-1"),
-        MigrateToP2p(call_id=call_id, epoch=3),
+        MigrateToP2p(call_id=call_id, epoch=3, offerer_id="p-alice", deadline_s=10),
+        Prewarm(call_id=call_id, node_id="media-1"),
+        ParticipantMediaPath(
+            call_id=call_id,
+            seq=11,
+            participant_id="p-guest",
+            epoch=2,
+            mode="sfu",
+            state="ready",
+            max_gap_ms=40.0,
+        ),
         EndCall(call_id=call_id, reason="max_duration"),
         ServiceHeartbeat(
             service_id="gw-1",
