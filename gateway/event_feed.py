@@ -15,11 +15,12 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
+from opentelemetry.trace import SpanKind
 
 from gateway.delivery import Delivery
 from gateway.notices import project
-from schemas import subjects
-from schemas.bus import Bus
+from schemas import subjects, telemetry
+from schemas.bus import Bus, continue_trace
 from schemas.call_events import AnyCallEvent, CallEnded, ParticipantLeft
 from schemas.codec import decoder_for
 from schemas.logs import get_logger
@@ -87,6 +88,14 @@ class EventFeed:
             return
         if not self._fresh(event):
             return
+        if telemetry.STATE.active:
+            # The handlers' own requests (a media session opened) join the writer's trace.
+            with continue_trace(msg, "process", SpanKind.CONSUMER):
+                await self._dispatch(event)
+        else:
+            await self._dispatch(event)
+
+    async def _dispatch(self, event: AnyCallEvent) -> None:
         for handler in self._handlers:
             try:
                 await handler(event)

@@ -123,14 +123,18 @@ class Consumer:
             await self.task
 
 
-def _continue(msg: Msg, operation: str, kind: SpanKind) -> Any:
-    """A span around handling ``msg``, child of the trace context its headers carry."""
+def continue_trace(msg: Msg, operation: str, kind: SpanKind) -> Any:
+    """A span around handling ``msg``, child of the trace context its headers carry (for
+    consumers outside this helper; call only when ``telemetry.STATE.active``)."""
     return telemetry.tracer().start_as_current_span(
         telemetry.span_name(msg.subject, operation),
         context=telemetry.extract(msg.headers),
         kind=kind,
         attributes=telemetry.attributes(msg.subject, operation),
     )
+
+
+_continue = continue_trace
 
 
 async def fetch_soon(psub: Any, batch: int, *, wait_s: float) -> list[Msg]:

@@ -26,6 +26,7 @@ import msgspec
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry.trace import SpanKind
 
 from gateway import migration
 from gateway.call_store import CallStore
@@ -36,8 +37,8 @@ from gateway.selector.rules import Decision, Rules, decide
 from gateway.selector.settings import SelectorSettings
 from gateway.state_machine import Outcome
 from gateway.timers import CallMirror
-from schemas import subjects
-from schemas.bus import Bus, Incoming, fetch_soon
+from schemas import subjects, telemetry
+from schemas.bus import Bus, Incoming, continue_trace, fetch_soon
 from schemas.call_events import (
     ActiveSpeakerChanged,
     AnyCallEvent,
@@ -293,6 +294,14 @@ class SelectorService(Service[SelectorSettings]):
         if isinstance(event, _IRRELEVANT):
             await msg.ack()
             return
+        if telemetry.STATE.active:
+            # What the decision writes (commands, events) continues the trace of the event.
+            with continue_trace(msg, "process", SpanKind.CONSUMER):
+                await self._decide_then_ack(msg, event)
+        else:
+            await self._decide_then_ack(msg, event)
+
+    async def _decide_then_ack(self, msg: Msg, event: AnyCallEvent) -> None:
         with self.in_flight:
             decided = asyncio.ensure_future(self.selector.decide_call(event.call_id))
             try:

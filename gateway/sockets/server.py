@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
+from opentelemetry.trace import SpanKind
 
 from gateway.calls import CallService
 from gateway.delivery import Delivery, SocketSession
@@ -19,10 +20,13 @@ from gateway.rate_limit import RateLimiter
 from gateway.settings import GatewaySettings
 from gateway.sockets.requests import Ack, Handler, Handlers
 from gateway.tokens import Principal, TokenService
-from schemas import metrics
+from schemas import metrics, telemetry
 from schemas.logs import get_logger
 
 log = get_logger("gateway.sockets")
+
+#: Socket events that start no trace (a heartbeat every few seconds per socket is noise).
+_UNTRACED = frozenset({"call:heartbeat"})
 
 
 class _ClientFaultFilter(logging.Filter):
@@ -177,10 +181,13 @@ class SocketServer:
             if principal is None or session is None:
                 raise CallError("unauthorized", "the socket is not authenticated")
             self.limiter.check(principal.principal_id, name)
-            if name in self._unordered:
-                return await self._handlers[name](session, principal, data)
-            async with session.lock:  # one event of a socket at a time, in arrival order
-                return await self._handlers[name](session, principal, data)
+            if not telemetry.STATE.active or name in _UNTRACED:
+                return await self._handle(name, session, principal, data)
+            # A trace starts at the browser's event: what it causes downstream joins it.
+            with telemetry.tracer().start_as_current_span(
+                f"socket {name}", kind=SpanKind.SERVER, attributes={"socketio.event": name}
+            ):
+                return await self._handle(name, session, principal, data)
         except CallError as err:
             return await self._refuse(sid, name, err, session)
         except Exception as exc:
@@ -191,6 +198,14 @@ class SocketServer:
                 error=type(exc).__name__,
             )
             return await self._refuse(sid, name, CallError("internal", "internal error"), session)
+
+    async def _handle(
+        self, name: str, session: SocketSession, principal: Principal, data: Any
+    ) -> Ack:
+        if name in self._unordered:
+            return await self._handlers[name](session, principal, data)
+        async with session.lock:  # one event of a socket at a time, in arrival order
+            return await self._handlers[name](session, principal, data)
 
     async def _refuse(
         self, sid: str, name: str, err: CallError, session: SocketSession | None

@@ -77,8 +77,10 @@ class CallStack(GatewayCluster):
             "HEARTBEAT_INTERVAL_S": "0.5",
             "DRAIN_TIMEOUT_S": "3",
             "LOG_LEVEL": "info",
+            **{k: v for k, v in self.env.items() if k.startswith("OTEL_")},
             **extra,
         }
+        env = {k: v.replace("{service_id}", service_id) for k, v in env.items()}
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", module],

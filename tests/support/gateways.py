@@ -82,6 +82,8 @@ class GatewayCluster:
             "SERVICE_ID": service_id,
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         }
+        # Per-process values (a trace file each): "{service_id}" in a value is replaced.
+        env = {k: v.replace("{service_id}", service_id) for k, v in env.items()}
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway"],
