@@ -43,7 +43,7 @@ class NodeContext:
     publish_chunk: ChunkSink
     emit: Callable[[MediaEvent], None]
     vad: VadKind = "silero"
-    keyframe_interval_s: float = 0.3
+    keyframe_interval_s: float = 0.1
     tap_queue_packets: int = 250
     new_cutter: Callable[[], UtteranceCutter] = UtteranceCutter
     public_ip: str = ""

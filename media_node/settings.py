@@ -27,8 +27,10 @@ class MediaNodeSettings(ServiceSettings, frozen=True, kw_only=True):
     media_node_stun_urls: str = ""
     #: Load report on ``media.node.heartbeat`` every this many seconds.
     media_node_report_interval_s: PositiveFloat = 2.0
-    #: Fewest seconds between two keyframe requests to one publisher.
-    media_node_keyframe_interval_s: PositiveFloat = 0.3
+    #: Fewest seconds between two keyframe requests to one publisher. When a call migrates
+    #: to the SFU every subscriber needs a keyframe of every publisher within a few hundred
+    #: milliseconds; a 0.3 s spacing added ~0.25 s to the last of them (bench/migration.py).
+    media_node_keyframe_interval_s: PositiveFloat = 0.1
     #: Longest a missing video packet may hold a publisher's stream before the node gives
     #: up on it (its retransmissions were lost too), skips it and asks for a keyframe.
     media_node_max_hole_s: PositiveFloat = 0.5

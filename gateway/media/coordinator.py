@@ -93,6 +93,11 @@ class MediaCoordinator:
 
     async def on_event(self, event: AnyCallEvent) -> None:
         """:class:`gateway.event_feed.EventFeed` handler."""
+        if isinstance(event, CallModeChanged):
+            # A completed migration makes clients drop the path they left (on P2P: their SFU
+            # legs); a pre-warm of the session that stays must be told again.
+            for socket in self._delivery.sessions_in(event.call_id):
+                socket.told_prewarm = None
         if isinstance(event, _RELEVANT) and self._serves(event.call_id):
             self.request(event.call_id)
 

@@ -43,7 +43,7 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamT
 from aiortc.sdp import candidate_from_sdp
 
 from tests.support.gateway_sfu import GatewaySfuClient, SocketSfuTransport
-from tests.support.media_peer import PatternVideoTrack, Rgb
+from tests.support.media_peer import PatternVideoTrack, Rgb, speech_like
 from tests.support.waiting import until
 
 Payload = dict[str, Any]
@@ -81,6 +81,8 @@ class CallClient:
         stall_s: float = 3.0,
         setup_deadline_s: float = 15.0,
         heartbeats: bool = False,
+        video_fps: float = 30.0,
+        decode_sfu: bool = True,
     ) -> None:
         self.url = url
         self.token = token
@@ -93,6 +95,9 @@ class CallClient:
         self.setup_deadline_s = setup_deadline_s
         #: Send ``call:heartbeat`` on the interval the gateway asks for, once in a call.
         self.heartbeats = heartbeats
+        self.video_fps = video_fps
+        #: Decode what the SFU slots carry (tests check pictures); benchmarks count packets.
+        self.decode_sfu = decode_sfu
         self.mode = "p2p"
         self.epoch = 0
         self.conversation_type = ""
@@ -109,6 +114,10 @@ class CallClient:
         self._monitor: asyncio.Task[None] | None = None
         #: Direct peer connections ever made (a call that starts on the SFU makes none).
         self.p2p_links_made = 0
+        if media:
+            # The SFU client's microphone: synthesised once now, not at the switch.
+            speech_like(1.2)
+            speech_like(1.0, f0=150.0)
         self.sio = socketio.AsyncClient(reconnection=False)
         self.events: list[tuple[str, Payload, float]] = []
         self._consumed: set[int] = set()
@@ -348,7 +357,7 @@ class CallClient:
         link = PeerLink(remote_id, pc)
         self.p2p_links_made += 1
         pc.addTrack(AudioStreamTrack())
-        pc.addTrack(PatternVideoTrack(self.colour))
+        pc.addTrack(PatternVideoTrack(self.colour, fps=self.video_fps))
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -462,7 +471,8 @@ class CallClient:
             colour=self.colour,
             speaking=True,
             prewarm=prewarm,
-            fps=15.0,
+            fps=min(15.0, self.video_fps),
+            decode=self.decode_sfu,
         )
 
         def arrived() -> None:

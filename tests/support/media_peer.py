@@ -9,6 +9,7 @@ silence, or switched on and off at run time). :class:`NodeProcess` runs
 
 import asyncio
 import fractions
+import functools
 import time
 
 import av
@@ -117,8 +118,14 @@ class PatternVideoTrack(MediaStreamTrack):
         return frame
 
 
+@functools.lru_cache(maxsize=8)
 def speech_like(seconds: float, rate: int = AUDIO_RATE, f0: float = 130.0) -> npt.NDArray[np.int16]:
-    """A voiced, formant-shaped, syllable-modulated signal that Silero takes for speech."""
+    """A voiced, formant-shaped, syllable-modulated signal that Silero takes for speech.
+
+    Computed once per shape (tens of milliseconds of numpy on the event loop otherwise, for
+    every new track: a stall in every client that starts publishing). Read-only: copy to
+    change it.
+    """
     t = np.arange(int(seconds * rate)) / rate
     phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))) / rate
     signal = np.zeros_like(t)
@@ -131,6 +138,7 @@ def speech_like(seconds: float, rate: int = AUDIO_RATE, f0: float = 130.0) -> np
     signal *= np.clip(np.sin(2 * np.pi * 3.5 * t), 0, None) ** 0.7
     signal += 0.01 * np.random.default_rng(1).standard_normal(len(t))
     out: npt.NDArray[np.int16] = (signal / np.abs(signal).max() * 0.5 * 32767).astype(np.int16)
+    out.setflags(write=False)
     return out
 
 
