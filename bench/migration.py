@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import statistics
 import sys
 import time
@@ -228,6 +229,19 @@ async def one_round(
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def idle_node_cpu(pid: int, seconds: float = 3.0) -> float:
+    """The media node's CPU (fraction of one core) over a few seconds of a P2P call."""
+    c0, t0 = cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    return (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+
+
 def summary(rows: list[dict[str, float]], key: str) -> dict[str, float]:
     values = [r[key] for r in rows]
     return {
@@ -248,6 +262,9 @@ async def main() -> None:
     server = NatsServer().start()
     stack = CallStack(server.url, gateways=2, selectors=0, media_nodes=1, env=BENCH_ENV)
     results: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+    # What pre-warm costs the media node: its CPU while the pair is P2P (idle sessions held
+    # or not), sampled once per block.
+    node_cpu: dict[bool, list[float]] = {False: [], True: []}
     try:
         await asyncio.to_thread(stack.start_all)
         order = [False, True] * (-(-rounds // block))
@@ -277,6 +294,15 @@ async def main() -> None:
             await b.do("accept", callId=call_id)
             t = time.monotonic()
             await switch_time([a, b], t, "p2p", 20)
+            if prewarm:
+                for x in (a, b):
+
+                    async def held(x: Participant = x) -> bool:
+                        return bool((await x.state(time.monotonic()))["sfuReady"])
+
+                    await until_true(held, 20)
+            node_pid = stack.of_kind("media_node")[0].process.pid
+            node_cpu[prewarm].append(await idle_node_cpu(node_pid))
             for _ in range(block):
                 if len(results[prewarm]) >= rounds:
                     break
@@ -326,6 +352,8 @@ async def main() -> None:
         "video_gap_p95_ms": round(
             pct([max(r["sfu_video_gap_ms"], r["p2p_video_gap_ms"]) for r in every], 0.95), 1
         ),
+        "node_cpu_p2p_cold": round(statistics.median(node_cpu[False]), 4),
+        "node_cpu_p2p_prewarmed": round(statistics.median(node_cpu[True]), 4),
         "prewarmed_over_cold_to_sfu_p50": round(
             statistics.median(r["to_sfu_s"] for r in warm)
             / statistics.median(r["to_sfu_s"] for r in cold),
@@ -355,6 +383,11 @@ async def main() -> None:
     print(
         f"longest gap at anyone: video {out['max_video_gap_ms']:.0f} ms (goal < 250), "
         f"audio {out['max_audio_gap_ms']:.0f} ms"
+    )
+    print(
+        f"pre-warm's cost at the media node while the pair is P2P: "
+        f"{out['node_cpu_p2p_prewarmed'] * 100:.1f} % of a core with idle sessions held, "
+        f"{out['node_cpu_p2p_cold'] * 100:.1f} % without"
     )
     print(json.dumps(out))
 
