@@ -74,6 +74,7 @@ class Participant:
             WORKER,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            limit=1 << 26,  # a state reply lists every packet arrival of a round
         )
         return self
 

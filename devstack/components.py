@@ -300,6 +300,7 @@ def default_components(paths: StackPaths, environ: dict[str, str] | None = None)
             },
             url=f"http://127.0.0.1:{gw_port}",
         ),
+        service("selector", "gateway.selector", "selector", {}),
         service("media-node", "media_node", "media_node", {}),
         service("transcriber", "transcriber", "transcriber", {}),
         apertium,

@@ -33,6 +33,7 @@ from schemas.errors import KeyExists, RevisionMismatch
 from schemas.ids import check_id
 from schemas.kv import KvEntry, TypedKv
 from schemas.logs import get_logger
+from schemas.provisioning import DUPLICATE_WINDOW_S
 
 log = get_logger("gateway.call_store")
 
@@ -182,9 +183,18 @@ class CallStore:
                 event_type=type(event).__name__,
                 participant_id=getattr(event, "participant_id", None),
             )
+        # The change is written: nothing after this point may fail the caller (it would be
+        # told "internal" for a change that was applied). What cannot be done now is left
+        # to recovery: the sweepers publish a pending outbox, and a stale claim is cleared
+        # by the next call of the conversation.
         await self.flush(outcome.call_id, outcome.state.outbox, check_stream=False)
         if outcome.state.status == "ended":
-            await self._release_claim(outcome.state)
+            try:
+                await self._release_claim(outcome.state)
+            except Exception as exc:
+                log.warning(
+                    "call_store.claim_left", call_id=outcome.call_id, error=type(exc).__name__
+                )
 
     # --- publishing ------------------------------------------------------------------------
     async def flush(self, call_id: str, outbox: list[OutboxEntry], *, check_stream: bool) -> int:
@@ -201,8 +211,13 @@ class CallStore:
         published: set[str] = set()
         sent = 0
         try:
+            # An entry older than half the de-duplication window may have been published
+            # by a writer whose acknowledgement was lost long ago: JetStream no longer
+            # remembers its id, so ask the stream itself.
+            old = self._clock() - DUPLICATE_WINDOW_S / 2
             for entry in outbox:
-                if check_stream and entry.kind == "event" and await self._in_stream(entry):
+                check = check_stream or entry.written_at < old
+                if check and entry.kind == "event" and await self._in_stream(entry):
                     published.add(entry.message_id)
                     continue
                 if await self._publish(entry):
@@ -217,7 +232,10 @@ class CallStore:
                 error=type(exc).__name__,
             )
         if published:
-            await self._remove_from_outbox(call_id, published)
+            try:
+                await self._remove_from_outbox(call_id, published)
+            except Exception as exc:  # published twice at worst: de-duplicated by id
+                log.info("call_store.outbox_left_to_sweeper", call_id=call_id, error=str(exc))
         return sent
 
     async def _publish(self, entry: OutboxEntry) -> bool:

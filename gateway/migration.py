@@ -205,8 +205,15 @@ def abandon(
     return out
 
 
-def no_node(state: CallState, *, now: float, retry_in_s: float) -> Outcome:
-    """The call should be on the SFU but no media node has room: say so once per attempt."""
+def no_node(
+    state: CallState,
+    *,
+    now: float,
+    retry_in_s: float,
+    reason: MigrationReason = "node_unavailable",
+) -> Outcome:
+    """The call should be on the SFU but no media node can take it (``node_unavailable``:
+    none is alive; ``node_refused``: none has room): say so once per attempt."""
     epoch = state.epoch + 1
     out = Outcome(
         _replace(
@@ -224,7 +231,7 @@ def no_node(state: CallState, *, now: float, retry_in_s: float) -> Outcome:
             epoch=epoch,
             duration_ms=0.0,
             outcome="failed",
-            reason="node_unavailable",
+            reason=reason,
         )
     )
     return out
@@ -235,8 +242,10 @@ def set_prewarm(state: CallState, node_id: str | None) -> Outcome | None:
     if state.prewarm_node_id == node_id:
         return None
     out = Outcome(_replace(state, prewarm_node_id=node_id))
-    if node_id is not None:
-        out.commands.append(Prewarm(call_id=state.call_id, node_id=node_id))
+    # A release is a command too: the gateways reconcile on it and close the idle sessions
+    # (nothing else would tell them; an idle session's lease is renewed while its socket
+    # lives).
+    out.commands.append(Prewarm(call_id=state.call_id, node_id=node_id))
     return out
 
 

@@ -32,6 +32,7 @@ from schemas.call_events import (
     CallEnded,
     CallEvent,
     CallInitiated,
+    CallModeChanged,
     CallRinging,
     CallStatus,
     CallStatusChanged,
@@ -591,9 +592,27 @@ def _end(out: Outcome, reason: EndReason, *, now: float, by: str | None) -> None
                 active_count=0,
             )
         )
+    m = state.migration
+    if m is not None:
+        # Every migration_started gets its mode_changed, even when the call ends under it.
+        out.events.append(
+            CallModeChanged(
+                call_id=state.call_id,
+                from_mode=m.from_mode,
+                to_mode=m.to_mode,
+                epoch=m.epoch,
+                duration_ms=round(max(0.0, now - m.started_at) * 1000, 1),
+                max_gap_ms=m.max_gap_ms,
+                outcome="rolled_back",
+                reason="call_ended",
+                node_id=m.node_id,
+            )
+        )
     duration = now - state.started_at if state.started_at is not None else 0.0
     out.state = _replace(
         out.state,
+        migration=None,
+        prewarm_node_id=None,
         participants=[],
         ring_deadline_at=None,
         ended_at=now,

@@ -146,21 +146,29 @@ class Sweeper:
         now = time.time()
         fired = 0
         for call_id, (state, revision) in list(self._mirror.calls.items()):
-            if state.outbox and state.outbox[0].written_at < now - self._outbox_grace:
-                self.recovered += await self._store.recover(call_id, now - self._outbox_grace)
-            if state.status == "ended":
-                self._presence.forget(call_id)
-                if (
-                    state.ended_at is not None
-                    and now - state.ended_at > self._retention
-                    and not state.outbox
-                ):
-                    await self._store.forget(call_id, revision)
-                continue
-            if await self._fire(call_id, state, now):
-                fired += 1
+            try:
+                if await self._sweep_call(call_id, state, revision, now):
+                    fired += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one bad call must not stop the others' timers
+                log.warning("sweeper.call_failed", call_id=call_id, error=type(exc).__name__)
         self.fired += fired
         return fired
+
+    async def _sweep_call(self, call_id: str, state: CallState, revision: int, now: float) -> bool:
+        if state.outbox and state.outbox[0].written_at < now - self._outbox_grace:
+            self.recovered += await self._store.recover(call_id, now - self._outbox_grace)
+        if state.status == "ended":
+            self._presence.forget(call_id)
+            if (
+                state.ended_at is not None
+                and now - state.ended_at > self._retention
+                and not state.outbox
+            ):
+                await self._store.forget(call_id, revision)
+            return False
+        return await self._fire(call_id, state, now)
 
     async def _fire(self, call_id: str, state: CallState, now: float) -> bool:
         deadline = next_deadline(state, self._presence.cached(call_id))

@@ -58,11 +58,13 @@ class MigrateToP2p(CallCommand, frozen=True, kw_only=True, tag="call.migrate_to_
 
 class Prewarm(CallCommand, frozen=True, kw_only=True, tag="call.prewarm"):
     """While the call is peer-to-peer, hold an idle session per participant on ``node_id``
-    (connected, not sending), so a later switch to the SFU only starts sending."""
+    (connected, not sending), so a later switch to the SFU only starts sending; ``node_id``
+    ``None``: stop holding them (the call no longer qualifies)."""
 
     subject_name: ClassVar[str] = "prewarm"
 
-    node_id: Id
+    #: The node to hold idle sessions on; ``None`` releases them.
+    node_id: Id | None = None
 
 
 class EndCall(CallCommand, frozen=True, kw_only=True, tag="call.end"):

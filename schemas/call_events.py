@@ -147,6 +147,7 @@ MigrationReason = Literal[
     "path_failed",
     "superseded",
     "retry",
+    "call_ended",
 ]
 """Why the selector migrated (``participant_count``: the design's 3-person rule both ways;
 ``p2p_media_failed``: the direct path never carried media or stopped; ``retry``: an earlier
@@ -154,7 +155,7 @@ attempt failed), or why a migration did not complete (``node_refused``: the medi
 would not open a session, or none had room; ``node_unavailable``: it stopped answering;
 ``path_failed``: a participant's client could not bring the new path up; ``deadline``: a
 participant's new path carried no media in time; ``superseded``: the participant count
-changed back and the target no longer applies)."""
+changed back and the target no longer applies; ``call_ended``: the call ended first)."""
 
 
 class MigrationStarted(CallEvent, frozen=True, kw_only=True, tag="call.migration_started"):

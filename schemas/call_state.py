@@ -163,6 +163,9 @@ class CallState(msgspec.Struct, frozen=True, kw_only=True):
     mode_retry_at: float | None = None
     #: Migrations that failed in a row (reset by one that completes).
     failed_migrations: int = 0
+    #: Since when this GROUP call on the SFU has had two or fewer (the hold before going
+    #: back to P2P runs from here; kept in the state so every selector instance agrees).
+    small_since: float | None = None
     #: Live transcription and captions on for this call (any participant may toggle it).
     transcription: bool = False
     initiator_user_id: Id

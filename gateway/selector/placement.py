@@ -52,9 +52,15 @@ def choose(nodes: Iterable[NodeLoad], *, needed: int, exclude: Sequence[str] = (
 class NodeTable:
     """The live media nodes, from their heartbeats (time is passed in)."""
 
-    def __init__(self, expiry_s: float) -> None:
+    def __init__(self, expiry_s: float, *, started_at: float = 0.0) -> None:
         self.expiry_s = expiry_s
+        #: Until then the table may lack nodes that are alive (they have not reported yet).
+        self.warm_at = started_at + expiry_s
         self._nodes: dict[str, NodeLoad] = {}
+
+    def warm(self, now: float) -> bool:
+        """Whether every live node has had time to report since the table started."""
+        return now >= self.warm_at
 
     def update(self, beat: MediaNodeHeartbeat, now: float) -> None:
         self._nodes[beat.node_id] = NodeLoad(

@@ -81,6 +81,19 @@ def target_mode(
     return "p2p", None
 
 
+def hold_since(state: CallState, now: float) -> float | None:
+    """Since when this SFU call has been at two or fewer (``now`` if it just became so)."""
+    small = (
+        state.mode == "sfu"
+        and state.conversation_type == "GROUP"
+        and len(state.participants) <= 2
+        and state.status != "ended"
+    )
+    if not small:
+        return None
+    return state.small_since if state.small_since is not None else now
+
+
 def wants_prewarm(state: CallState, rules: Rules) -> bool:
     members = 1 + len(state.invitees)  # the initiator and everyone rung
     return (
@@ -137,7 +150,7 @@ def decide(
                 return Decision("nothing", wake_at=state.mode_retry_at)
             other = choose(nodes, needed=needed, exclude=[state.media_node_id or ""])
             if other is None:
-                return Decision("no_node")
+                return Decision("no_node", reason="node_refused" if nodes else "node_unavailable")
             return Decision("start", to_mode="sfu", node_id=other, reason="node_unavailable")
         if wants_prewarm(state, rules):
             held = state.prewarm_node_id
@@ -164,7 +177,7 @@ def decide(
         else:
             node = choose(nodes, needed=needed)
         if node is None:
-            return Decision("no_node")
+            return Decision("no_node", reason="node_refused" if nodes else "node_unavailable")
         return Decision("start", to_mode="sfu", node_id=node, reason=reason)
     return Decision("start", to_mode="p2p", reason=reason, offerer_id=offerer(state))
 

@@ -33,7 +33,7 @@ from gateway.call_store import CallStore
 from gateway.errors import CallError
 from gateway.lanes import Lanes
 from gateway.selector.placement import NodeTable
-from gateway.selector.rules import Decision, Rules, decide
+from gateway.selector.rules import Decision, Rules, decide, hold_since
 from gateway.selector.settings import SelectorSettings
 from gateway.state_machine import Outcome
 from gateway.timers import CallMirror
@@ -70,6 +70,13 @@ _ACK_WAIT_S = 30.0
 _FETCH = 64
 
 
+def _needs_every_node(d: Decision) -> bool:
+    """Decisions that take a node's silence for its death (wrong while the table fills)."""
+    return d.kind == "no_node" or (
+        d.kind in ("start", "abandon") and d.reason == "node_unavailable"
+    )
+
+
 class ModeSelector:
     """Decides calls (the I/O around :func:`decide`); used by :class:`SelectorService`."""
 
@@ -87,8 +94,6 @@ class ModeSelector:
         self.rules = rules
         self._clock = clock
         self.lanes = Lanes(self._decide_call, limit=concurrency)
-        #: When each call on the SFU first had two or fewer (the hold before P2P).
-        self._below_since: dict[str, float] = {}
         self._wakeups: list[tuple[float, str]] = []
         self._woken = asyncio.Event()
         self._spawned: set[asyncio.Task[None]] = set()
@@ -104,7 +109,6 @@ class ModeSelector:
         except CallError as err:
             if err.code != "not_found":
                 raise
-            self._below_since.pop(call_id, None)
             return
         if outcome is None:
             return
@@ -122,17 +126,21 @@ class ModeSelector:
     def _transition(self, state: CallState) -> Outcome | None:
         """Decide on the live state (inside the compare-and-set) and say what to write."""
         now = self._clock()
-        decision = decide(
-            state,
-            self.nodes.live(now),
-            now=now,
-            below_since=self.hold_since(state, now),
-            rules=self.rules,
-        )
+        since = hold_since(state, now)
+        decision = decide(state, self.nodes.live(now), now=now, below_since=since, rules=self.rules)
+        if not self.nodes.warm(now) and _needs_every_node(decision):
+            # Just started: the nodes have not all reported yet, so a node unheard of may
+            # well be alive. Look again once every node has had time to report.
+            self.wake(state.call_id, self.nodes.warm_at)
+            return None
         if decision.wake_at is not None:
             self.wake(state.call_id, decision.wake_at)
         self.decisions[decision.kind] = self.decisions.get(decision.kind, 0) + 1
-        return self._carry_out(state, decision, now)
+        outcome = self._carry_out(state, decision, now)
+        if since != state.small_since:
+            outcome = outcome or Outcome(state)
+            outcome.state = msgspec.structs.replace(outcome.state, small_since=since)
+        return outcome
 
     def _carry_out(self, state: CallState, d: Decision, now: float) -> Outcome | None:
         rules = self.rules
@@ -160,24 +168,10 @@ class ModeSelector:
         if d.kind == "no_node":
             retry = rules.retry_in(state.failed_migrations)
             self.wake(state.call_id, now + retry)
-            return migration.no_node(state, now=now, retry_in_s=retry)
+            return migration.no_node(state, now=now, retry_in_s=retry, reason=d.reason)
         if d.kind == "prewarm":
             return migration.set_prewarm(state, d.node_id)
         return None
-
-    def hold_since(self, state: CallState, now: float) -> float | None:
-        """Since when this SFU call has been at two or fewer (remembered per instance: a
-        selector that restarts waits the hold again, never less)."""
-        small = (
-            state.mode == "sfu"
-            and state.conversation_type == "GROUP"
-            and len(state.participants) <= 2
-            and state.status != "ended"
-        )
-        if not small:
-            self._below_since.pop(state.call_id, None)
-            return None
-        return self._below_since.setdefault(state.call_id, now)
 
     # --- waking calls at a time ------------------------------------------------------------
     def wake(self, call_id: str, at: float) -> None:
@@ -223,7 +217,7 @@ class SelectorService(Service[SelectorSettings]):
             subjects.CALL_CLAIMS_BUCKET, ActiveCallClaim
         )
         self.store = CallStore(bus, calls_kv, claims_kv)
-        self.nodes = NodeTable(settings.selector_node_expiry_s)
+        self.nodes = NodeTable(settings.selector_node_expiry_s, started_at=time.time())
         self.selector = ModeSelector(
             self.store,
             self.nodes,
@@ -325,17 +319,22 @@ class SelectorService(Service[SelectorSettings]):
         selector restarted mid-migration, a node that died with nobody leaving)."""
         while True:
             await asyncio.sleep(self.settings.selector_scan_interval_s)
-            now = time.time()
-            live = self.nodes.live(now)
-            for call_id, (state, _) in list(self.mirror.calls.items()):
-                if state.status == "ended":
-                    continue
-                hold = self.selector.hold_since(state, now)
-                decision = decide(state, live, now=now, below_since=hold, rules=self.selector.rules)
-                if decision.kind != "nothing":
-                    self.selector.spawn(call_id)
-                elif decision.wake_at is not None:
-                    self.selector.wake(call_id, decision.wake_at)
+            try:
+                self._scan_once(time.time())
+            except Exception as exc:  # the safety net must outlive a bad entry
+                log.warning("selector.scan_failed", error=type(exc).__name__)
+
+    def _scan_once(self, now: float) -> None:
+        live = self.nodes.live(now)
+        for call_id, (state, _) in list(self.mirror.calls.items()):
+            if state.status == "ended":
+                continue
+            hold = hold_since(state, now)
+            decision = decide(state, live, now=now, below_since=hold, rules=self.selector.rules)
+            if decision.kind != "nothing":
+                self.selector.spawn(call_id)
+            elif decision.wake_at is not None:
+                self.selector.wake(call_id, decision.wake_at)
 
     async def stop_accepting(self) -> None:
         await super().stop_accepting()

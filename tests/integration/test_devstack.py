@@ -18,6 +18,7 @@ async def test_embedded_stack_comes_up_and_stops_on_ctrl_c(tmp_path: Path) -> No
             "nats",
             "mongodb",
             "gateway",
+            "selector",
             "media-node",
             "transcriber",
             "apertium",
@@ -27,7 +28,7 @@ async def test_embedded_stack_comes_up_and_stops_on_ctrl_c(tmp_path: Path) -> No
         metrics = [
             line.split("metrics: ")[1].split()[0] for line in stack.lines if "metrics: " in line
         ]
-        assert len(metrics) == 5  # every service serves /metrics
+        assert len(metrics) == 6  # every service serves /metrics
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"{stack.gateway_url}/readyz")).status_code == 200
             for url in metrics:

@@ -6,8 +6,9 @@ import pytest
 from gateway import migration
 from gateway import state_machine as sm
 from gateway.selector.placement import NodeLoad, NodeTable, choose
-from gateway.selector.rules import Decision, Rules, decide, offerer, target_mode
+from gateway.selector.rules import Decision, Rules, decide, hold_since, offerer, target_mode
 from gateway.tokens import Principal
+from schemas.call_events import CallModeChanged
 from schemas.call_state import CallState, ConversationMember, ConversationRecord
 from schemas.media import MediaNodeHeartbeat
 
@@ -231,11 +232,12 @@ def test_stale_and_repeated_reports_change_nothing() -> None:
 
 def test_no_node_with_room_is_one_failure_event_then_a_backoff() -> None:
     three = call("GROUP", 3)
-    assert decide(three, [node(free=2), node("m2", ready=False)], now=T0, rules=RULES) == Decision(
-        "no_node"
-    )
-    out = migration.no_node(three, now=T0, retry_in_s=2)
+    full = decide(three, [node(free=2), node("m2", ready=False)], now=T0, rules=RULES)
+    assert full == Decision("no_node", reason="node_refused")  # nodes alive, none has room
+    assert decide(three, [], now=T0, rules=RULES) == Decision("no_node", reason="node_unavailable")
+    out = migration.no_node(three, now=T0, retry_in_s=2, reason=full.reason)
     assert out.state.epoch == 1 and out.state.mode_retry_at == T0 + 2
+    assert [(e.outcome, e.reason) for e in out.events] == [("failed", "node_refused")]  # type: ignore[attr-defined]
     assert decide(out.state, [node(free=2)], now=T0 + 1, rules=RULES).kind == "nothing"
 
 
@@ -309,3 +311,44 @@ def test_placement_picks_the_least_loaded_ready_node_with_room() -> None:
 def test_the_longest_present_offers_on_the_way_back() -> None:
     assert offerer(call("GROUP", 2)) == "p-0"
     assert offerer(call("GROUP", 1)) is None
+
+
+def test_releasing_a_prewarm_is_a_command_the_gateways_reconcile_on() -> None:
+    two = call("GROUP", 2, members=4)
+    warm = migration.set_prewarm(two, "m1")
+    assert warm is not None
+    released = migration.set_prewarm(warm.state, None)
+    assert released is not None and released.state.prewarm_node_id is None
+    assert [(type(c).__name__, getattr(c, "node_id", "?")) for c in released.commands] == [
+        ("Prewarm", None)
+    ]
+    assert migration.set_prewarm(released.state, None) is None  # nothing to release twice
+
+
+def test_a_call_that_ends_mid_migration_closes_the_migration() -> None:
+    three = call("GROUP", 3)
+    migrating = on(three, decide(three, NODES, now=T0, rules=RULES))
+    assert migrating.migration is not None
+    ended = sm.end(migrating, "completed", now=T0 + 12, by=None)
+    closes = [e for e in ended.events if isinstance(e, CallModeChanged)]
+    assert [(e.epoch, e.outcome, e.reason) for e in closes] == [
+        (migrating.migration.epoch, "rolled_back", "call_ended")
+    ]
+    assert ended.state.migration is None and ended.state.status == "ended"
+
+
+def test_the_hold_is_kept_in_the_call_so_every_selector_instance_agrees() -> None:
+    sfu = all_ready(on(call("GROUP", 3), decide(call("GROUP", 3), NODES, now=T0, rules=RULES)))
+    two = sm.leave(sfu, sfu.participants[-1].participant_id, "left", now=T0 + 20).state
+    assert hold_since(two, T0 + 20) == T0 + 20  # just became small: the hold starts now
+    kept = msgspec.structs.replace(two, small_since=T0 + 20)
+    # Another instance, later, measures the same hold from the same instant.
+    assert hold_since(kept, T0 + 23) == T0 + 20
+    assert decide(kept, NODES, now=T0 + 23, below_since=T0 + 20, rules=RULES).kind == "nothing"
+    assert decide(kept, NODES, now=T0 + 25, below_since=T0 + 20, rules=RULES).to_mode == "p2p"
+    assert hold_since(sfu, T0 + 23) is None  # three again: no hold
+
+
+def test_a_just_started_table_does_not_take_silence_for_death() -> None:
+    table = NodeTable(6.0, started_at=T0)
+    assert not table.warm(T0 + 1) and table.warm(T0 + 6)
