@@ -152,7 +152,11 @@ class MediaCoordinator:
                     node_id=wanted.session.node_id,
                     reason=refused.reason,
                 )
-                if wanted.switch is not None and wanted.switch.kind == "migration":
+                if wanted.switch is not None and wanted.switch.mode == "p2p":
+                    # Going back to P2P, the SFU session is only the old path: without it
+                    # the direct path is the way back to media, so still send the switch.
+                    ref = None
+                elif wanted.switch is not None and wanted.switch.kind == "migration":
                     await self._calls.report_media(
                         state.call_id,
                         participant_id,
@@ -161,7 +165,9 @@ class MediaCoordinator:
                         ok=False,
                         reason="node_refused",
                     )
-                return
+                    return
+                else:
+                    return
         if wanted.switch is not None:
             told = (wanted.switch.epoch, wanted.switch.mode, ref.session_id if ref else None)
             if socket.told_switch != told:
