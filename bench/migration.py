@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import math
 import os
 import statistics
 import sys
@@ -56,8 +57,9 @@ CLIENT: dict[str, Any] = {"video_fps": 15.0, "decode_sfu": False}
 
 
 def pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (of 20 values, p95 is the 19th, p50 the 10th)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
 
 
 class Participant:
