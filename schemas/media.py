@@ -362,6 +362,9 @@ class MediaNodeHeartbeat(Message, frozen=True, kw_only=True, tag="media.node_hea
     video_publishers_forwarded: int = 0
     #: Sessions whose legs are connected but that send nothing yet (pre-warmed).
     idle_sessions: int = 0
+    #: The lowest bandwidth estimate (REMB, bits/s) a subscriber sent for its downlink in
+    #: the last 5 s (0: none). Below what its slots carry, that subscriber loses packets.
+    downlink_estimate_bps_min: int = 0
     #: Peer connections (uplinks and downlinks) open: back to its baseline when sessions
     #: close.
     peer_connections: int = 0
