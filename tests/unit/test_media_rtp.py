@@ -87,6 +87,11 @@ def test_the_template_rebuilds_the_slots_own_extensions() -> None:
     assert parsed.extensions.audio_level == (False, 20)
     assert parsed.extensions.abs_send_time is not None
     assert parsed.payload == b"payload"
+    # A send time stamped once per forwarded packet is written as given.
+    stamped = bytes(template.write(1235, 99, 0, 20, 0x123456)) + b"payload"
+    assert aiortc_rtp.RtpPacket.parse(stamped, _extensions_map()).extensions.abs_send_time == (
+        0x123456
+    )
 
 
 def _extensions_map() -> aiortc_rtp.HeaderExtensionsMap:
