@@ -96,6 +96,10 @@ class Downlink(Leg):
             self._by_ssrc[ssrc] = slot
         self._transceivers = pc.getTransceivers()
         self.answered = False
+        #: The subscriber's last bandwidth estimate of this downlink (REMB, computed from
+        #: the slots' abs-send-time) and when it came (monotonic); 0 before the first.
+        self.estimate_bps = 0
+        self.estimate_at = 0.0
 
     def _sender_of(self, slot: Slot) -> Callable[[Any], None]:
         def send(parameters: Any) -> None:
@@ -196,6 +200,11 @@ class Downlink(Leg):
                 slot = self._by_ssrc.get(rtcp.keyframe_request_ssrc(packet))
                 if slot is not None:
                     slot.keyframe_requested()
+            else:
+                bitrate = rtcp.remb_bitrate(packet)
+                if bitrate is not None:
+                    self.estimate_bps = bitrate
+                    self.estimate_at = time.monotonic()
 
     def tick(self, now: float) -> None:
         """Sender reports (with SDES) for every slot that sent something, each interval."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from media_node.keyframes import KeyframeRequester
-from media_node.rtp import RtpPacket
+from media_node.rtp import RtpPacket, abs_send_time
 
 if TYPE_CHECKING:
     from media_node.slot import Slot
@@ -84,6 +84,7 @@ class PublisherFeed:
         if self.packets == 1 and self.on_first_packet is not None:
             self.on_first_packet(self)
         packet.generation = self.generation
+        packet.send_time = abs_send_time()
         for slot in self.sinks:
             slot.write(packet, self)
 

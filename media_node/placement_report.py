@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,9 @@ from schemas.logs import get_logger
 from schemas.media import MediaNodeHeartbeat
 
 log = get_logger("media_node.placement")
+
+#: A subscriber's bandwidth estimate counts for this long after its last REMB.
+ESTIMATE_S = 5.0
 
 
 @dataclass(slots=True)
@@ -60,9 +64,14 @@ class PlacementReporter:
         video_slots = audio_slots = filled = fwd_video = fwd_audio = 0
         published = 0
         forwarded_publishers: set[str] = set()
+        estimates: list[int] = []
+        now = time.monotonic()
         for session in sessions:
             if session.uplink is not None and session.uplink.state == "connected":
                 published += len(session.uplink.kinds)
+            down = session.downlink
+            if down is not None and down.estimate_bps and now - down.estimate_at < ESTIMATE_S:
+                estimates.append(down.estimate_bps)
             for slot in session.slots:
                 if slot.video:
                     video_slots += 1
@@ -92,6 +101,7 @@ class PlacementReporter:
             audio_slots=audio_slots,
             video_publishers_forwarded=len(forwarded_publishers),
             idle_sessions=sum(s.idle for s in sessions),
+            downlink_estimate_bps_min=min(estimates, default=0),
             peer_connections=sum(not leg.closed for leg in reg.node.legs),
             udp_ports=self._udp_ports() if cpu else 0,
             tasks=len(asyncio.all_tasks()),

@@ -91,6 +91,19 @@ def nack(sender_ssrc: int, media_ssrc: int, lost: Iterable[int]) -> bytes:
     return bytes(aiortc_rtp.pack_rtcp_packet(aiortc_rtp.RTCP_RTPFB, 1, payload))
 
 
+def remb_bitrate(packet: Rtcp) -> int | None:
+    """The bitrate of a REMB (a receiver's bandwidth estimate), ``None`` for other packets."""
+    if not (
+        isinstance(packet, aiortc_rtp.RtcpPsfbPacket) and packet.fmt == aiortc_rtp.RTCP_PSFB_APP
+    ):
+        return None
+    try:
+        bitrate, _ = aiortc_rtp.unpack_remb_fci(packet.fci)
+    except ValueError:
+        return None
+    return int(bitrate)
+
+
 def nack_sequences(packet: Rtcp) -> list[int]:
     """The sequence numbers a NACK asks for (16-bit, wrap-around safe)."""
     return [s & 0xFFFF for s in packet.lost]

@@ -62,6 +62,7 @@ class RtpPacket:
         "picture_id",
         "picture_id_at",
         "picture_id_bits",
+        "send_time",
         "seq",
         "ssrc",
         "timestamp",
@@ -84,6 +85,9 @@ class RtpPacket:
     picture_id_bits: int
     discontinuity: bool
     generation: int
+    #: The abs-send-time (24-bit) of its forwarding, stamped once for every slot it goes
+    #: to (one clock read per packet, not per subscriber); -1 until then.
+    send_time: int
 
     def __init__(self, data: bytes, arrival: float = 0.0) -> None:
         if len(data) < 12:
@@ -121,6 +125,7 @@ class RtpPacket:
         self.picture_id_bits = 0
         self.discontinuity = False
         self.generation = 0
+        self.send_time = -1
 
     @property
     def payload_size(self) -> int:
@@ -276,6 +281,7 @@ class HeaderTemplate:
         timestamp: int,
         marker: int,
         audio_level: int = -1,
+        send_time: int = -1,
         *,
         payload_type: int = -1,
         ssrc: int = -1,
@@ -293,7 +299,8 @@ class HeaderTemplate:
             self._ssrc if ssrc < 0 else ssrc,
         )
         if self._ast_at >= 0:
-            _U32.pack_into(buf, self._ast_at, (self._ast_head << 24) | abs_send_time(now))
+            ast = send_time if send_time >= 0 else abs_send_time(now)
+            _U32.pack_into(buf, self._ast_at, (self._ast_head << 24) | ast)
         if self._level_at >= 0:
             buf[self._level_at] = audio_level if audio_level >= 0 else 0x7F
         return buf

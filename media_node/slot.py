@@ -294,7 +294,7 @@ class Slot:
             return  # not connected yet: nothing to write to
         seq = (packet.seq + self._seq_off) & 0xFFFF
         ts = (packet.timestamp + self._ts_off) & 0xFFFFFFFF
-        header = template.write(seq, ts, packet.marker, packet.audio_level)
+        header = template.write(seq, ts, packet.marker, packet.audio_level, packet.send_time)
         pid = -1
         at = packet.picture_id_at
         data = packet.data

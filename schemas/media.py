@@ -132,12 +132,17 @@ class OpenSession(MediaRequest, frozen=True, kw_only=True, tag="media.open_sessi
 
     call_id: Id
     participant_id: Id
+    #: ``call`` (uplink and downlink, forwarded) or ``captions`` (audio-only uplink that
+    #: only feeds the transcription tap).
     purpose: SessionPurpose = "call"
     transcription: bool = False
     #: The language the participant speaks (copied into the audio chunks for transcribers).
     language: Lang = "en"
+    #: Seconds the session lives without a renewal (``renew_leases`` or any request on it).
     lease_s: LeaseSeconds = 30.0
+    #: Video slots of the downlink (``None``: the node's ``MEDIA_NODE_VIDEO_SLOTS``).
     video_slots: VideoSlots | None = None
+    #: Audio slots of the downlink (``None``: the node's ``MEDIA_NODE_AUDIO_SLOTS``).
     audio_slots: AudioSlots | None = None
 
 
@@ -174,9 +179,11 @@ class SetPreferences(SessionRequest, frozen=True, kw_only=True, tag="media.set_p
 
     verb: ClassVar[str] = "set_preferences"
 
+    #: Participants who always get a video slot while they publish video, in this order.
     pinned: Annotated[list[Id], msgspec.Meta(max_length=MAX_VIDEO_SLOTS)] = msgspec.field(
         default_factory=list
     )
+    #: Video tiles the client shows (``None``: every video slot); the rest stay empty.
     video_tiles: VideoSlots | None = None
 
 
@@ -189,7 +196,9 @@ class RenewLeases(MediaRequest, frozen=True, kw_only=True, tag="media.renew_leas
 
     verb: ClassVar[str] = "renew_leases"
 
+    #: The sessions to renew (those the node does not know come back as ``unknown``).
     session_ids: Annotated[list[Id], msgspec.Meta(max_length=5000)]
+    #: Seconds each renewed session lives from now (``None``: its own ``lease_s``).
     lease_s: LeaseSeconds | None = None
 
 
@@ -232,11 +241,16 @@ class Slot(msgspec.Struct, frozen=True, kw_only=True):
     tile goes black), and when the new publisher sends no video yet (pre-warm, paused).
     """
 
+    #: Position of the slot's m-line in the downlink (video slots first, then audio).
     index: int
+    #: The m-line's ``a=mid`` (what the browser's transceiver reports as ``mid``).
     mid: str
     kind: MediaKind
+    #: The slot's own RTP SSRC: it never changes, whoever the slot shows.
     ssrc: int
+    #: Whom the node assigned to the slot (absent: the slot is empty).
     publisher_id: Id | None = None
+    #: Whose media the slot carries right now (absent: nothing yet).
     showing_id: Id | None = None
 
 
@@ -247,9 +261,13 @@ class SessionOpened(Message, frozen=True, kw_only=True, tag="media.session_opene
     node_id: Id
     call_id: Id
     participant_id: Id
+    #: ``call`` or ``captions``, as requested.
     purpose: SessionPurpose = "call"
+    #: The lease granted (seconds without a renewal before the session closes itself).
     lease_s: float = 30.0
+    #: Video slots the session's downlink will carry (0 for ``captions``).
     video_slots: int = 0
+    #: Audio slots the session's downlink will carry (0 for ``captions``).
     audio_slots: int = 0
     #: The session this one replaced (the same participant and purpose opened again).
     replaced_session_id: Id | None = None
@@ -260,8 +278,9 @@ class SdpAnswer(Message, frozen=True, kw_only=True, tag="media.sdp_answer"):
 
     session_id: Id
     sdp: Sdp
-    #: What the node will receive from this uplink.
+    #: Whether the node will receive audio from this uplink.
     audio: bool = False
+    #: Whether the node will receive video from this uplink.
     video: bool = False
 
 
@@ -274,7 +293,9 @@ class DownlinkOffer(Message, frozen=True, kw_only=True, tag="media.downlink_offe
 
     session_id: Id
     sdp: Sdp
+    #: Every m-line of the offer, in order, and who is in it as of ``version``.
     slots: list[Slot]
+    #: The slot map's version (the same counter as ``SlotsChanged.version``).
     version: int
 
 
@@ -282,7 +303,9 @@ class LeasesRenewed(Message, frozen=True, kw_only=True, tag="media.leases_renewe
     """Which sessions were renewed, and which the node does not know (closed or expired)."""
 
     node_id: Id
+    #: The sessions whose lease was extended.
     renewed: list[Id]
+    #: The sessions the node does not know (closed, expired or never opened).
     unknown: list[Id]
 
 
@@ -325,24 +348,33 @@ class MediaNodeHeartbeat(Message, frozen=True, kw_only=True, tag="media.node_hea
     forwarded_streams: int
     cpu_percent: float
     cpu_count: int = 1
-    #: Video and audio streams currently forwarded (``forwarded_streams`` split by kind).
+    #: Video streams currently forwarded (slot-to-publisher pairs carrying video).
     forwarded_video_streams: int = 0
+    #: Audio streams currently forwarded (slot-to-publisher pairs carrying audio).
     forwarded_audio_streams: int = 0
-    #: Video and audio slots of the downlinks open on the node, and how many carry media.
+    #: Video slots of the downlinks open on the node.
     video_slots: int = 0
+    #: Video slots that carry a publisher's media now.
     video_slots_filled: int = 0
+    #: Audio slots of the downlinks open on the node.
     audio_slots: int = 0
     #: Publishers whose video somebody receives (the others were told to pause).
     video_publishers_forwarded: int = 0
     #: Sessions whose legs are connected but that send nothing yet (pre-warmed).
     idle_sessions: int = 0
-    #: Peer connections (uplinks and downlinks) open, UDP ports the process holds, and
-    #: asyncio tasks alive: what must return to its baseline when sessions close.
+    #: The lowest bandwidth estimate (REMB, bits/s) a subscriber sent for its downlink in
+    #: the last 5 s (0: none). Below what its slots carry, that subscriber loses packets.
+    downlink_estimate_bps_min: int = 0
+    #: Peer connections (uplinks and downlinks) open: back to its baseline when sessions
+    #: close.
     peer_connections: int = 0
+    #: UDP ports the process holds (leak check, like ``peer_connections``).
     udp_ports: int = 0
+    #: asyncio tasks alive in the node process (leak check, like ``peer_connections``).
     tasks: int = 0
-    #: RTP packets received from publishers / sent into slots, since the node started.
+    #: RTP packets received from publishers since the node started.
     packets_received_total: int = 0
+    #: RTP packets sent into slots since the node started.
     packets_forwarded_total: int = 0
     #: Packets not forwarded: a slot waiting for a keyframe, a full socket, a late packet.
     packets_dropped_total: int = 0

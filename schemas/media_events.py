@@ -54,7 +54,9 @@ class SlotsChanged(MediaEvent, frozen=True, kw_only=True, tag="media.slots_chang
 
     subject_name: ClassVar[str] = "slots_changed"
 
+    #: Grows with every map of this session; apply only a version above the last applied.
     version: int
+    #: Every slot of the downlink in m-line order, filled or not.
     slots: list[Slot]
     reason: str = ""
 
@@ -71,7 +73,9 @@ class VideoDemandChanged(MediaEvent, frozen=True, kw_only=True, tag="media.video
 
     subject_name: ClassVar[str] = "video_demand"
 
+    #: True: somebody has this publisher's video in a slot (send it); False: pause it.
     forwarded: bool
+    #: How many slots show (or are switching to) this publisher's video.
     receivers: int = 0
 
 
@@ -84,6 +88,7 @@ class LegStateChanged(MediaEvent, frozen=True, kw_only=True, tag="media.leg_stat
 
     subject_name: ClassVar[str] = "leg_state"
 
+    #: ``uplink`` (what the participant publishes) or ``downlink`` (its slots).
     leg: LegName
     state: LegState
     reason: str = ""

@@ -281,10 +281,47 @@ async def test_prewarmed_sessions_forward_from_the_first_keyframe(
         await asyncio.gather(*(c.leave() for c in clients))
 
 
+#: The node's utterance settings for the tap test: interim chunks every 0.25 s of speech
+#: (the default is 1 s, which a 1.2 s burst of speech cannot reach twice).
+UTTERANCE_ENV = {"MEDIA_NODE_UTTERANCE_INTERIM_S": "0.25", "MEDIA_NODE_UTTERANCE_PAUSE_S": "0.2"}
+
+
+def check_cumulative(chunks: list[AudioChunk]) -> int:
+    """Every chunk of an utterance starts where the utterance starts and ends no earlier
+    than the one before; returns the most non-final chunks before an utterance's first
+    final."""
+    most_interim = 0
+    by_utterance: dict[str, list[AudioChunk]] = {}
+    for chunk in chunks:
+        by_utterance.setdefault(chunk.utterance_id, []).append(chunk)
+    for pieces in by_utterance.values():
+        pieces.sort(key=lambda c: c.sequence)
+        assert [c.sequence for c in pieces] == list(range(len(pieces)))
+        assert len({c.start_s for c in pieces}) == 1, "a chunk holds its utterance from its start"
+        ends = [c.end_s for c in pieces]
+        assert ends == sorted(ends)
+        for c in pieces:
+            assert len(c.pcm) == round((c.end_s - c.start_s) * 16000) * 2
+            assert c.speech_end_s is not None
+            assert c.start_s < c.speech_end_s <= c.end_s + 1e-3
+        interim = 0
+        for c in pieces:
+            if c.is_final:
+                break
+            interim += 1
+        most_interim = max(most_interim, interim)
+    return most_interim
+
+
 @pytest.mark.slow
-async def test_captions_sessions_are_tapped_and_never_forwarded(
-    bus: Bus, node: NodeProcess, uid: str
+async def test_transcribed_sessions_send_cumulative_chunks_cut_by_the_node_settings(
+    bus: Bus, nats_server: NatsServer, uid: str
 ) -> None:
+    """A ``captions`` session and a ``call`` session with transcription, each speaking, on
+    a node started with ``MEDIA_NODE_UTTERANCE_*``: both are cut by the real cutter into
+    cumulative chunks (interim ones at the configured pace, then a final one), with
+    ``speech_end_s``; only the ``call`` one is forwarded."""
+    node = await NodeProcess.start(bus, nats_server.url, f"media-{uid}", env=UTTERANCE_ENV)
     call_id = f"call-{uid}"
     transport = NatsSfuTransport(bus, node.node_id)
     chunks = await collect(bus, subjects.audio_chunks_of(call_id), AudioChunk)
@@ -300,25 +337,48 @@ async def test_captions_sessions_are_tapped_and_never_forwarded(
         speaking=True,
         steady_speech=False,
     )
-    viewer = SfuClient(transport, call_id, "viewer", video_slots=2, audio_slots=2)
+    caller = SfuClient(
+        transport,
+        call_id,
+        "caller",
+        transcription=True,
+        speaking=True,
+        steady_speech=False,
+        video=False,
+        video_slots=0,
+        audio_slots=1,
+    )
+    viewer = SfuClient(transport, call_id, "viewer", video_slots=2, audio_slots=2, audio=False)
     try:
         await captions.join()
+        await caller.join()
         await viewer.join()
-        # Two final utterances (its audio loops 1.2 s of speech, 0.8 s of silence).
-        await chunks.wait(lambda cs: sum(c.is_final for c in cs) >= 2, 30)
-        assert {c.participant_id for c in chunks.items} == {"talker"}
-        chunk = next(c for c in chunks.items if c.is_final)
-        assert chunk.sample_rate == 16000 and chunk.vad == "silero"
-        assert len(chunk.pcm) == round((chunk.end_s - chunk.start_s) * 16000) * 2
-        assert 0.3 <= chunk.end_s - chunk.start_s <= 3.0
-        assert not viewer.assigned("audio") and not viewer.assigned("video")
-        assert not speakers.items  # a captions session is nobody's active speaker
+
+        def finals(pid: str) -> int:
+            return sum(c.is_final for c in chunks.items if c.participant_id == pid)
+
+        # Two final utterances each (the audio loops 1.2 s of speech, 0.8 s of silence).
+        await chunks.wait(lambda cs: finals("talker") >= 2 and finals("caller") >= 2, 45)
+        assert {c.participant_id for c in chunks.items} == {"talker", "caller"}
+        for pid in ("talker", "caller"):
+            mine = [c for c in chunks.items if c.participant_id == pid]
+            assert all(c.sample_rate == 16000 and c.vad == "silero" for c in mine)
+            assert all(c.language == "en" for c in mine)
+            # Interim chunks every 0.25 s of speech: a 1.2 s burst gives several before
+            # its final (with the default 1 s, at most one).
+            assert check_cumulative(mine) >= 2, [(c.sequence, c.is_final) for c in mine]
+        # The call session is heard in the viewer's audio slot; the captions one never.
+        await viewer.wait_for(lambda v: v.assigned("audio") == {"caller"}, 15)
+        assert not viewer.assigned("video")
+        assert {s.participant_id for s in speakers.items} <= {"caller"}
         with pytest.raises(RpcFailed) as refused:
             await captions.request(OpenDownlink(session_id=captions.session_id), SessionOpened)
         assert refused.value.code == "bad_request"
     finally:
-        await viewer.leave()
-        await captions.leave()
+        await asyncio.gather(viewer.leave(), caller.leave(), captions.leave())
+        code = await node.stop()
+    assert code == 0, node.log_text()
+    assert not node.tracebacks, node.log_text()
 
 
 @pytest.mark.slow

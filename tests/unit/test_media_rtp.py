@@ -87,6 +87,11 @@ def test_the_template_rebuilds_the_slots_own_extensions() -> None:
     assert parsed.extensions.audio_level == (False, 20)
     assert parsed.extensions.abs_send_time is not None
     assert parsed.payload == b"payload"
+    # A send time stamped once per forwarded packet is written as given.
+    stamped = bytes(template.write(1235, 99, 0, 20, 0x123456)) + b"payload"
+    assert aiortc_rtp.RtpPacket.parse(stamped, _extensions_map()).extensions.abs_send_time == (
+        0x123456
+    )
 
 
 def _extensions_map() -> aiortc_rtp.HeaderExtensionsMap:
@@ -132,3 +137,13 @@ def test_sender_report_and_pli_parse_back() -> None:
     assert abs(rtcp.unix_from_ntp(ntp) - 1_700_000_000.25) < 1e-6
     (pli,) = rtcp.parse(rtcp.pli(1, 77))
     assert rtcp.is_keyframe_request(pli) and rtcp.keyframe_request_ssrc(pli) == 77
+
+
+def test_remb_bitrate_reads_a_subscribers_estimate_and_nothing_else() -> None:
+    (remb,) = rtcp.parse(rtcp.remb(7, 1_234_000, [11, 12]))
+    # REMB's mantissa/exponent form rounds: within one part in 2**18.
+    assert abs((rtcp.remb_bitrate(remb) or 0) - 1_234_000) <= 1_234_000 >> 17
+    (pli,) = rtcp.parse(rtcp.pli(7, 11))
+    assert rtcp.remb_bitrate(pli) is None
+    (nack,) = rtcp.parse(rtcp.nack(7, 11, [3]))
+    assert rtcp.remb_bitrate(nack) is None
