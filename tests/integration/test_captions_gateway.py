@@ -162,9 +162,9 @@ async def test_a_browser_transcript_reaches_each_reader_in_their_language_only(
     assert fr["language"] == "fr" and fr["text"] == apertium.translate(EN, ["eng", "spa", "fra"])
     assert own["language"] == "en" and own["text"] == EN and not own["translated"]
     assert own["untranslatedReason"] == "same_language"
-    for x in (es, fr, own):
-        assert x["speakerParticipantId"] == a.participant_id
-        assert (x["sourceLanguage"], x["sourceText"]) == ("en", EN)
+    for caption in (es, fr, own):
+        assert caption["speakerParticipantId"] == a.participant_id
+        assert (caption["sourceLanguage"], caption["sourceText"]) == ("en", EN)
 
     await segments.wait(lambda s: len(s) >= 2, 10)
     assert [(s.revision, s.is_final, s.source) for s in segments.items] == [
