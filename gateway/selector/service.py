@@ -29,6 +29,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry.trace import SpanKind
 
 from gateway import migration
+from gateway import state_machine as sm
 from gateway.call_store import CallStore
 from gateway.errors import CallError
 from gateway.lanes import Lanes
@@ -46,7 +47,6 @@ from schemas.call_events import (
     MediaStateChanged,
     ParticipantLanguageChanged,
     RingEnded,
-    TranscriptionChanged,
 )
 from schemas.call_state import ActiveCallClaim, CallState
 from schemas.codec import decoder_for
@@ -57,13 +57,13 @@ from schemas.runtime import Service
 
 log = get_logger("gateway.selector")
 
-#: Events that never change what the selector would decide.
+#: Events that never change what the selector would decide (transcription being turned
+#: on or off does: a call's captions uplinks need a node only while it is on).
 _IRRELEVANT = (
     ActiveSpeakerChanged,
     MediaStateChanged,
     CallRinging,
     RingEnded,
-    TranscriptionChanged,
     ParticipantLanguageChanged,
 )
 _ACK_WAIT_S = 30.0
@@ -137,6 +137,9 @@ class ModeSelector:
             self.wake(state.call_id, decision.wake_at)
         self.decisions[decision.kind] = self.decisions.get(decision.kind, 0) + 1
         outcome = self._carry_out(state, decision, now)
+        if decision.captions_change:
+            self.decisions["captions"] = self.decisions.get("captions", 0) + 1
+            outcome = with_captions_node(state, outcome, decision.captions_node_id)
         if since != state.small_since:
             outcome = outcome or Outcome(state)
             outcome.state = msgspec.structs.replace(outcome.state, small_since=since)
@@ -202,6 +205,22 @@ class ModeSelector:
             await self.decide_call(call_id)
         except Exception as exc:
             log.warning("selector.decide_failed", call_id=call_id, error=type(exc).__name__)
+
+
+def with_captions_node(
+    state: CallState, out: Outcome | None, node_id: str | None
+) -> Outcome | None:
+    """``out`` (or no change) with the call's captions uplinks placed on ``node_id`` too, in
+    the same write."""
+    base = out.state if out is not None else state
+    placed = sm.set_captions_node(base, node_id)
+    if placed is None:
+        return out
+    if out is None:
+        return placed
+    out.state = placed.state
+    out.events += placed.events
+    return out
 
 
 class SelectorService(Service[SelectorSettings]):
@@ -331,7 +350,7 @@ class SelectorService(Service[SelectorSettings]):
                 continue
             hold = hold_since(state, now)
             decision = decide(state, live, now=now, below_since=hold, rules=self.selector.rules)
-            if decision.kind != "nothing":
+            if decision.acts:
                 self.selector.spawn(call_id)
             elif decision.wake_at is not None:
                 self.selector.wake(call_id, decision.wake_at)
