@@ -15,6 +15,8 @@ EVENT_FAMILY: dict[str, str] = {
     "rest:start": "initiate",
     "call:signal": "signal",
     "call:heartbeat": "heartbeat",
+    #: Socket connections, per client address (before the token is read) and per person.
+    "socket:connect": "connect",
 }
 _MAX_BUCKETS = 200_000
 
@@ -38,6 +40,7 @@ class RateLimiter:
             "signal": Rate(settings.rate_signal_per_s, settings.rate_signal_burst),
             "heartbeat": Rate(settings.rate_heartbeat_per_s, settings.rate_heartbeat_burst),
             "default": Rate(settings.rate_default_per_s, settings.rate_default_burst),
+            "connect": Rate(settings.rate_connect_per_s, settings.rate_connect_burst),
         }
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self.refused = 0

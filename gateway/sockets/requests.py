@@ -12,7 +12,7 @@ import msgspec
 from gateway.delivery import SocketSession
 from gateway.errors import CallError
 from gateway.tokens import Principal
-from gateway.validation import ClientId
+from gateway.validation import ClientId, ResumeToken
 from schemas.call_events import CallMode, MediaKind
 
 Ack = dict[str, Any]
@@ -59,7 +59,7 @@ class CallRef(Request, frozen=True, kw_only=True):
 
 class JoinRequest(Request, frozen=True, kw_only=True):
     call_id: ClientId
-    resume_token: str | None = None
+    resume_token: ResumeToken | None = None
 
 
 class LeaveRequest(Request, frozen=True, kw_only=True):
@@ -83,7 +83,15 @@ class ToggleRequest(Request, frozen=True, kw_only=True):
 
 
 class IceRequest(Request, frozen=True, kw_only=True):
-    call_id: ClientId | None = None
+    """``call:request-ice-servers``: credentials for the call this socket is in."""
+
+    call_id: ClientId
+
+
+class RefreshToken(Request, frozen=True, kw_only=True):
+    """``call:refresh-token``: a fresh token of the same person, before the old expires."""
+
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
 
 
 class SfuSdpRequest(Request, frozen=True, kw_only=True):
