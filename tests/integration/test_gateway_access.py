@@ -18,7 +18,7 @@ import pytest
 import socketio
 
 from tests.support.call_client import CallClient
-from tests.support.gateways import JWT_SECRET, GatewayCluster
+from tests.support.gateways import JWT_SECRET, OPERATOR_TOKEN, TURN_SECRET, GatewayCluster
 from tests.support.nats_server import NatsServer
 from tests.support.waiting import eventually
 
@@ -318,3 +318,13 @@ async def test_one_person_holds_a_bounded_number_of_sockets(
         await eventually(reconnects, 10, step=0.1)
     finally:
         await asyncio.gather(*(c.close() for c in held))
+
+
+def test_secrets_never_reach_the_logs(cluster: GatewayCluster, nats_server: NatsServer) -> None:
+    """After everything above (refusals, expiries, revocations): the gateway's log holds
+    none of its secrets."""
+    text = "".join(g.log_text() for g in cluster.gateways)
+    assert "socket.session_ended" in text  # the log is the one the tests above wrote
+    _, nats_password = nats_server.credentials("gateway")
+    for secret in (JWT_SECRET, TURN_SECRET, OPERATOR_TOKEN, nats_password):
+        assert secret not in text
