@@ -328,3 +328,26 @@ def test_secrets_never_reach_the_logs(cluster: GatewayCluster, nats_server: Nats
     _, nats_password = nats_server.credentials("gateway")
     for secret in (JWT_SECRET, TURN_SECRET, OPERATOR_TOKEN, nats_password):
         assert secret not in text
+
+
+async def test_the_guest_redeem_limit_keys_on_the_client_behind_a_trusted_proxy(
+    nats_server: NatsServer,
+) -> None:
+    # The test client is the "proxy" (127.0.0.1); X-Forwarded-For names the clients.
+    env = {"TRUSTED_PROXIES": "127.0.0.1", "RATE_DEFAULT_BURST": "3"}
+    env["RATE_DEFAULT_PER_S"] = "0.01"
+    proxy = GatewayCluster(nats_server.url, count=1, env=env).start()
+    try:
+        async with httpx.AsyncClient(base_url=proxy.urls[0]) as http:
+
+            async def redeem(client: str) -> int:
+                body = {"link": "not-a-link", "displayName": "G"}
+                headers = {"X-Forwarded-For": f"{client}, 127.0.0.1"}
+                return (await http.post("/api/guests", json=body, headers=headers)).status_code
+
+            first = [await redeem("203.0.113.7") for _ in range(3)]
+            assert first == [401, 401, 401]  # a bad link, refused on its merits
+            assert await redeem("203.0.113.7") == 429  # this client's bucket is empty
+            assert await redeem("198.51.100.9") == 401  # another client behind the proxy
+    finally:
+        proxy.stop()
