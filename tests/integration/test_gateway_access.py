@@ -33,6 +33,8 @@ def cluster(nats_server: NatsServer) -> Iterator[GatewayCluster]:
         env={
             "SOCKET_AUTH_CHECK_INTERVAL_S": "0.2",
             "MAX_SOCKETS_PER_PRINCIPAL": str(MAX_SOCKETS),
+            # Every socket of this module comes from 127.0.0.1: room for all of them.
+            "RATE_CONNECT_BURST": "500",
         },
     ).start()
     yield gateways
@@ -351,3 +353,29 @@ async def test_the_guest_redeem_limit_keys_on_the_client_behind_a_trusted_proxy(
             assert await redeem("198.51.100.9") == 401  # another client behind the proxy
     finally:
         proxy.stop()
+
+
+async def test_sockets_from_other_sites_are_refused_by_default(
+    cluster: GatewayCluster, uid: str
+) -> None:
+    token = cluster.token(f"web-{uid}")
+    url = cluster.urls[0]
+
+    async def connect(origin: str) -> bool:
+        sio = socketio.AsyncClient(reconnection=False)
+        try:
+            await sio.connect(
+                url,
+                auth={"token": token},
+                headers={"Origin": origin},
+                transports=["websocket"],
+                wait_timeout=10,
+            )
+        except socketio.exceptions.ConnectionError:
+            return False
+        finally:
+            await sio.disconnect()
+        return True
+
+    assert not await connect("https://evil.test")
+    assert await connect(url)  # the web client, served by the gateway itself
