@@ -87,6 +87,13 @@ RESERVED_EVENTS = frozenset(
 REFRESH_EVENT = "call:refresh-token"
 
 
+def _refused(err: CallError) -> socketio.exceptions.ConnectionRefusedError:
+    """A refused connect: the reason as ``connect_error``'s data (``{code, message}``), which
+    socket.io clients expose as ``err.data``; a single argument would arrive as the text of
+    a Python dict."""
+    return socketio.exceptions.ConnectionRefusedError(err.message, err.as_dict())
+
+
 class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
     """An AsyncServer that refuses malformed Socket.IO packets with a warning, not a crash
     of the message handler (the socket stays open; the packet is dropped), and events
@@ -200,7 +207,7 @@ class SocketServer:
                 raise CallError("unavailable", "the gateway is starting")
         except CallError as err:
             SOCKET_ERRORS.labels(code=err.code).inc()
-            raise socketio.exceptions.ConnectionRefusedError(err.as_dict()) from None
+            raise _refused(err) from None
         self.principals[sid] = principal
         self._per_principal[principal.principal_id] += 1
         try:
@@ -209,7 +216,7 @@ class SocketServer:
             self._forget(sid)
             log.warning("socket.attach_failed", error=type(exc).__name__)
             refusal = CallError("unavailable", "the gateway cannot deliver events right now")
-            raise socketio.exceptions.ConnectionRefusedError(refusal.as_dict()) from None
+            raise _refused(refusal) from None
         log.debug("socket.connected", sid=sid, kind=principal.kind)
 
     def _forget(self, sid: str) -> None:

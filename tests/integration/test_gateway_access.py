@@ -11,6 +11,7 @@ bounded number of sockets.
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import jwt
@@ -337,7 +338,7 @@ async def test_the_guest_redeem_limit_keys_on_the_client_behind_a_trusted_proxy(
 ) -> None:
     # The test client is the "proxy" (127.0.0.1); X-Forwarded-For names the clients.
     env = {"TRUSTED_PROXIES": "127.0.0.1", "RATE_DEFAULT_BURST": "3"}
-    env["RATE_DEFAULT_PER_S"] = "0.01"
+    env |= {"RATE_DEFAULT_PER_S": "0.01", "RATE_CONNECT_BURST": "2", "RATE_CONNECT_PER_S": "0.01"}
     proxy = GatewayCluster(nats_server.url, count=1, env=env).start()
     try:
         async with httpx.AsyncClient(base_url=proxy.urls[0]) as http:
@@ -351,6 +352,31 @@ async def test_the_guest_redeem_limit_keys_on_the_client_behind_a_trusted_proxy(
             assert first == [401, 401, 401]  # a bad link, refused on its merits
             assert await redeem("203.0.113.7") == 429  # this client's bucket is empty
             assert await redeem("198.51.100.9") == 401  # another client behind the proxy
+
+        # Socket connects too, counted before the token is read: guessing tokens is as
+        # slow as connecting.
+        async def connect(token: str, client: str) -> str:
+            sio = socketio.AsyncClient(reconnection=False)
+            refusals: list[Any] = []
+            sio.on("connect_error", refusals.append)
+            try:
+                await sio.connect(
+                    proxy.urls[0],
+                    auth={"token": token},
+                    headers={"X-Forwarded-For": client},
+                    transports=["websocket"],
+                    wait_timeout=10,
+                )
+            except socketio.exceptions.ConnectionError:
+                return str(refusals[0]["data"]["code"]) if refusals else "refused"
+            finally:
+                await sio.disconnect()
+            return "ok"
+
+        good = proxy.token("connector")
+        assert [await connect(good, "203.0.113.7") for _ in range(2)] == ["ok", "ok"]
+        assert await connect("guess", "203.0.113.7") == "rate_limited"
+        assert await connect("guess", "198.51.100.9") == "unauthorized"
     finally:
         proxy.stop()
 
