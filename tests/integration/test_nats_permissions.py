@@ -22,6 +22,9 @@ from nats.aio.msg import Msg
 
 from devstack.binaries import nats_server_path
 from schemas import permissions, subjects
+from schemas.bus import Bus
+from schemas.provisioning import ResourceMissing, provision
+from schemas.settings import BusSettings
 from tests.support.nats_server import NatsServer
 
 pytestmark = pytest.mark.nats_violations_expected
@@ -205,3 +208,37 @@ def test_the_generated_configuration_is_valid_for_nats_server(tmp_path: Path) ->
             timeout=20,
         )
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_under_its_role_a_service_provisions_only_what_it_owns() -> None:
+    """On a fresh server: the translator bridge creates its own streams, does not try to
+    create the gateway's ``calls`` bucket, and names the resource it waited for in vain."""
+    server = NatsServer().start()
+    try:
+        user, password = server.credentials("translator_bridge")
+        settings = BusSettings(
+            nats_url=server.url, nats_user=user, nats_password=password, nats_connect_deadline_s=1
+        )
+        bus = await Bus.connect(settings, "test-provisioning-role")
+        try:
+            with pytest.raises(ResourceMissing, match=subjects.kv_stream(subjects.CALLS_BUCKET)):
+                await provision(bus.js, settings, permissions.TRANSLATOR_BRIDGE)
+            for stream in (subjects.TRANSCRIPTS_STREAM, subjects.DEAD_LETTER_STREAM):
+                assert (await bus.js.stream_info(stream)).config.name == stream
+        finally:
+            await bus.close()
+        # Once the owner (here the all-access test user) provisioned everything, it starts.
+        admin = await Bus.connect(BusSettings(nats_url=server.url), "test-admin")
+        try:
+            await provision(admin.js, BusSettings(nats_url=server.url))
+        finally:
+            await admin.close()
+        bus = await Bus.connect(settings, "test-provisioning-role")
+        try:
+            await provision(bus.js, settings, permissions.TRANSLATOR_BRIDGE)
+        finally:
+            await bus.close()
+        # It never even tried what its user may not do.
+        assert server.violations() == []
+    finally:
+        server.cleanup()
