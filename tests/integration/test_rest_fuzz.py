@@ -43,6 +43,7 @@ def _check(case: Case[Any], gateway: GatewayCluster, user_token: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_no_request_makes_the_gateway_fail(fuzzed_gateway: GatewayCluster) -> None:
     # Loaded from the running gateway (schemathesis' pytest loader predates this pytest).
     schema = schemathesis.openapi.from_url(f"{fuzzed_gateway.urls[0]}/openapi.json")

@@ -110,6 +110,7 @@ def cluster(nats_server: NatsServer) -> Iterator[GatewayCluster]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(240)
 def test_random_payloads_on_every_event_get_typed_answers_and_change_nothing(
     cluster: GatewayCluster, uid: str
 ) -> None:
@@ -185,7 +186,7 @@ def _fuzz_event(
 ) -> None:
     @given(payload=payloads)
     @settings(
-        max_examples=15,
+        max_examples=10,
         deadline=None,
         database=None,
         suppress_health_check=list(HealthCheck),
