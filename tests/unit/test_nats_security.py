@@ -138,3 +138,19 @@ def test_the_embedded_stack_gives_each_service_its_role_and_binds_loopback(
         for flag in ("--addr", "--host", "--bind", "--bind_ip"):
             if flag in argv:
                 assert argv[argv.index(flag) + 1] == "127.0.0.1", (component.name, flag)
+
+
+def test_the_media_node_binds_its_ice_sockets_where_it_is_told() -> None:
+    import aioice.ice
+
+    from media_node import aiortc_hooks
+    from media_node.settings import MediaNodeSettings
+
+    original = aioice.ice.get_host_addresses
+    try:
+        settings = MediaNodeSettings(media_node_ice_addresses="127.0.0.1, ::1")
+        aiortc_hooks.restrict_host_addresses(settings.ice_addresses())
+        assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == ["127.0.0.1"]
+        assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == ["127.0.0.1", "::1"]
+    finally:
+        aioice.ice.get_host_addresses = original
