@@ -7,6 +7,7 @@ Adding a component (a MongoDB wire-protocol server, a translator) means adding o
 import asyncio
 import json
 import os
+import secrets
 import sys
 import urllib.request
 from abc import ABC, abstractmethod
@@ -15,14 +16,11 @@ from pathlib import Path
 
 from devstack.apertium import APY_ENV, apy_argv
 from devstack.binaries import nats_server_path, nx_27017_path
-from schemas import subjects
+from schemas import permissions, subjects
 from schemas.bus import Bus, Incoming
 from schemas.heartbeat import ServiceHeartbeat
+from schemas.secret_policy import DEV_JWT_SECRET, DEV_OPERATOR_TOKEN
 
-#: Development-only identity settings of the embedded gateway (never used in production:
-#: compose.yaml sets real secrets and leaves dev tokens off).
-DEV_JWT_SECRET = "embedded-stack-dev-only-jwt-secret-0123456789"
-DEV_OPERATOR_TOKEN = "embedded-stack-dev-operator-token"
 DEV_SEED_CONVERSATIONS = json.dumps(
     [
         {
@@ -91,13 +89,34 @@ class Component(ABC):
 
 @dataclass
 class NatsComponent(Component):
-    """A single nats-server with JetStream, data under ``.run/nats``, loopback only."""
+    """A single nats-server with JetStream, data under ``.run/nats``, loopback only.
+
+    Permissions are on (``schemas/permissions.py``): each service connects as the user of
+    its role with a password drawn at every start (written, readable by this user only, to
+    ``.run/nats-auth.conf``); a connection without credentials is the read-only ``analyst``
+    (``meeshy-tap``, ``tools/demo_call.py``), which may publish nothing.
+    """
 
     host: str = "127.0.0.1"
     port: int = 4222
     store: Path = Path(".run/nats")
+    passwords: dict[str, str] = field(
+        default_factory=lambda: {r: secrets.token_urlsafe(24) for r in permissions.ROLES}
+    )
+
+    @property
+    def auth_config(self) -> Path:
+        return self.store.parent / "nats-auth.conf"
 
     def argv(self) -> list[str]:
+        self.store.parent.mkdir(parents=True, exist_ok=True)
+        # Created private, then written: the passwords are never readable by others.
+        fd = os.open(self.auth_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as conf:
+            conf.write(
+                permissions.server_config(self.passwords, no_auth_user=permissions.ANALYST.name)
+            )
+        os.chmod(self.auth_config, 0o600)
         return [
             nats_server_path(),
             "--jetstream",
@@ -109,7 +128,17 @@ class NatsComponent(Component):
             str(self.port),
             "--server_name",
             "embedded",
+            "--config",
+            str(self.auth_config),
         ]
+
+    def credentials(self, role: str) -> dict[str, str]:
+        """The environment of a process connecting as ``role``."""
+        return {
+            "NATS_URL": self.url,
+            "NATS_USER": permissions.role_for(role).name,
+            "NATS_PASSWORD": self.passwords[role],
+        }
 
     @property
     def url(self) -> str:
@@ -260,7 +289,7 @@ def default_components(paths: StackPaths, environ: dict[str, str] | None = None)
     nats = NatsComponent("nats", port=nats_port, store=paths.nats_store)
     mongo = MongoComponent("mongodb", port=mongo_port, data=paths.mongo_data)
     apertium = ApertiumComponent("apertium", env=dict(APY_ENV), port=apy_port)
-    common = {"NATS_URL": nats.url, "LOG_LEVEL": env.get("LOG_LEVEL", "info")}
+    common = {"LOG_LEVEL": env.get("LOG_LEVEL", "info")}
     for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_FILE"):
         if env.get(name):
             common[name] = env[name]
@@ -273,7 +302,13 @@ def default_components(paths: StackPaths, environ: dict[str, str] | None = None)
         metrics_port = metrics_base + next(ordinal) if metrics_base else 0
         return ServiceComponent(
             name,
-            env={**common, "SERVICE_ID": service_id, "METRICS_PORT": str(metrics_port), **extra},
+            env={
+                **common,
+                **nats.credentials(kind),
+                "SERVICE_ID": service_id,
+                "METRICS_PORT": str(metrics_port),
+                **extra,
+            },
             module=module,
             kind=kind,
             service_id=service_id,
@@ -301,7 +336,13 @@ def default_components(paths: StackPaths, environ: dict[str, str] | None = None)
             url=f"http://127.0.0.1:{gw_port}",
         ),
         service("selector", "gateway.selector", "selector", {}),
-        service("media-node", "media_node", "media_node", {}),
+        # Loopback only, like every listener of the embedded stack (ICE sockets included).
+        service(
+            "media-node",
+            "media_node",
+            "media_node",
+            {"MEDIA_NODE_ICE_ADDRESSES": env.get("MEDIA_NODE_ICE_ADDRESSES", "127.0.0.1")},
+        ),
         service("transcriber", "transcriber", "transcriber", {}),
         apertium,
         service(

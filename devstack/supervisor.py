@@ -16,6 +16,7 @@ from typing import IO
 
 from devstack.components import Component, NatsComponent, NotReady, StackPaths
 from schemas.bus import Bus
+from schemas.permissions import SUPERVISOR
 from schemas.settings import BusSettings
 
 
@@ -78,8 +79,14 @@ class Supervisor:
                 f"{component.describe():<28} log: {running.log_path}"
             )
             if isinstance(component, NatsComponent):
+                creds = component.credentials(SUPERVISOR.name)
                 self.bus = await Bus.connect(
-                    BusSettings(nats_url=component.url, nats_connect_deadline_s=10),
+                    BusSettings(
+                        nats_url=creds["NATS_URL"],
+                        nats_user=creds["NATS_USER"],
+                        nats_password=creds["NATS_PASSWORD"],
+                        nats_connect_deadline_s=10,
+                    ),
                     "devstack-supervisor",
                 )
 

@@ -7,9 +7,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import static
+from gateway.cors import OriginPolicy
 from gateway.errors import CallError
 from gateway.health import Readiness
+from gateway.request_guard import RequestGuard
 from gateway.routes import admin, calls, conversations, guests, history
+from gateway.settings import GatewaySettings
 from schemas import metrics
 from schemas.logs import get_logger
 from schemas.version import PACKAGE_VERSION
@@ -31,14 +34,20 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
-def create_app(readiness: Readiness, service_id: str) -> FastAPI:
+def create_app(
+    readiness: Readiness, service_id: str, settings: GatewaySettings | None = None
+) -> FastAPI:
     """Build the application around the gateway's live state (injected, not global).
 
     ``app.state.ctx`` (a :class:`gateway.context.GatewayContext`) is set by the service once
-    the bus is up; until then the API answers 503.
+    the bus is up; until then the API answers 503. Every request body passes the
+    :class:`~gateway.request_guard.RequestGuard` (size cap, encodable text) first.
     """
+    settings = settings or GatewaySettings()
     app = FastAPI(title="Meeshy calls gateway", version=PACKAGE_VERSION)
     app.state.ctx = None
+    app.add_middleware(RequestGuard, max_bytes=settings.max_request_bytes)
+    OriginPolicy(settings).install(app)  # outermost: refusals carry CORS headers too
 
     @app.exception_handler(CallError)
     async def call_error(_: Request, exc: CallError) -> JSONResponse:

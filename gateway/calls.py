@@ -210,6 +210,38 @@ class CallService:
         assert outcome is not None
         return outcome
 
+    async def remove_principals(
+        self, call_id: str, principal_ids: set[str], *, by: str | None
+    ) -> int:
+        """Remove every participant of these people from a call (reason ``removed``): a
+        revoked share link's guests. Authority was checked by the caller (the link's
+        creator or a moderator revoked it). Returns how many were removed."""
+        removed = 0
+        entry = await self.store.get(call_id)
+        if entry is None or entry.value.status == "ended":
+            return 0
+        state = entry.value
+        targets = [p.participant_id for p in state.participants if p.principal_id in principal_ids]
+        for target in targets:
+
+            def transition(s: CallState, target: str = target) -> Outcome | None:
+                if s.status == "ended" or sm.find_participant(s, target) is None:
+                    return None
+                return sm.leave(s, target, "removed", now=time.time(), by=by)
+
+            if await self.store.apply(call_id, transition) is not None:
+                removed += 1
+        return removed
+
+    async def remove_guests_of(
+        self, conversation_id: str, guest_ids: set[str], by: str | None
+    ) -> int:
+        """Remove these guests from the conversation's active call, if it has one."""
+        state = await self.store.active_call_of(conversation_id)
+        if state is None:
+            return 0
+        return await self.remove_principals(state.call_id, guest_ids, by=by)
+
     async def end(self, who: Principal, call_id: str) -> Outcome:
         state = await self.store.require(call_id)
         conversation = await self.conversations.get(state.conversation_id)

@@ -1,7 +1,7 @@
 """What the REST routes need, built once the bus is up, injected as FastAPI dependencies."""
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.archive.repository import ArchiveRepository
 from gateway.calls import CallService
+from gateway.client_address import ClientAddress
 from gateway.conversations import Conversations
 from gateway.errors import CallError
 from gateway.guests import Guests
@@ -27,6 +28,8 @@ class GatewayContext:
     limiter: RateLimiter
     #: The archive in MongoDB (``MONGO_URL``), read by the history endpoints; ``None``: off.
     history: ArchiveRepository | None = None
+    #: Who the client behind a request is (``TRUSTED_PROXIES``), for per-client limits.
+    addresses: ClientAddress = field(default_factory=lambda: ClientAddress(()))
 
 
 _bearer = HTTPBearer(auto_error=False, description="A user JWT or a guest token")

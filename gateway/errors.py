@@ -18,6 +18,7 @@ ErrorCode = Literal[
     "rate_limited",
     "unknown_event",
     "unavailable",
+    "too_large",
     "internal",
 ]
 
@@ -32,6 +33,7 @@ HTTP_STATUS: dict[str, int] = {
     "rate_limited": 429,
     "unknown_event": 400,
     "unavailable": 503,
+    "too_large": 413,
     "internal": 500,
 }
 

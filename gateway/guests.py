@@ -3,9 +3,15 @@
 A link is a signed, expiring token naming a record in KV ``share_links``; the record makes
 it revocable and counts its uses by compare-and-set, so ``max_uses`` holds across gateways.
 A DIRECT conversation never admits a guest.
+
+Revoking a link shuts the door behind its guests too: the record lists the guests it
+admitted, and they are removed from the conversation's call at once (reason ``removed``);
+a guest token of a revoked link can no longer join, and every gateway shows such a guest's
+live sockets out (:mod:`gateway.sockets.authority`).
 """
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -13,7 +19,7 @@ import msgspec
 from gateway.conversations import Conversations, is_moderator
 from gateway.errors import CallError
 from gateway.settings import GatewaySettings
-from gateway.tokens import Principal, TokenService
+from gateway.tokens import Principal, TokenService, new_guest_id
 from gateway.validation import check_display_name, check_lang, valid_id
 from schemas.call_state import ShareLinkRecord
 from schemas.errors import RevisionMismatch
@@ -25,6 +31,13 @@ log = get_logger("gateway.guests")
 
 #: Compare-and-set retries on one share link before giving up (``unavailable``).
 MAX_CAS_ATTEMPTS = 50
+#: Guests a link record remembers (for removal on revocation); beyond it the gateways'
+#: periodic socket re-check removes them.
+MAX_RECORDED_GUESTS = 1000
+
+RemoveGuests = Callable[[str, set[str], str], Awaitable[int]]
+"""``remove(conversation_id, guest_ids, by)``: remove these guests from the conversation's
+active call; returns how many were removed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +54,14 @@ class Guests:
         kv: TypedKv[ShareLinkRecord],
         conversations: Conversations,
         tokens: TokenService,
+        remove_guests: RemoveGuests | None = None,
     ) -> None:
         self._settings = settings
         self._kv = kv
         self._conversations = conversations
         self._tokens = tokens
+        #: Set once the call service exists (it needs :meth:`admit`, and this needs it).
+        self.remove_guests = remove_guests
 
     async def create_link(
         self, who: Principal, conversation_id: str, ttl_s: float | None, max_uses: int | None
@@ -98,7 +114,12 @@ class Guests:
                 entry, link = fresh, fresh.value
         else:
             raise CallError("unavailable", "the share link is changing too fast; try again")
-        log.info("guests.link_revoked", link_id=link_id)
+        removed = 0
+        if self.remove_guests is not None and link.guest_ids:
+            removed = await self.remove_guests(
+                link.conversation_id, set(link.guest_ids), who.principal_id
+            )
+        log.info("guests.link_revoked", link_id=link_id, guests_removed=removed)
 
     async def redeem(
         self, link_token: str, display_name: str, language: str
@@ -110,6 +131,7 @@ class Guests:
         conversation = await self._conversations.get(conversation_id)
         if conversation.type != "GROUP":
             raise CallError("forbidden", "a DIRECT conversation never admits a guest")
+        guest_id = new_guest_id()
         for _ in range(MAX_CAS_ATTEMPTS):
             entry = await self._kv.get(link_id)
             if entry is None:
@@ -123,16 +145,23 @@ class Guests:
                 raise CallError("unauthorized", "the share link has expired")
             if link.max_uses is not None and link.uses >= link.max_uses:
                 raise CallError("forbidden", "the share link has been used up")
+            guest_ids = link.guest_ids
+            if len(guest_ids) < MAX_RECORDED_GUESTS:
+                guest_ids = (*guest_ids, guest_id)
             try:
                 await self._kv.update(
-                    link_id, msgspec.structs.replace(link, uses=link.uses + 1), entry.revision
+                    link_id,
+                    msgspec.structs.replace(link, uses=link.uses + 1, guest_ids=guest_ids),
+                    entry.revision,
                 )
                 break
             except RevisionMismatch:
                 continue
         else:
             raise CallError("unavailable", "the share link is busy; try again")
-        token, principal = self._tokens.issue_guest_token(conversation_id, name, lang, link_id)
+        token, principal = self._tokens.issue_guest_token(
+            conversation_id, name, lang, link_id, guest_id=guest_id
+        )
         log.info("guests.link_redeemed", link_id=link_id, guest_id=principal.principal_id)
         return token, principal
 
@@ -144,6 +173,10 @@ class Guests:
         """
         if who.kind != "guest" or who.link_id is None:
             return
-        entry = await self._kv.get(who.link_id)
-        if entry is None or entry.value.revoked:
+        if await self.link_revoked(who.link_id):
             raise CallError("forbidden", "the share link of this guest was revoked")
+
+    async def link_revoked(self, link_id: str) -> bool:
+        """Whether a share link was revoked (or its record removed)."""
+        entry = await self._kv.get(link_id)
+        return entry is None or entry.value.revoked

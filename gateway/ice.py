@@ -1,9 +1,12 @@
 """ICE servers for browsers: STUN, and TURN with coturn's shared-secret (REST API) credentials.
 
-``username = "<expiry unix time>:<principal id>"`` and
+``username = "<expiry unix time>:<call_id>.<participant_id>"`` and
 ``credential = base64(HMAC-SHA1(secret, username))``; coturn (``use-auth-secret``,
-``static-auth-secret``) checks both without any call to us. The TTL defaults to longer than
-the longest call; clients ask again with ``call:request-ice-servers`` before it runs out.
+``static-auth-secret``) checks both without any call to us. Credentials are handed only to a
+participant of a call, name that call and participant (coturn's logs say whose relay it is),
+and are short-lived: ``TURN_TTL_S`` (10 minutes by default), never past the expiry of the
+caller's own token. Clients ask again with ``call:request-ice-servers`` before
+``expiresAt``.
 """
 
 import base64
@@ -15,8 +18,8 @@ from typing import Any
 from gateway.settings import GatewaySettings
 
 
-def turn_credentials(secret: str, principal_id: str, ttl_s: float, now: float) -> tuple[str, str]:
-    username = f"{int(now + ttl_s)}:{principal_id}"
+def turn_credentials(secret: str, username_tail: str, ttl_s: float, now: float) -> tuple[str, str]:
+    username = f"{int(now + ttl_s)}:{username_tail}"
     digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
     return username, base64.b64encode(digest).decode()
 
@@ -26,20 +29,29 @@ def _urls(value: str) -> list[str]:
 
 
 def ice_servers(
-    settings: GatewaySettings, principal_id: str, now: float | None = None
+    settings: GatewaySettings,
+    *,
+    call_id: str,
+    participant_id: str,
+    not_after: float | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """The ``RTCConfiguration.iceServers`` list for one person, and when it expires."""
+    """The ``RTCConfiguration.iceServers`` of one participant of one call, and when its
+    TURN credentials expire (``not_after``: the caller's token expiry, a hard cap)."""
     now = time.time() if now is None else now
     servers: list[dict[str, Any]] = []
     stun = _urls(settings.stun_urls)
     if stun:
         servers.append({"urls": stun})
     turn = _urls(settings.turn_urls)
+    ttl = settings.turn_ttl_s
+    if not_after is not None:
+        ttl = max(1.0, min(ttl, not_after - now))
     expires_at: float | None = None
     if turn and settings.turn_secret:
         username, credential = turn_credentials(
-            settings.turn_secret, principal_id, settings.turn_ttl_s, now
+            settings.turn_secret, f"{call_id}.{participant_id}", ttl, now
         )
         servers.append({"urls": turn, "username": username, "credential": credential})
-        expires_at = float(int(now + settings.turn_ttl_s))
-    return {"iceServers": servers, "ttlS": settings.turn_ttl_s, "expiresAt": expires_at}
+        expires_at = float(int(now + ttl))
+    return {"iceServers": servers, "ttlS": ttl, "expiresAt": expires_at}

@@ -16,6 +16,8 @@ EVENT_FAMILY: dict[str, str] = {
     "call:signal": "signal",
     "call:heartbeat": "heartbeat",
     "call:transcription": "transcript",
+    #: Socket connections, per client address (before the token is read) and per person.
+    "socket:connect": "connect",
 }
 _MAX_BUCKETS = 200_000
 
@@ -40,6 +42,7 @@ class RateLimiter:
             "heartbeat": Rate(settings.rate_heartbeat_per_s, settings.rate_heartbeat_burst),
             "transcript": Rate(settings.rate_transcript_per_s, settings.rate_transcript_burst),
             "default": Rate(settings.rate_default_per_s, settings.rate_default_burst),
+            "connect": Rate(settings.rate_connect_per_s, settings.rate_connect_burst),
         }
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self.refused = 0

@@ -34,6 +34,7 @@ from gateway.media.sessions import MediaSessions
 from gateway.presence import PresenceReader, PresenceWriter
 from gateway.rate_limit import RateLimiter
 from gateway.settings import GatewaySettings
+from gateway.sockets.authority import SocketAuthority
 from gateway.sockets.captions import CaptionSignaling
 from gateway.sockets.ice_servers import IceServers
 from gateway.sockets.lifecycle import Lifecycle
@@ -67,10 +68,11 @@ class GatewayService(Service[GatewaySettings]):
     def __init__(self, settings: GatewaySettings, service_id: str) -> None:
         super().__init__(settings, service_id)
         self.readiness = Readiness()
-        self.app = create_app(self.readiness, service_id)
+        self.app = create_app(self.readiness, service_id, settings)
         self.tokens = TokenService(settings)
         self.limiter = RateLimiter(settings)
         self.sockets: SocketServer | None = None
+        self.authority: SocketAuthority | None = None
         self.relay: SignalRelay | None = None
         self.delivery: Delivery | None = None
         self.mirror: CallMirror | None = None
@@ -110,6 +112,7 @@ class GatewayService(Service[GatewaySettings]):
         self.delivery = Delivery(bus, self._emit)
         self.store = CallStore(bus, calls_kv, claims_kv)
         calls = CallService(settings, self.store, conversations, self.mirror, guests.admit)
+        guests.remove_guests = calls.remove_guests_of
         self.presence = PresenceWriter(presence_kv, self.service_id)
         self.sockets = SocketServer(settings, self.tokens, calls, self.limiter)
         self.sockets.attach(self.delivery)
@@ -119,6 +122,14 @@ class GatewayService(Service[GatewaySettings]):
         )
         self.sockets.register(self.relay.handlers())
         self.sockets.register(IceServers(settings).handlers())
+        self.authority = SocketAuthority(
+            self.sockets,
+            self.delivery,
+            calls,
+            guests.link_revoked,
+            settings.socket_auth_check_interval_s,
+        )
+        self.authority.start()
         self.media = MediaSessions(
             bus,
             lease_s=settings.media_lease_s,
@@ -182,6 +193,7 @@ class GatewayService(Service[GatewaySettings]):
             calls=calls,
             limiter=self.limiter,
             history=self.history,
+            addresses=self.sockets.addresses,
         )
         self.sweeper = Sweeper(
             self.store,
@@ -248,6 +260,8 @@ class GatewayService(Service[GatewaySettings]):
         self.readiness.draining = True
         if self.sweeper is not None:
             await self.sweeper.stop()
+        if self.authority is not None:
+            await self.authority.stop()
         if self._server is not None:
             self._server.should_exit = True
 
@@ -310,4 +324,7 @@ class GatewayService(Service[GatewaySettings]):
             extra["active_calls"] = float(len(live))
             extra["active_participants"] = float(sum(len(s.participants) for s in live))
         extra["rate_limited"] = float(self.limiter.refused)
+        if self.authority is not None:
+            extra["sockets_expired"] = float(self.authority.expired)
+            extra["guests_shown_out"] = float(self.authority.revoked)
         return extra

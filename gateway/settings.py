@@ -1,12 +1,14 @@
 """Gateway settings, read once from the environment (variable = field name upper-cased)."""
 
 from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Annotated, ClassVar, Self
 
 import msgspec
 
 from gateway.keys import MIN_HMAC_SECRET_BYTES, derive_guest_secret, load_rsa_public_key
 from schemas.errors import SettingsError
+from schemas.secret_policy import weakness
 from schemas.settings import Port, PositiveFloat, ServiceSettings
 
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
@@ -36,8 +38,14 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
     gateway_port: Port = 8000
     #: Seconds a request in hand may still run once draining has begun.
     gateway_graceful_timeout_s: float = 10.0
-    #: Comma-separated origins allowed to open Socket.IO (``*`` for any).
-    cors_origins: str = "*"
+    #: Comma-separated origins (``https://app.example.com``) whose pages may open Socket.IO
+    #: here and read the REST API's answers. Empty (the default): only pages served by this
+    #: gateway itself (same origin). ``*`` allows any site, never in production mode.
+    cors_origins: str = ""
+    #: Comma-separated addresses or networks (``10.0.0.5``, ``10.0.0.0/24``) of reverse
+    #: proxies whose ``X-Forwarded-For`` is believed: the client is the last address in it
+    #: that is not one of them. Empty: the peer address is the client, the header ignored.
+    trusted_proxies: str = ""
     #: Folder of the built web client served at ``/`` (empty: ``web/dist`` of this checkout).
     web_client_dir: str = ""
 
@@ -109,8 +117,10 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
     turn_urls: str = ""
     #: coturn ``static-auth-secret`` (REST API shared secret).
     turn_secret: str = ""
-    #: Lifetime of TURN credentials; longer than the longest call by default.
-    turn_ttl_s: PositiveFloat = 6 * 3600.0
+    #: Lifetime of TURN credentials (never past the caller's own token). Clients ask again
+    #: with ``call:request-ice-servers`` before ``expiresAt``; a relay allocated with them
+    #: lives until then, so keep it above the ICE-restart time of a long call's refresh.
+    turn_ttl_s: Annotated[float, msgspec.Meta(gt=0, le=24 * 3600.0)] = 600.0
 
     # --- history (gateway/routes/history.py) and operators ---------------------------------
     #: The archive's MongoDB, read by ``/api/calls/history`` and transcripts; empty: those
@@ -124,6 +134,16 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
     socketio_admin_password: str = ""
 
     # --- limits --------------------------------------------------------------------------
+    #: Largest REST request body (larger: 413 ``too_large``, before any of it is parsed).
+    max_request_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    #: Sockets one person (user or guest) may hold at once on this gateway.
+    max_sockets_per_principal: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    #: Socket connections per client address and per person: sustained rate and burst.
+    rate_connect_per_s: PositiveFloat = 2.0
+    rate_connect_burst: NonNegativeInt = 20
+    #: How often live sockets are re-checked: an expired token (or a guest whose share link
+    #: was revoked) is told why and disconnected.
+    socket_auth_check_interval_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
     #: Largest SDP accepted in ``call:signal``.
     max_sdp_bytes: Annotated[int, msgspec.Meta(ge=256)] = 32 * 1024
     max_candidate_bytes: Annotated[int, msgspec.Meta(ge=64)] = 1024
@@ -145,7 +165,54 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
         settings = super().from_env(environ)
         settings.check_identity()
         settings.check_admin_ui()
+        settings.check_network()
         return settings
+
+    def check_network(self) -> None:
+        try:
+            self.proxy_networks()
+        except ValueError:
+            raise SettingsError(
+                "environment variable TRUSTED_PROXIES: must be comma-separated IP addresses "
+                "or networks (10.0.0.5, 10.0.0.0/24)"
+            ) from None
+
+    def proxy_networks(self) -> list[IPv4Network | IPv6Network]:
+        """The trusted proxies, as networks (``ValueError`` for a bad entry)."""
+        return [
+            ip_network(entry.strip(), strict=False)
+            for entry in self.trusted_proxies.split(",")
+            if entry.strip()
+        ]
+
+    def production_problems(self) -> list[str]:
+        problems = super().production_problems()
+        if "HS256" in self.algorithms():
+            why = weakness(self.jwt_secret, MIN_HMAC_SECRET_BYTES)
+            if why:
+                problems.append(f"JWT_SECRET {why}")
+        why = weakness(self.guest_token_secret, MIN_HMAC_SECRET_BYTES)
+        if why:
+            problems.append(f"GUEST_TOKEN_SECRET {why} (guests must not share the users' key)")
+        elif self.guest_token_secret == self.jwt_secret:
+            problems.append("GUEST_TOKEN_SECRET must differ from JWT_SECRET")
+        if self.operator_token:
+            why = weakness(self.operator_token)
+            if why:
+                problems.append(f"OPERATOR_TOKEN {why}")
+        if self.turn_urls:
+            why = weakness(self.turn_secret)
+            if why:
+                problems.append(f"TURN_SECRET {why} (TURN_URLS is set)")
+        if self.socketio_admin_enabled:
+            why = weakness(self.socketio_admin_password)
+            if why:
+                problems.append(f"SOCKETIO_ADMIN_PASSWORD {why}")
+        if self.dev_tokens_enabled:
+            problems.append("DEV_TOKENS_ENABLED must be false (anyone could log in as anyone)")
+        if self.origins() == "*":
+            problems.append("CORS_ORIGINS must name the origins, not *")
+        return problems
 
     def check_identity(self) -> None:
         """Refuse key material that would weaken token checks (``SettingsError``, exit 2)."""
@@ -178,6 +245,7 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
         return self.guest_token_secret or derive_guest_secret(self.jwt_secret)
 
     def origins(self) -> str | list[str]:
+        """The allowed cross-origin sites: ``*``, or a list (empty: same origin only)."""
         if self.cors_origins.strip() == "*":
             return "*"
-        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]

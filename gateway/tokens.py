@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from gateway.errors import CallError
 from gateway.keys import load_rsa_public_key
 from gateway.settings import GatewaySettings
-from gateway.validation import normalize_lang
+from gateway.validation import is_encodable, normalize_lang
 from schemas.ids import check_id, new_id
 
 GUEST_ISSUER = "meeshy-calls-gateway"
@@ -44,6 +44,12 @@ class Principal:
     conversation_id: str | None = None
     #: Guests only: the share link redeemed for the token (revoking it shuts the door).
     link_id: str | None = None
+    #: When the token stops being valid (unix time): a live socket is re-checked against
+    #: it and disconnected once it passes (``None``: a principal built without a token).
+    expires_at: float | None = None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at + _LEEWAY_S
 
     @property
     def user_id(self) -> str | None:
@@ -66,6 +72,8 @@ class TokenService:
         """The principal of a user or guest bearer token; raises ``CallError(unauthorized)``."""
         if not isinstance(token, str) or not token or len(token) > 8192:
             raise CallError("unauthorized", "a bearer token is required")
+        if not token.isascii():  # a JWT is base64url and dots; anything else is not one
+            raise CallError("unauthorized", "the token is not a valid JWT")
         try:
             unverified = jwt.decode(token, options={"verify_signature": False})
             header = jwt.get_unverified_header(token)
@@ -90,6 +98,7 @@ class TokenService:
             kind="user",
             display_name=_str_claim(claims, "name"),
             language=_lang_claim(claims),
+            expires_at=_exp_claim(claims),
         )
 
     def _verify_guest(self, token: str) -> Principal:
@@ -106,6 +115,7 @@ class TokenService:
             language=_lang_claim(claims),
             conversation_id=_id_claim(claims, "conv"),
             link_id=_id_claim(claims, "lnk") if "lnk" in claims else None,
+            expires_at=_exp_claim(claims),
         )
 
     @staticmethod
@@ -152,11 +162,18 @@ class TokenService:
         return jwt.encode(claims, self._settings.jwt_secret, algorithm="HS256")
 
     def issue_guest_token(
-        self, conversation_id: str, display_name: str, language: str, link_id: str | None = None
+        self,
+        conversation_id: str,
+        display_name: str,
+        language: str,
+        link_id: str | None = None,
+        *,
+        guest_id: str | None = None,
     ) -> tuple[str, Principal]:
         secret = self._require_guest_secret()
-        guest_id = f"guest-{new_id()[:16]}"
+        guest_id = guest_id or new_guest_id()
         now = int(time.time())
+        expires = now + int(self._settings.guest_token_ttl_s)
         claims: dict[str, object] = {
             "sub": guest_id,
             "kind": "guest",
@@ -166,11 +183,19 @@ class TokenService:
             "iss": GUEST_ISSUER,
             "aud": GUEST_AUDIENCE,
             "iat": now,
-            "exp": now + int(self._settings.guest_token_ttl_s),
+            "exp": expires,
         }
         if link_id is not None:
             claims["lnk"] = link_id
-        principal = Principal(guest_id, "guest", display_name, language, conversation_id, link_id)
+        principal = Principal(
+            guest_id,
+            "guest",
+            display_name,
+            language,
+            conversation_id,
+            link_id,
+            expires_at=float(expires),
+        )
         return jwt.encode(claims, secret, algorithm="HS256"), principal
 
     def issue_link_token(self, link_id: str, conversation_id: str, expires_at: float) -> str:
@@ -186,7 +211,7 @@ class TokenService:
 
     def verify_link_token(self, token: str) -> tuple[str, str]:
         """``(link_id, conversation_id)`` of a share-link token."""
-        if not token or len(token) > 4096:
+        if not token or len(token) > 4096 or not token.isascii():
             raise CallError("unauthorized", "a share link is required")
         claims = self._decode(
             token, self._require_guest_secret(), ["HS256"], LINK_AUDIENCE, GUEST_ISSUER
@@ -198,6 +223,10 @@ class TokenService:
         if not secret:
             raise CallError("unavailable", "guest access is not configured")
         return secret
+
+
+def new_guest_id() -> str:
+    return f"guest-{new_id()[:16]}"
 
 
 def _id_claim(claims: dict[str, Any], name: str) -> str:
@@ -214,9 +243,24 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _str_claim(claims: dict[str, Any], name: str) -> str:
-    """A short printable string (display names travel to other people's screens)."""
+    """A short printable string (display names travel to other people's screens).
+
+    Text that cannot be encoded (an unpaired surrogate: half an emoji cut by a JavaScript
+    ``slice``) refuses the token: it would fail later, wherever the name is written.
+    """
     value = claims.get(name, "")
-    return _CONTROL_RE.sub("", value)[:100].strip() if isinstance(value, str) else ""
+    if not isinstance(value, str):
+        return ""
+    if not is_encodable(value):
+        raise CallError("unauthorized", f"the token's '{name}' claim is not valid text")
+    return _CONTROL_RE.sub("", value)[:100].strip()
+
+
+def _exp_claim(claims: dict[str, Any]) -> float:
+    value = claims.get("exp")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CallError("unauthorized", "the token has no valid 'exp' claim")
+    return float(value)
 
 
 def _lang_claim(claims: dict[str, Any]) -> str:

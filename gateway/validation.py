@@ -23,6 +23,52 @@ _MID_RE = re.compile(r"^[A-Za-z0-9_.\-]{0,64}$")
 _NAME_BAD_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 SIGNAL_TYPES = ("offer", "answer", "ice-candidate", "ice-restart")
+#: Deepest nesting of a client payload (no request of ours goes beyond a few levels).
+MAX_PAYLOAD_DEPTH = 16
+#: A resume token as the gateway issues it (``secrets.token_urlsafe(24)``), with room.
+RESUME_TOKEN_PATTERN = r"^[A-Za-z0-9_-]{16,128}$"
+ResumeToken = Annotated[str, msgspec.Meta(pattern=RESUME_TOKEN_PATTERN)]
+
+
+def is_encodable(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (no unpaired surrogate: half an emoji cut
+    by a JavaScript ``slice`` arrives as one, and JSON parsers let it through)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_text(data: object, depth: int = 0) -> None:
+    """Refuse a client payload holding text that cannot be encoded, anywhere (keys too), or
+    nested deeper than :data:`MAX_PAYLOAD_DEPTH`: ``CallError("bad_request")``.
+
+    Checked once where a payload enters (every socket event, every REST body), so no
+    handler meets such text in the code that encodes it (tokens, SDP, KV, the bus).
+    """
+    if depth > MAX_PAYLOAD_DEPTH:
+        raise CallError("bad_request", "the payload is nested too deeply")
+    if isinstance(data, str):
+        if not is_encodable(data):
+            raise CallError(
+                "bad_request",
+                "text must be valid Unicode (an unpaired surrogate, e.g. half an emoji)",
+            )
+    elif isinstance(data, dict):
+        for key, value in data.items():
+            check_text(key, depth + 1)
+            check_text(value, depth + 1)
+    elif isinstance(data, list | tuple):
+        for item in data:
+            check_text(item, depth + 1)
+
+
+def _utf8_len(text: str, what: str) -> int:
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        raise CallError("bad_request", f"{what} must be valid Unicode text") from None
 
 
 def valid_id(value: str, what: str) -> str:
@@ -66,7 +112,7 @@ def check_caption_language(value: str, what: str = "captionLanguage") -> str:
 
 def check_display_name(value: str) -> str:
     name = value.strip()
-    if not 1 <= len(name) <= 64 or _NAME_BAD_RE.search(name):
+    if not 1 <= len(name) <= 64 or _NAME_BAD_RE.search(name) or not is_encodable(name):
         raise CallError("bad_request", "display name must be 1-64 printable characters")
     return name
 
@@ -75,7 +121,7 @@ def check_sdp(sdp: object, max_bytes: int) -> str:
     """A session description: size-bounded, ``v=0`` first, ``<letter>=<value>`` lines."""
     if not isinstance(sdp, str) or not sdp:
         raise CallError("bad_request", "sdp must be a non-empty string")
-    if len(sdp.encode()) > max_bytes:
+    if _utf8_len(sdp, "sdp") > max_bytes:
         raise CallError("bad_request", f"sdp is larger than {max_bytes} bytes")
     lines = [line for line in sdp.replace("\r\n", "\n").split("\n") if line]
     if not lines or lines[0] != "v=0":
@@ -93,7 +139,7 @@ def check_candidate(candidate: object, max_bytes: int) -> dict[str, Any]:
     if not isinstance(candidate, dict):
         raise CallError("bad_request", "candidate must be an object")
     text = candidate.get("candidate", "")
-    if not isinstance(text, str) or len(text.encode()) > max_bytes:
+    if not isinstance(text, str) or _utf8_len(text, "candidate") > max_bytes:
         raise CallError("bad_request", f"candidate must be a string under {max_bytes} bytes")
     if text and not _CANDIDATE_RE.match(text):
         raise CallError("bad_request", "candidate is not an ICE candidate line")
@@ -107,6 +153,6 @@ def check_candidate(candidate: object, max_bytes: int) -> dict[str, Any]:
         raise CallError("bad_request", "sdpMLineIndex must be an integer 0-63")
     out: dict[str, Any] = {"candidate": text, "sdpMid": mid, "sdpMLineIndex": index}
     ufrag = candidate.get("usernameFragment")
-    if isinstance(ufrag, str) and len(ufrag) <= 256:
+    if isinstance(ufrag, str) and len(ufrag) <= 256 and is_encodable(ufrag):
         out["usernameFragment"] = ufrag
     return out

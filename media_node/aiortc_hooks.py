@@ -19,6 +19,9 @@ named here, and :func:`check` (run by the service at start and by
   ``StunProtocol`` per local candidate, whose ``datagram_received`` is overridden per
   instance: the fast path) and ``_nominated`` (component -> selected ``CandidatePair``,
   whose ``protocol.transport`` and ``remote_addr`` the node sends on).
+- ``aioice.ice.get_host_addresses``: the module-level function a ``Connection`` asks for
+  the addresses of its host candidates; :func:`restrict_host_addresses` replaces it when
+  ``MEDIA_NODE_ICE_ADDRESSES`` names the addresses to bind (loopback in the embedded stack).
 - ``aiortc.codecs.CODECS``: the module-level codec table; Opus gets ``usedtx=1`` so the
   node's answers ask publishers for DTX (see :func:`enable_opus_dtx`).
 """
@@ -27,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aioice
+import aioice.ice
 import aiortc
 from aioice.ice import CandidatePair, Connection, StunProtocol
 from aiortc import RTCDtlsTransport, RTCIceTransport, RTCRtpReceiver, RTCRtpSender
@@ -80,6 +84,8 @@ def check() -> None:
         code_names = set(function.__code__.co_names)
         if not set(names) <= code_names:
             problems.append(what)
+    if not callable(getattr(aioice.ice, "get_host_addresses", None)):
+        problems.append("aioice.ice.get_host_addresses")
     opus = [c for c in CODECS.get("audio", []) if c.mimeType.lower() == "audio/opus"]
     if not opus:
         problems.append("aiortc.codecs.CODECS has no Opus entry")
@@ -97,6 +103,28 @@ def enable_opus_dtx() -> None:
     for codec in CODECS["audio"]:
         if codec.mimeType.lower() == "audio/opus":
             codec.parameters["usedtx"] = 1
+
+
+def restrict_host_addresses(addresses: list[str]) -> None:
+    """Bind every ICE host candidate of this process to ``addresses`` only (process-wide).
+
+    aioice gathers on every interface address but loopback; a node that must listen only
+    where it is told (loopback for the embedded stack, one public interface on a host with
+    several) names them here. IPv4 and IPv6 are kept as the connection asks.
+    """
+    import ipaddress
+
+    chosen = list(addresses)
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [
+            a
+            for a in chosen
+            if (use_ipv4 and ipaddress.ip_address(a).version == 4)
+            or (use_ipv6 and ipaddress.ip_address(a).version == 6)
+        ]
+
+    aioice.ice.get_host_addresses = host_addresses
 
 
 SendParameters = Any  # aiortc.RTCRtpSendParameters

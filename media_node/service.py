@@ -39,6 +39,8 @@ class MediaNodeService(Service[MediaNodeSettings]):
         settings = self.settings
         aiortc_hooks.check()  # fail at start, not on the first call, if aiortc moved
         aiortc_hooks.enable_opus_dtx()
+        if settings.media_node_ice_addresses:
+            aiortc_hooks.restrict_host_addresses(settings.ice_addresses())
         self.bus = bus
         self.stats = NodeStats(
             forwarding=ForwardingStats(),

@@ -1,5 +1,6 @@
 """MediaNode settings, read once from the environment."""
 
+import ipaddress
 from typing import Annotated, Literal
 
 import msgspec
@@ -11,10 +12,23 @@ from schemas.settings import PositiveFloat, ServiceSettings
 class MediaNodeSettings(ServiceSettings, frozen=True, kw_only=True):
     """Settings of one media node instance."""
 
+    def ice_addresses(self) -> list[str]:
+        """The configured ICE bind addresses (``ValueError`` for one that is no IP)."""
+        out = [a.strip() for a in self.media_node_ice_addresses.split(",") if a.strip()]
+        for address in out:
+            ipaddress.ip_address(address)
+        return out
+
     #: Address browsers reach this node at, announced in its ICE host candidates (like
     #: mediasoup's ``announcedIp``); empty: the node's own interface addresses.
     media_node_public_ip: Annotated[
         str, msgspec.Meta(pattern=r"^$|^[0-9.]+$|^[0-9A-Fa-f:]+$", max_length=45)
+    ] = ""
+    #: Comma-separated local addresses the node's ICE sockets bind to (its host
+    #: candidates), e.g. ``127.0.0.1`` for the embedded stack. Empty: every interface
+    #: address except loopback (aioice's choice).
+    media_node_ice_addresses: Annotated[
+        str, msgspec.Meta(pattern=r"^$|^[0-9A-Fa-f.:]+(\s*,\s*[0-9A-Fa-f.:]+)*$", max_length=512)
     ] = ""
     #: Most sessions (participants) this node accepts before placement must pick another.
     media_node_max_participants: Annotated[int, msgspec.Meta(ge=1)] = 50

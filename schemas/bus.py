@@ -151,6 +151,14 @@ async def fetch_soon(psub: Any, batch: int, *, wait_s: float) -> list[Msg]:
     return msgs
 
 
+def _inbox_prefix(settings: BusSettings) -> str:
+    user = settings.effective_user()
+    try:
+        return subjects.inbox_prefix(user)
+    except ValueError:  # a user name that is no subject token: the shared default
+        return subjects.inbox_prefix(None)
+
+
 class Bus:
     """A typed facade over one nats-py connection. Create with :meth:`connect`."""
 
@@ -201,6 +209,8 @@ class Bus:
                         user=settings.nats_user,
                         password=settings.nats_password,
                         token=settings.nats_token,
+                        # Each NATS user has its own reply subjects (schemas/permissions.py).
+                        inbox_prefix=_inbox_prefix(settings),
                         connect_timeout=2,
                         allow_reconnect=True,
                         max_reconnect_attempts=1,

@@ -239,3 +239,6 @@ class ShareLinkRecord(msgspec.Struct, frozen=True, kw_only=True):
     max_uses: int | None = None
     uses: int = 0
     revoked: bool = False
+    #: The guests it admitted (their guest ids, the first 1000): revoking the link removes
+    #: them from the conversation's call.
+    guest_ids: tuple[Id, ...] = ()

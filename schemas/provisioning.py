@@ -5,7 +5,9 @@ and the rest find them as they are. A resource that exists with the same configu
 left untouched; one whose managed limits differ is updated in place (never deleted).
 """
 
+import asyncio
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import nats.js.errors
 from nats.js.api import (
@@ -20,6 +22,9 @@ from nats.js.client import JetStreamContext
 from schemas import subjects
 from schemas.logs import get_logger
 from schemas.settings import BusSettings
+
+if TYPE_CHECKING:
+    from schemas.permissions import Role
 
 log = get_logger("schemas.provisioning")
 
@@ -185,15 +190,58 @@ async def _ensure_kv(js: JetStreamContext, wanted: KeyValueConfig) -> str:
     return "unchanged"
 
 
-async def provision(js: JetStreamContext, settings: BusSettings) -> ProvisionReport:
-    """Create what is missing; safe to run from every instance at every start."""
+async def provision(
+    js: JetStreamContext, settings: BusSettings, role: "Role | None" = None
+) -> ProvisionReport:
+    """Create what is missing; safe to run from every instance at every start.
+
+    With a ``role`` (a service running under its own NATS user, see
+    :mod:`schemas.permissions`), only the streams and buckets the role owns are created or
+    updated (its user may touch no others); those it only reads are waited for, up to
+    ``NATS_CONNECT_DEADLINE_S``, then :class:`ResourceMissing` names them.
+    """
     actions: dict[str, str] = {}
+    owned_streams = set(role.owns_streams) if role else None
+    owned_buckets = set(role.owns_buckets) if role else None
     for stream in stream_configs(settings):
         assert stream.name is not None
-        actions[f"stream:{stream.name}"] = await _ensure_stream(js, stream)
+        if owned_streams is None or stream.name in owned_streams:
+            actions[f"stream:{stream.name}"] = await _ensure_stream(js, stream)
     for bucket in kv_configs(settings):
-        actions[f"kv:{bucket.bucket}"] = await _ensure_kv(js, bucket)
+        if owned_buckets is None or bucket.bucket in owned_buckets:
+            actions[f"kv:{bucket.bucket}"] = await _ensure_kv(js, bucket)
     for resource, action in actions.items():
         if action != "unchanged":
             log.info("bus.provisioned", resource=resource, action=action)
+    if role is not None:
+        await _wait_for_read_only(js, role, settings.nats_connect_deadline_s)
     return ProvisionReport(actions)
+
+
+class ResourceMissing(RuntimeError):
+    """A stream or bucket a service reads was not provisioned by its owner in time."""
+
+
+async def _wait_for_read_only(js: JetStreamContext, role: "Role", deadline_s: float) -> None:
+    """Wait until the streams and buckets the role reads but does not own exist (their
+    owners create them: the gateway, a media node...)."""
+    streams = [s for s in role.streams() if s not in role.owns_streams]
+    streams += [subjects.kv_stream(b) for b in role.reads_buckets]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    logged = False
+    for stream in streams:
+        while True:
+            try:
+                await js.stream_info(stream)
+                break
+            except nats.js.errors.NotFoundError:
+                if loop.time() >= deadline:
+                    raise ResourceMissing(
+                        f"stream {stream} does not exist (its owner has not started within "
+                        f"{deadline_s:g}s)"
+                    ) from None
+                if not logged:
+                    log.info("bus.waiting_for_stream", stream=stream, role=role.name)
+                    logged = True
+                await asyncio.sleep(0.2)

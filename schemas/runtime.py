@@ -28,6 +28,7 @@ from schemas.errors import BusUnavailable, SettingsError
 from schemas.heartbeat import ServiceHeartbeat, ServiceKind, ServiceLoad, ServiceState
 from schemas.logs import configure_logging, get_logger
 from schemas.message import utc_now
+from schemas.permissions import SERVICE_ROLES
 from schemas.provisioning import provision
 from schemas.settings import ServiceSettings, default_service_id
 from schemas.version import PACKAGE_VERSION
@@ -196,7 +197,12 @@ async def _serve(service: Service[S], stop: asyncio.Event) -> int:
         await bus.close()
         return EXIT_FAILED
     try:
-        await provision(bus.js, settings)
+        # Under its role's NATS user a service provisions only what the role owns (it may
+        # touch nothing else); under an all-access user, everything, as before.
+        role = SERVICE_ROLES.get(service.kind)
+        if role is not None and settings.effective_user() != role.name:
+            role = None
+        await provision(bus.js, settings, role)
         await heart.beat("starting")
         service.accepting = True
         await service.start(bus)

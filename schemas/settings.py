@@ -10,11 +10,13 @@ import re
 import socket
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Self
+from urllib.parse import urlsplit
 
 import msgspec
 
 from schemas.errors import SettingsError
 from schemas.ids import ID_PATTERN, new_id
+from schemas.secret_policy import weakness
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
@@ -78,6 +80,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     __str__ = __repr__
 
 
+def _url_password(urls: str) -> str | None:
+    for raw in urls.split(","):
+        server = raw.strip()
+        password = urlsplit(server if "//" in server else f"nats://{server}").password
+        if password:
+            return password
+    return None
+
+
 def redact_url(url: str) -> str:
     """Hide a password embedded in a URL (``nats://user:pw@host`` -> ``nats://user:***@host``)."""
     return re.sub(r"(//[^:/@]+:)[^@]+@", r"\1***@", url)
@@ -112,9 +123,23 @@ class BusSettings(Settings, frozen=True, kw_only=True):
     def servers(self) -> list[str]:
         return [s.strip() for s in self.nats_url.split(",") if s.strip()]
 
+    def effective_user(self) -> str | None:
+        """The NATS user this connects as: ``NATS_USER``, else one named in ``NATS_URL``."""
+        if self.nats_user:
+            return self.nats_user
+        for server in self.servers():
+            user = urlsplit(server if "//" in server else f"nats://{server}").username
+            if user:
+                return user
+        return None
+
 
 class ServiceSettings(BusSettings, frozen=True, kw_only=True):
     """What every service reads, on top of the bus settings."""
+
+    #: Refuse to start with weak, missing or default secrets (``schemas.secret_policy``):
+    #: every deployment but the embedded stack and the tests sets it (compose.yaml does).
+    production_mode: bool = False
 
     #: This instance's id; defaults to ``<kind>-<host>-<random>``.
     service_id: ServiceId | None = None
@@ -136,3 +161,29 @@ class ServiceSettings(BusSettings, frozen=True, kw_only=True):
     otel_traces_file: str = ""
     #: Share of new traces recorded (a trace started upstream keeps its decision).
     otel_traces_sampler_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        settings = super().from_env(environ)
+        if settings.production_mode:
+            problems = settings.production_problems()
+            if problems:
+                raise SettingsError("PRODUCTION_MODE refuses to start: " + "; ".join(problems))
+        return settings
+
+    def production_problems(self) -> list[str]:
+        """What production mode refuses in these settings: ``VARIABLE: rule`` each, never
+        a value. Services with secrets of their own extend it."""
+        problems: list[str] = []
+        if self.nats_token:
+            why = weakness(self.nats_token)
+            if why:
+                problems.append(f"NATS_TOKEN {why}")
+        else:
+            if not self.effective_user():
+                problems.append("NATS_USER is not set (each service has its own NATS user)")
+            password = self.nats_password or _url_password(self.nats_url)
+            why = weakness(password)
+            if why:
+                problems.append(f"NATS_PASSWORD {why}")
+        return problems

@@ -44,6 +44,14 @@ ALL_TRANSCRIPT_SEGMENTS = "transcript.segment.*"
 ALL_CAPTIONS = "caption.*.*"
 MEDIA_NODE_HEARTBEAT = "media.node.heartbeat"
 ALL_MEDIA_EVENTS = "media.evt.>"
+#: Every request to every media node (``media.rpc.<node_id>.<verb>``).
+ALL_MEDIA_RPC = "media.rpc.*.*"
+#: Every person's socket deliveries (``user.<principal_id>.signal``).
+ALL_USER_SIGNALS = "user.*.signal"
+#: Every media-node event of every call (``media.evt.<call_id>.<name>``).
+ALL_MEDIA_EVENTS_BY_CALL = "media.evt.*.*"
+#: Every command of every call, one call at a time (``call.cmd.<call_id>.<name>``).
+ALL_CALL_COMMANDS_BY_CALL = "call.cmd.*.*"
 
 _DLQ_PREFIX = "dlq."
 
@@ -135,6 +143,11 @@ def user_signal(user_id: str) -> str:
     return f"user.{_token(user_id, 'user_id')}.signal"
 
 
+def service_heartbeats_of(kind: str) -> str:
+    """The heartbeats of every instance of one kind of service."""
+    return f"svc.heartbeat.{_token(kind, 'kind')}.*"
+
+
 def service_heartbeat(kind: str, service_id: str) -> str:
     """Periodic liveness and load of one service instance."""
     return f"svc.heartbeat.{_token(kind, 'kind')}.{_token(service_id, 'service_id')}"
@@ -165,3 +178,69 @@ def presence_key(call_id: str, participant_id: str) -> str:
 def call_claim_key(conversation_id: str) -> str:
     """The ``call_claims`` key holding the one active call of a conversation."""
     return _token(conversation_id, "conversation_id")
+
+
+# --- NATS plumbing: JetStream API, KV, request/reply inboxes ------------------------------
+# Named here so the permissions of each service (schemas/permissions.py) are built from the
+# same source as everything else. Stream and bucket names are ours, never a client's.
+
+#: Where the replies of one NATS user's requests arrive (nats-py ``inbox_prefix``): each user
+#: has its own, so no service can read the replies meant for another.
+_INBOX_ROOT = "_INBOX"
+
+
+def inbox_prefix(user: str | None) -> str:
+    """The inbox prefix of a NATS user (``_INBOX.<user>``; ``_INBOX`` without a user)."""
+    return _INBOX_ROOT if not user else f"{_INBOX_ROOT}.{_token(user, 'nats user')}"
+
+
+def inboxes_of(user: str | None) -> str:
+    """Every reply subject of one NATS user's requests."""
+    return f"{inbox_prefix(user)}.>"
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream behind a KV bucket."""
+    return f"KV_{_token(bucket, 'bucket')}"
+
+
+def kv_keys(bucket: str) -> str:
+    """Every key of a KV bucket, as the subjects its writes are published on."""
+    return f"$KV.{_token(bucket, 'bucket')}.>"
+
+
+def js_stream_api(operation: str, stream: str) -> str:
+    """A JetStream API request about one stream (``INFO``, ``CREATE``, ``UPDATE``, ``MSG.GET``)."""
+    return f"$JS.API.STREAM.{operation}.{_token(stream, 'stream')}"
+
+
+def js_direct_get(stream: str) -> tuple[str, str]:
+    """Direct reads of one stream's messages (by sequence, and last by subject)."""
+    name = _token(stream, "stream")
+    return f"$JS.API.DIRECT.GET.{name}", f"$JS.API.DIRECT.GET.{name}.>"
+
+
+def js_consumer_api(operation: str, stream: str) -> str:
+    """JetStream API requests about the consumers of one stream (``INFO``, ``MSG.NEXT``...);
+    the last token is the consumer's name."""
+    return f"$JS.API.CONSUMER.{operation}.{_token(stream, 'stream')}.*"
+
+
+def js_consumer_create(stream: str) -> tuple[str, str, str]:
+    """Creating a consumer on one stream: ephemeral, named (with a filter), and durable."""
+    name = _token(stream, "stream")
+    return (
+        f"$JS.API.CONSUMER.CREATE.{name}",
+        f"$JS.API.CONSUMER.CREATE.{name}.>",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{name}.*",
+    )
+
+
+def js_acks(stream: str) -> str:
+    """Acknowledgements of the messages one stream's consumers deliver."""
+    return f"$JS.ACK.{_token(stream, 'stream')}.>"
+
+
+def js_flow_control(stream: str) -> str:
+    """Flow-control replies of push consumers (ordered consumers, KV watches) of one stream."""
+    return f"$JS.FC.{_token(stream, 'stream')}.>"

@@ -43,6 +43,7 @@ from schemas.call_events import (
     TranscriptionChanged,
 )
 from schemas.codec import decoder_for, encode
+from schemas.permissions import ANALYST
 from schemas.settings import BusSettings, redact_url
 
 EXIT_OK = 0
@@ -360,6 +361,9 @@ async def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 user=settings.nats_user,
                 password=settings.nats_password,
                 token=settings.nats_token,
+                # The tap runs as the read-only analyst role (schemas/permissions.py); with
+                # no user (the embedded stack's anonymous analyst), its inboxes all the same.
+                inbox_prefix=subjects.inbox_prefix(settings.effective_user() or ANALYST.name),
                 connect_timeout=3,
                 allow_reconnect=False,
                 max_reconnect_attempts=0,

@@ -9,10 +9,28 @@ from schemas.bus import Bus
 from schemas.ids import new_id
 from schemas.settings import BusSettings
 from tests.support.mongo_server import MongoServer
-from tests.support.nats_server import NatsCluster, NatsServer
+from tests.support.nats_server import NatsCluster, NatsServer, running_servers
 
 if TYPE_CHECKING:
     from tests.support.captions import ApyServer
+
+
+@pytest.fixture(autouse=True)
+def no_nats_violations(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test during which a test nats-server refused a service something: each
+    service runs as its own NATS user (schemas/permissions.py), and a subject it needs but
+    may not use must fail a test, not a user. Tests that provoke refusals on purpose are
+    marked ``nats_violations_expected``."""
+    before = {id(s): len(s.violations()) for s in running_servers()}
+    yield
+    if request.node.get_closest_marker("nats_violations_expected"):
+        return
+    found = [
+        line
+        for server in running_servers()
+        for line in server.violations()[before.get(id(server), 0) :]
+    ]
+    assert not found, "the NATS server refused a service:\n" + "\n".join(found[:10])
 
 
 @pytest.fixture(scope="session")

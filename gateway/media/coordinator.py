@@ -322,7 +322,12 @@ class MediaCoordinator:
         return payload
 
     def _ice(self, socket: SocketSession) -> dict[str, Any]:
-        return ice_servers(self._settings, socket.principal_id)
+        # Sent with a mode switch: credentials of this participant in this call only.
+        if socket.call_id is None or socket.participant_id is None:
+            return ice_servers(self._settings, call_id="none", participant_id="none")
+        return ice_servers(
+            self._settings, call_id=socket.call_id, participant_id=socket.participant_id
+        )
 
 
 def _wanted(media: MediaPlan, ref: SessionRef) -> SessionWanted | None:

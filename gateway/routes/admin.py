@@ -1,8 +1,12 @@
 """Operator endpoints (conversation registry) and the development token endpoint."""
 
-from fastapi import APIRouter
+from typing import Annotated
 
+from fastapi import APIRouter, Query
+
+from gateway import state_machine as sm
 from gateway.api_models import (
+    ID,
     ConversationBody,
     ConversationView,
     DevToken,
@@ -76,6 +80,23 @@ async def dev_token(body: DevTokenRequest, ctx: Ctx) -> DevToken:
     return DevToken(token=token, user_id=body.user_id)
 
 
-@router.get("/ice-servers", tags=["calls"], summary="STUN and TURN servers with fresh credentials")
-async def get_ice_servers(ctx: Ctx, who: Caller) -> IceServers:
-    return IceServers.model_validate(ice_servers(ctx.settings, who.principal_id))
+@router.get(
+    "/ice-servers",
+    tags=["calls"],
+    summary="STUN and TURN servers with fresh, short-lived credentials for a call you are in",
+)
+async def get_ice_servers(
+    ctx: Ctx, who: Caller, call_id: Annotated[str, Query(alias="callId", pattern=ID)]
+) -> IceServers:
+    state = await ctx.calls.view(who, call_id)
+    own = sm.participant_of(state, who.principal_id)
+    if own is None or state.status == "ended":
+        raise CallError("not_in_call", "you are not in this call")
+    return IceServers.model_validate(
+        ice_servers(
+            ctx.settings,
+            call_id=call_id,
+            participant_id=own.participant_id,
+            not_after=who.expires_at,
+        )
+    )

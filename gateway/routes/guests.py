@@ -49,8 +49,11 @@ async def revoke_link(link_id: str, ctx: Ctx, who: Caller) -> None:
     "/guests", status_code=201, summary="Redeem a share link: a guest token for its conversation"
 )
 async def redeem(body: RedeemLink, ctx: Ctx, request: Request) -> GuestToken:
-    # No principal yet: limit by client address, so a leaked link cannot be hammered.
-    ctx.limiter.check(f"addr:{request.client.host if request.client else '-'}", "rest:redeem")
+    # No principal yet: limit by client address (behind TRUSTED_PROXIES, the client's own,
+    # not the proxy's), so a leaked link cannot be hammered.
+    peer = request.client.host if request.client else None
+    client = ctx.addresses.resolve(peer, request.headers.get("x-forwarded-for"))
+    ctx.limiter.check(f"addr:{client}", "rest:redeem")
     token, principal = await ctx.guests.redeem(body.link, body.display_name, body.language)
     assert principal.conversation_id is not None
     return GuestToken(

@@ -84,7 +84,12 @@ class Lifecycle:
             "participantId": joined.participant_id,
             "resumeToken": joined.resume_token,
             "heartbeatIntervalS": self.settings.call_heartbeat_interval_s,
-            **ice_servers(self.settings, principal.principal_id),
+            **ice_servers(
+                self.settings,
+                call_id=state.call_id,
+                participant_id=joined.participant_id,
+                not_after=principal.expires_at,
+            ),
         }
 
     async def initiate(self, session: SocketSession, who: Principal, data: Any) -> Ack:

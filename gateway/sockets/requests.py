@@ -13,7 +13,12 @@ from gateway.delivery import SocketSession
 from gateway.errors import CallError
 from gateway.state_machine import Languages
 from gateway.tokens import Principal
-from gateway.validation import ClientId, check_caption_language, check_spoken_language
+from gateway.validation import (
+    ClientId,
+    ResumeToken,
+    check_caption_language,
+    check_spoken_language,
+)
 from schemas.call_events import CallMode, MediaKind
 from schemas.media import SessionPurpose
 
@@ -82,7 +87,7 @@ class CallRef(Request, frozen=True, kw_only=True):
 
 class JoinRequest(LanguageOptions, frozen=True, kw_only=True):
     call_id: ClientId
-    resume_token: str | None = None
+    resume_token: ResumeToken | None = None
 
 
 class LeaveRequest(Request, frozen=True, kw_only=True):
@@ -106,7 +111,15 @@ class ToggleRequest(Request, frozen=True, kw_only=True):
 
 
 class IceRequest(Request, frozen=True, kw_only=True):
-    call_id: ClientId | None = None
+    """``call:request-ice-servers``: credentials for the call this socket is in."""
+
+    call_id: ClientId
+
+
+class RefreshToken(Request, frozen=True, kw_only=True):
+    """``call:refresh-token``: a fresh token of the same person, before the old expires."""
+
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
 
 
 class SfuSdpRequest(Request, frozen=True, kw_only=True):

@@ -4,9 +4,20 @@ Handlers live in small modules (:mod:`.lifecycle`, :mod:`.relay`, ...) and are r
 here by event name; this module knows nothing of what they do. Each socket's events are
 handled one at a time in the order the client sent them (an offer before its candidates,
 mute before unmute); different sockets run in parallel.
+
+What every event passes first, whatever its handler: a name that is not one of Socket.IO's
+own lifecycle events (a client sending ``connect`` or ``disconnect`` would otherwise run
+the server's own handlers), a live token (an expired one is refused and the socket
+disconnected with the reason; ``call:refresh-token`` renews it), the rate limit, and text
+that can be encoded (no unpaired surrogate anywhere in the payload). Connecting passes a
+rate limit per client address (before the token is read) and per person, and a cap on the
+sockets one person holds.
 """
 
+import asyncio
 import logging
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,12 +25,15 @@ import socketio
 from opentelemetry.trace import SpanKind
 
 from gateway.calls import CallService
+from gateway.client_address import ClientAddress
+from gateway.cors import OriginPolicy
 from gateway.delivery import Delivery, SocketSession
 from gateway.errors import CallError
 from gateway.rate_limit import RateLimiter
 from gateway.settings import GatewaySettings
-from gateway.sockets.requests import Ack, Handler, Handlers
+from gateway.sockets.requests import Ack, Handler, Handlers, RefreshToken, decode, ok
 from gateway.tokens import Principal, TokenService
+from gateway.validation import check_text
 from schemas import metrics, telemetry
 from schemas.logs import get_logger
 
@@ -56,15 +70,63 @@ SOCKET_ERRORS = metrics.counter(
 )
 
 
+#: Names a client may never send as events: Socket.IO's own lifecycle (python-socketio
+#: would run the server's connect/disconnect handlers with the client's arguments), the
+#: reserved names of the protocol and of its client libraries, and the catch-all.
+RESERVED_EVENTS = frozenset(
+    {
+        "connect",
+        "connect_error",
+        "disconnect",
+        "disconnecting",
+        "error",
+        "message",
+        "newListener",
+        "removeListener",
+        "ping",
+        "pong",
+        "*",
+    }
+)
+REFRESH_EVENT = "call:refresh-token"
+
+
+def _refused(err: CallError) -> socketio.exceptions.ConnectionRefusedError:
+    """A refused connect: the reason as ``connect_error``'s data (``{code, message}``), which
+    socket.io clients expose as ``err.data``; a single argument would arrive as the text of
+    a Python dict."""
+    return socketio.exceptions.ConnectionRefusedError(err.message, err.as_dict())
+
+
 class GuardedServer(socketio.AsyncServer):  # type: ignore[misc]
     """An AsyncServer that refuses malformed Socket.IO packets with a warning, not a crash
-    of the message handler (the socket stays open; the packet is dropped)."""
+    of the message handler (the socket stays open; the packet is dropped), and events
+    whose name is not a client event name (reserved, empty, not a string)."""
+
+    #: ``refuse(sid, name)`` -> the ack body; set by :class:`SocketServer`.
+    refuse_name: Callable[[str, str], Awaitable[Ack]] | None = None
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         try:
             await super()._handle_eio_message(eio_sid, data)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
             log.warning("socket.malformed_packet", error=type(exc).__name__)
+
+    async def _handle_event(self, eio_sid: str, namespace: Any, id: Any, data: Any) -> None:
+        name = data[0] if isinstance(data, list) and data else None
+        if isinstance(name, str) and name and name not in RESERVED_EVENTS:
+            await super()._handle_event(eio_sid, namespace, id, data)
+            return
+        namespace = namespace or "/"
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace)
+        if sid is None or self.refuse_name is None:
+            return
+        body = await self.refuse_name(sid, name if isinstance(name, str) else "")
+        if id is not None:
+            await self._send_packet(
+                eio_sid,
+                self.packet_class(socketio.packet.ACK, namespace=namespace, id=id, data=[body]),
+            )
 
 
 class SocketServer:
@@ -81,20 +143,29 @@ class SocketServer:
         self.tokens = tokens
         self.calls = calls
         self.limiter = limiter
+        self.origins = OriginPolicy(settings)
+        self.addresses = ClientAddress(settings.proxy_networks())
         self.sio = GuardedServer(
             async_mode="asgi",
-            cors_allowed_origins=settings.origins(),
+            cors_allowed_origins=self.origins.allows,
             logger=_library_logger("gateway.socketio"),
             engineio_logger=_library_logger("gateway.engineio"),
             max_http_buffer_size=max(256 * 1024, settings.max_sdp_bytes * 4),
         )
         self.delivery: Delivery | None = None
         self.principals: dict[str, Principal] = {}
+        #: Sockets per person on this gateway (connected or being attached).
+        self._per_principal: Counter[str] = Counter()
         self._handlers: dict[str, Handler] = {}
         self._unordered: set[str] = set()
+        self._closing: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.expired_disconnects = 0
+        self.sio.refuse_name = self._refuse_name
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("*", self._on_unknown)
+        self.register({REFRESH_EVENT: self._refresh_token})
 
     def attach(self, delivery: Delivery) -> None:
         self.delivery = delivery
@@ -119,25 +190,84 @@ class SocketServer:
 
     # --- connection ----------------------------------------------------------------------
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        client = self.addresses.resolve(
+            environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR")
+        )
         token = auth.get("token") if isinstance(auth, dict) else None
         try:
+            # Before the token is read, so guessing tokens is as slow as connecting.
+            self.limiter.check(f"addr:{client}", "socket:connect")
             principal = self.tokens.verify(token)
+            self.limiter.check(principal.principal_id, "socket:connect")
+            if (
+                self._per_principal[principal.principal_id]
+                >= self.settings.max_sockets_per_principal
+            ):
+                raise CallError(
+                    "rate_limited",
+                    f"too many open sockets (at most {self.settings.max_sockets_per_principal})",
+                )
             if self.delivery is None:
                 raise CallError("unavailable", "the gateway is starting")
         except CallError as err:
-            raise socketio.exceptions.ConnectionRefusedError(err.as_dict()) from None
+            SOCKET_ERRORS.labels(code=err.code).inc()
+            raise _refused(err) from None
         self.principals[sid] = principal
+        self._per_principal[principal.principal_id] += 1
         try:
             await self.delivery.attach(SocketSession(sid=sid, principal_id=principal.principal_id))
         except Exception as exc:  # NATS unavailable: refuse this socket, keep the gateway up
-            self.principals.pop(sid, None)
+            self._forget(sid)
             log.warning("socket.attach_failed", error=type(exc).__name__)
             refusal = CallError("unavailable", "the gateway cannot deliver events right now")
-            raise socketio.exceptions.ConnectionRefusedError(refusal.as_dict()) from None
+            raise _refused(refusal) from None
         log.debug("socket.connected", sid=sid, kind=principal.kind)
 
+    def _forget(self, sid: str) -> None:
+        principal = self.principals.pop(sid, None)
+        self._closing.discard(sid)
+        if principal is not None:
+            self._per_principal[principal.principal_id] -= 1
+            if self._per_principal[principal.principal_id] <= 0:
+                del self._per_principal[principal.principal_id]
+
+    async def end_session(self, sid: str, err: CallError) -> None:
+        """Tell a socket why it is being closed (``call:error`` with ``event: "auth"``),
+        then disconnect it; its participant keeps the reconnect grace period."""
+        if sid in self._closing or sid not in self.principals:
+            return
+        self._closing.add(sid)
+        SOCKET_ERRORS.labels(code=err.code).inc()
+        log.info("socket.session_ended", sid=sid, code=err.code)
+        try:
+            await self.sio.emit("call:error", {**err.as_dict(), "event": "auth"}, to=sid)
+            await self.sio.disconnect(sid)
+        except Exception as exc:  # already gone
+            log.debug("socket.end_failed", error=type(exc).__name__)
+
+    def _end_soon(self, sid: str, err: CallError) -> None:
+        """End a session after the refusal in hand has been acknowledged."""
+        task = asyncio.get_running_loop().create_task(self.end_session(sid, err))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh_token(self, session: SocketSession, who: Principal, data: Any) -> Ack:
+        """``call:refresh-token {token}``: the same person's fresh token keeps the socket."""
+        req = decode(data, RefreshToken)
+        fresh = self.tokens.verify(req.token)
+        same = (
+            fresh.principal_id == who.principal_id
+            and fresh.kind == who.kind
+            and fresh.conversation_id == who.conversation_id
+        )
+        if not same:
+            raise CallError("forbidden", "the new token is for someone else")
+        if session.sid in self.principals:
+            self.principals[session.sid] = fresh
+        return ok(expiresAt=fresh.expires_at)
+
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
-        self.principals.pop(sid, None)
+        self._forget(sid)
         if self.delivery is None:
             return
         # Read the binding before detaching (detaching unbinds it).
@@ -178,9 +308,17 @@ class SocketServer:
         principal = self.principals.get(sid)
         session = self.delivery.sessions.get(sid) if self.delivery else None
         try:
-            if principal is None or session is None:
+            if principal is None or session is None or sid in self._closing:
                 raise CallError("unauthorized", "the socket is not authenticated")
+            if principal.expired(time.time()) and name != REFRESH_EVENT:
+                self._end_soon(sid, CallError("unauthorized", "the token has expired"))
+                raise CallError(
+                    "unauthorized",
+                    "the token has expired; reconnect with a fresh one (or send "
+                    "call:refresh-token before it expires)",
+                )
             self.limiter.check(principal.principal_id, name)
+            check_text(data)
             if not telemetry.STATE.active or name in _UNTRACED:
                 return await self._handle(name, session, principal, data)
             # A trace starts at the browser's event: what it causes downstream joins it.
@@ -225,6 +363,22 @@ class SocketServer:
                 participant_id=session.participant_id if session else None,
             )
         return {"ok": False, "error": err.as_dict()}
+
+    async def _refuse_name(self, sid: str, name: str) -> Ack:
+        err = CallError("bad_request", "this event name is reserved by Socket.IO")
+        principal = self.principals.get(sid)
+        if principal is not None:
+            try:
+                self.limiter.check(principal.principal_id, "unknown")
+            except CallError as limited:
+                err = limited
+        return await self._refuse(sid, "reserved", err, None)
+
+    def expired_sessions(self, now: float) -> list[str]:
+        """Sockets whose token has expired (and that are not being closed already)."""
+        return [
+            sid for sid, p in self.principals.items() if p.expired(now) and sid not in self._closing
+        ]
 
     async def _on_unknown(self, event: str, sid: str, *args: Any) -> Ack:
         err = CallError("unknown_event", "unknown event name")

@@ -23,7 +23,7 @@ from schemas.bus import Bus
 from schemas.call_events import AnyCallEvent
 from schemas.runtime import run_service
 from tests.support.mongo_server import MongoServer
-from tests.support.nats_server import NatsServer
+from tests.support.nats_server import NatsServer, with_role
 from tests.support.recorded_call import RecordedCall, recorded_call
 from tests.support.waiting import eventually
 
@@ -199,7 +199,7 @@ async def test_a_restarted_archive_resumes_with_no_gap_and_no_duplicate(
 
     async def spawn() -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.archive", env=env,
+            sys.executable, "-m", "gateway.archive", env=with_role("gateway.archive", env),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip

@@ -60,7 +60,9 @@ async def test_direct_call_across_two_gateways_with_media(
     await bus.subscribe(subjects.call_events_of(call_id), AnyCallEvent, log)
     await bus.nc.flush()
     ice = started["iceServers"]
-    assert any(s.get("username", "").endswith(f":{alice_id}") for s in ice)
+    # TURN credentials scoped to this call and Alice's participant in it.
+    scoped = f":{call_id}.{started['participantId']}"
+    assert any(s.get("username", "").endswith(scoped) for s in ice)
 
     incoming = await bob.wait_for("call:incoming", lambda p: p["callId"] == call_id)
     assert incoming["caller"]["userId"] == alice_id and incoming["conversationType"] == "DIRECT"

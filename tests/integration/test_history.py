@@ -28,7 +28,7 @@ from schemas.ids import new_id
 from tests.support.call_client import CallClient
 from tests.support.gateways import GatewayCluster
 from tests.support.mongo_server import MongoServer
-from tests.support.nats_server import NatsServer, free_port
+from tests.support.nats_server import NatsServer, free_port, with_role
 from tests.support.waiting import eventually
 
 ADMIN_PASSWORD = "admin-ui-test-password"
@@ -87,7 +87,7 @@ def stack(nats_server: NatsServer, mongo_server: MongoServer) -> Iterator[Histor
     with (run / "archive.log").open("wb") as log:
         archive = subprocess.Popen(
             [sys.executable, "-m", "gateway.archive"],
-            env=env,
+            env=with_role("gateway.archive", env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.gateways import GatewayCluster, GatewayProcess
+from tests.support.nats_server import service_env
 
 SELECTOR_ENV = {
     "SELECTOR_TO_P2P_HOLD_S": "1.0",
@@ -72,7 +73,7 @@ class CallStack(GatewayCluster):
         log_path = self.log_dir / f"{service_id}.log"
         env = {
             **os.environ,
-            "NATS_URL": self.nats_url,
+            **service_env(self.nats_url, kind),
             "SERVICE_ID": service_id,
             "HEARTBEAT_INTERVAL_S": "0.5",
             "DRAIN_TIMEOUT_S": "3",

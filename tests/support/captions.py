@@ -28,7 +28,7 @@ from devstack.apertium import APY_ENV, apy_argv
 from media_node.tap import WINDOW, SileroVad, UtteranceCutter
 from schemas.call_state import CallParticipantState, CallState
 from schemas.media import AudioChunk
-from tests.support.nats_server import free_port
+from tests.support.nats_server import free_port, with_role
 from tests.support.speech import SAMPLE_RATE, Pcm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +122,7 @@ class ServiceProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module],
             cwd=ROOT,
-            env={**os.environ, **self.env},
+            env={**os.environ, **with_role(self.module, self.env)},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from tests.support.nats_server import free_port
+from tests.support.nats_server import free_port, service_env
 
 JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
 OPERATOR_TOKEN = "test-operator-token"
@@ -77,7 +77,7 @@ class GatewayCluster:
         env = {
             **os.environ,
             **self.env,
-            "NATS_URL": self.nats_url,
+            **service_env(self.nats_url, "gateway"),
             "GATEWAY_PORT": str(port),
             "SERVICE_ID": service_id,
             "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",

@@ -3,27 +3,48 @@
 Each server gets free ports and its own store directory; ``start`` returns once the server
 logged "Server is ready" (and, for a cluster, once JetStream has a meta leader), never
 after a fixed sleep.
+
+Permissions are on (``schemas/permissions.py``): each service role is a user with a random
+password, and a connection without credentials is the all-access test user (the test
+process itself). Services started by the test helpers connect as their own role
+(:func:`service_env`), so a subject a service uses without being allowed to is a
+permissions violation the server logs, and ``tests/conftest.py`` fails the test.
 """
 
 import contextlib
 import json
+import re
+import secrets
 import socket
 import subprocess
 import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from devstack.binaries import nats_server_path
+from schemas import permissions
 
 READY_LINE = "Server is ready"
+#: The user a connection without credentials becomes: the test process, allowed everything.
+TEST_USER = "test"
+_VIOLATION_RE = re.compile(r"(Publish|Subscription|Authorization) Violation|authentication error")
+#: Servers running now, by client port (helpers that only hold a URL find them here).
+_RUNNING: dict[int, "NatsServer"] = {}
 
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def new_passwords() -> dict[str, str]:
+    """A fresh random password for every role and the test user."""
+    return {name: secrets.token_urlsafe(18) for name in (*permissions.ROLES, TEST_USER)}
 
 
 class NatsServer:
@@ -38,9 +59,18 @@ class NatsServer:
         cluster_port: int | None = None,
         routes: list[str] | None = None,
         cluster_name: str = "",
+        secure: bool = True,
+        no_auth_user: str | None = TEST_USER,
+        passwords: dict[str, str] | None = None,
     ) -> None:
         self._tmp = None if store_dir else tempfile.TemporaryDirectory(prefix="nats-")
         self.store_dir = store_dir or Path(self._tmp.name)  # type: ignore[union-attr]
+        #: Per-role users with their permissions; off: anyone may do anything.
+        self.secure = secure
+        self.no_auth_user = no_auth_user
+        #: Role (and test user) -> password; the nodes of a cluster share them.
+        self.passwords = passwords or new_passwords()
+        self.test_password = self.passwords[TEST_USER]
         self.name = name
         self.port = port or free_port()
         self.http_port = free_port()
@@ -70,6 +100,8 @@ class NatsServer:
             "--server_name",
             self.name,
         ]
+        if self.secure:
+            argv += ["--config", str(self._write_config())]
         if self.cluster_port:
             argv += [
                 "--cluster_name",
@@ -80,6 +112,44 @@ class NatsServer:
                 ",".join(self.routes),
             ]
         return argv
+
+    def _write_config(self) -> Path:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        path = self.store_dir / "auth.conf"
+        path.write_text(
+            permissions.server_config(
+                self.passwords,
+                extra_users={TEST_USER: self.test_password},
+                no_auth_user=self.no_auth_user,
+            )
+        )
+        path.chmod(0o600)
+        return path
+
+    # --- credentials -----------------------------------------------------------------------
+    def credentials(self, role: str) -> tuple[str, str]:
+        """``(user, password)`` of one role (``schemas.permissions.ROLES``) or the test user."""
+        if role == TEST_USER:
+            return TEST_USER, self.test_password
+        return permissions.role_for(role).name, self.passwords[role]
+
+    def service_env(self, role: str) -> dict[str, str]:
+        """The environment of a service process connecting as ``role``."""
+        if not self.secure:
+            return {"NATS_URL": self.url}
+        user, password = self.credentials(role)
+        return {"NATS_URL": self.url, "NATS_USER": user, "NATS_PASSWORD": password}
+
+    def url_for(self, role: str) -> str:
+        """This server's URL with the credentials of ``role`` in it."""
+        if not self.secure:
+            return self.url
+        user, password = self.credentials(role)
+        return f"nats://{user}:{password}@127.0.0.1:{self.port}"
+
+    def violations(self) -> list[str]:
+        """Every permissions or authorization violation the server logged so far."""
+        return [line for line in list(self.log) if _VIOLATION_RE.search(line)]
 
     def start(self, timeout: float = 15.0) -> "NatsServer":
         self._ready.clear()
@@ -94,6 +164,7 @@ class NatsServer:
         if not self._ready.wait(timeout):
             self.stop()
             raise RuntimeError(f"nats-server {self.name} not ready:\n" + "\n".join(self.log[-20:]))
+        _RUNNING[self.port] = self
         return self
 
     def _pump(self) -> None:
@@ -110,6 +181,8 @@ class NatsServer:
             return result
 
     def stop(self) -> None:
+        if _RUNNING.get(self.port) is self:
+            del _RUNNING[self.port]
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -121,6 +194,8 @@ class NatsServer:
 
     def kill(self) -> None:
         """Hard crash (SIGKILL), for fault tests."""
+        if _RUNNING.get(self.port) is self:
+            del _RUNNING[self.port]
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
@@ -138,6 +213,48 @@ class NatsServer:
                 self._tmp.cleanup()
 
 
+def running_servers() -> list[NatsServer]:
+    """The test servers running now."""
+    return list(_RUNNING.values())
+
+
+def _server_of(url: str) -> NatsServer | None:
+    port = urlsplit(url.split(",", maxsplit=1)[0].strip()).port
+    return _RUNNING.get(port) if port is not None else None
+
+
+def service_env(nats_url: str, role: str) -> dict[str, str]:
+    """The NATS environment of a service connecting as ``role`` to the test server(s) at
+    ``nats_url`` (a cluster's comma-separated URLs too); a URL of no test server is kept
+    as it is, without credentials."""
+    server = _server_of(nats_url)
+    if server is None or not server.secure:
+        return {"NATS_URL": nats_url}
+    user, password = server.credentials(role)
+    return {"NATS_URL": nats_url, "NATS_USER": user, "NATS_PASSWORD": password}
+
+
+#: The NATS role of each service entry point (``python -m <module>``).
+MODULE_ROLES = {
+    "gateway": "gateway",
+    "gateway.selector": "selector",
+    "gateway.archive": "archive",
+    "media_node": "media_node",
+    "transcriber": "transcriber",
+    "translator_bridge": "translator_bridge",
+}
+
+
+def with_role(module: str, env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` of a ``python -m <module>`` service, plus the credentials of its role when
+    its ``NATS_URL`` is a test server and it names no user of its own."""
+    out = dict(env)
+    role = MODULE_ROLES.get(module)
+    if role is None or "NATS_URL" not in out or out.get("NATS_USER"):
+        return out
+    return {**out, **service_env(out["NATS_URL"], role)}
+
+
 class NatsCluster:
     """Three JetStream nodes routed to each other, for fault tests."""
 
@@ -145,6 +262,7 @@ class NatsCluster:
         self._tmp = tempfile.TemporaryDirectory(prefix="nats-cluster-")
         cluster_ports = [free_port() for _ in range(size)]
         routes = [f"nats://127.0.0.1:{p}" for p in cluster_ports]
+        passwords = new_passwords()
         self.nodes = [
             NatsServer(
                 Path(self._tmp.name) / f"n{i}",
@@ -152,6 +270,7 @@ class NatsCluster:
                 cluster_port=cluster_ports[i],
                 routes=[r for j, r in enumerate(routes) if j != i],
                 cluster_name="test-cluster",
+                passwords=passwords,
             )
             for i in range(size)
         ]

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from schemas import subjects
 from schemas.bus import Bus
 from schemas.heartbeat import ServiceHeartbeat
+from tests.support.nats_server import with_role
 from tests.support.waiting import Collector
 
 
@@ -39,7 +40,7 @@ async def spawn_service(module: str, env: Mapping[str, str]) -> asyncio.subproce
         sys.executable,
         "-m",
         module,
-        env={**os.environ, **env},
+        env={**os.environ, **with_role(module, env)},
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

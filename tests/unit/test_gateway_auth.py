@@ -98,13 +98,15 @@ def test_turn_credentials_follow_coturn_rest_api() -> None:
             turn_secret="s3cret",
             turn_ttl_s=7200,
         ),
-        "alice",
-        1000.0,
+        call_id="c1",
+        participant_id="p1",
+        now=1000.0,
     )
     assert cfg["iceServers"][0] == {"urls": ["stun:t:3478"]}
-    assert cfg["iceServers"][1]["username"] == "8200:alice" and cfg["expiresAt"] == 8200
+    # Named after the call and the participant, so coturn's logs say whose relay it is.
+    assert cfg["iceServers"][1]["username"] == "8200:c1.p1" and cfg["expiresAt"] == 8200
     # No third-party STUN unless configured: host candidates only (loopback, LAN).
-    assert ice_servers(settings(), "alice")["iceServers"] == []
+    assert ice_servers(settings(), call_id="c1", participant_id="p1")["iceServers"] == []
 
 
 def test_sdp_and_candidate_shapes() -> None:

@@ -172,5 +172,6 @@ export interface ClientEvents {
   "call:toggle-audio": { callId: string; enabled: boolean };
   "call:toggle-video": { callId: string; enabled: boolean };
   "call:heartbeat": { callId: string };
-  "call:request-ice-servers": Record<string, never>;
+  /** Only for a call this socket is in; short-lived TURN credentials. */
+  "call:request-ice-servers": { callId: string };
 }

@@ -1,0 +1,244 @@
+"""Least privilege on NATS: each service's user is refused what its role does not cover.
+
+The test nats-server runs with the users of ``schemas/permissions.py``; these tests connect
+as one role at a time and show the refusals the issue names (a transcriber cannot publish
+call commands, only gateways publish ``user.<id>.signal``, only gateways and the selector
+call ``media.rpc``), and that what a role needs still passes. A refused publish is never
+delivered: the test publishes the refused message first and an allowed sentinel after it on
+the same connection, so once the sentinel arrived the refused one would have too.
+"""
+
+import asyncio
+import json
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from devstack.binaries import nats_server_path
+from schemas import permissions, subjects
+from schemas.bus import Bus
+from schemas.provisioning import ResourceMissing, provision
+from schemas.settings import BusSettings
+from tests.support.nats_server import NatsServer
+
+pytestmark = pytest.mark.nats_violations_expected
+
+Connect = Callable[[str], Awaitable[tuple[Client, list[Exception]]]]
+
+
+@pytest.fixture
+async def connect_as(nats_server: NatsServer) -> AsyncIterator[Connect]:
+    """Connect as a role (with its own inbox prefix); every error the server sends is kept."""
+    clients: list[Client] = []
+
+    async def connect(role: str) -> tuple[Client, list[Exception]]:
+        errors: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(exc)
+
+        user, password = nats_server.credentials(role)
+        nc = await nats.connect(
+            nats_server.url,
+            user=user,
+            password=password,
+            inbox_prefix=subjects.inbox_prefix(user),
+            error_cb=on_error,
+            allow_reconnect=False,
+            connect_timeout=3,
+        )
+        clients.append(nc)
+        return nc, errors
+
+    yield connect
+    for nc in clients:
+        await nc.close()
+
+
+async def _delivered(
+    test_nc: Client, nc: Client, refused_subject: str, allowed_subject: str
+) -> list[str]:
+    """Publish on ``refused_subject`` then ``allowed_subject`` (same connection); return the
+    subjects a listener received, once the allowed one arrived."""
+    got: list[str] = []
+    arrived = asyncio.Event()
+
+    async def on_msg(msg: Msg) -> None:
+        got.append(msg.subject)
+        if msg.subject == allowed_subject:
+            arrived.set()
+
+    subs = [await test_nc.subscribe(s, cb=on_msg) for s in (refused_subject, allowed_subject)]
+    await test_nc.flush()
+    await nc.publish(refused_subject, b"{}")
+    await nc.publish(allowed_subject, b"{}")
+    await nc.flush()
+    await asyncio.wait_for(arrived.wait(), 5)
+    for sub in subs:
+        await sub.unsubscribe()
+    return got
+
+
+async def _violation(errors: list[Exception], subject: str) -> None:
+    """Wait for the server's permissions violation about ``subject``."""
+
+    async def seen() -> None:
+        while not any(
+            subject.lower() in str(e).lower() and "permissions violation" in str(e).lower()
+            for e in errors
+        ):
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(seen(), 5)
+
+
+async def test_a_transcriber_cannot_publish_call_commands(connect_as: Connect, uid: str) -> None:
+    test_nc, _ = await connect_as("test")
+    nc, errors = await connect_as("transcriber")
+    command = subjects.call_command(uid, "end")
+    allowed = subjects.transcript_segment(uid)
+    got = await _delivered(test_nc, nc, command, allowed)
+    assert got == [allowed]
+    await _violation(errors, command)
+
+
+@pytest.mark.parametrize("role", ["selector", "media_node", "transcriber", "translator_bridge"])
+async def test_only_gateways_publish_user_signals(connect_as: Connect, uid: str, role: str) -> None:
+    test_nc, _ = await connect_as("test")
+    nc, errors = await connect_as(role)
+    signal = subjects.user_signal(f"u{uid}")
+    allowed = subjects.service_heartbeat(role, f"s{uid}")
+    got = await _delivered(test_nc, nc, signal, allowed)
+    assert got == [allowed]
+    await _violation(errors, signal)
+    # The gateway may: the same signal goes through.
+    gw, gw_errors = await connect_as("gateway")
+    got = await _delivered(test_nc, gw, signal, subjects.service_heartbeat("gateway", uid))
+    assert signal in got and not gw_errors
+
+
+@pytest.mark.parametrize(
+    "role", ["media_node", "transcriber", "translator_bridge", "archive", "analyst"]
+)
+async def test_only_gateways_and_the_selector_call_media_rpc(
+    connect_as: Connect, uid: str, role: str
+) -> None:
+    rpc = subjects.media_rpc(f"node{uid}", "open_session")
+    node, _ = await connect_as("media_node")
+
+    async def answer(msg: Msg) -> None:
+        await msg.respond(b"ok")
+
+    await node.subscribe(rpc, cb=answer)
+    await node.flush()
+    nc, errors = await connect_as(role)
+    with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+        await nc.request(rpc, b"{}", timeout=1)
+    await _violation(errors, rpc)
+    for allowed in ("gateway", "selector"):
+        caller, caller_errors = await connect_as(allowed)
+        reply = await caller.request(rpc, b"{}", timeout=5)
+        assert reply.data == b"ok" and not caller_errors
+
+
+async def test_a_service_cannot_listen_to_other_peoples_signals_or_replies(
+    connect_as: Connect, uid: str
+) -> None:
+    nc, errors = await connect_as("transcriber")
+    await nc.subscribe(subjects.user_signal(f"u{uid}"))
+    await _violation(errors, subjects.user_signal(f"u{uid}"))
+    # Nor the replies meant for the gateway's requests.
+    theirs = subjects.inboxes_of("gateway")
+    await nc.subscribe(theirs)
+    await _violation(errors, theirs)
+
+
+async def test_the_analyst_reads_events_and_publishes_nothing(
+    connect_as: Connect, uid: str
+) -> None:
+    nc, errors = await connect_as("analyst")
+    await nc.subscribe(subjects.call_events_of(uid))  # allowed
+    await nc.flush()
+    event = subjects.call_event(uid, "ended")
+    await nc.publish(event, b"{}")
+    await nc.flush()
+    await _violation(errors, event)
+
+
+async def test_a_wrong_password_is_refused(nats_server: NatsServer) -> None:
+    # Spoken on a raw socket: nats-py leaves its transport open when a connect is refused.
+    reader, writer = await asyncio.open_connection("127.0.0.1", nats_server.port)
+    try:
+        assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"INFO ")
+        connect = {"user": "gateway", "pass": "not-the-password", "verbose": False}
+        writer.write(b"CONNECT " + json.dumps(connect).encode() + b"\r\nPING\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readline(), 5)
+        assert answer.startswith(b"-ERR") and b"authorization violation" in answer.lower()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def test_the_generated_configuration_is_valid_for_nats_server(tmp_path: Path) -> None:
+    """Both forms: literal passwords (embedded stack, tests) and ``$NATS_<ROLE>_PASSWORD``
+    references (deploy/compose), checked by nats-server itself (``-t``)."""
+    literal = tmp_path / "literal.conf"
+    literal.write_text(
+        permissions.server_config(
+            {r: f"pw-{r}" for r in permissions.ROLES}, no_auth_user=permissions.ANALYST.name
+        )
+    )
+    env = {permissions.password_variable(r): f"pw-{r}" for r in permissions.ROLES}
+    referenced = tmp_path / "referenced.conf"
+    referenced.write_text(permissions.server_config(None))
+    for conf in (literal, referenced):
+        done = subprocess.run(
+            [nats_server_path(), "-t", "-c", str(conf)],
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_under_its_role_a_service_provisions_only_what_it_owns() -> None:
+    """On a fresh server: the translator bridge creates its own streams, does not try to
+    create the gateway's ``calls`` bucket, and names the resource it waited for in vain."""
+    server = NatsServer().start()
+    try:
+        user, password = server.credentials("translator_bridge")
+        settings = BusSettings(
+            nats_url=server.url, nats_user=user, nats_password=password, nats_connect_deadline_s=1
+        )
+        bus = await Bus.connect(settings, "test-provisioning-role")
+        try:
+            with pytest.raises(ResourceMissing, match=subjects.kv_stream(subjects.CALLS_BUCKET)):
+                await provision(bus.js, settings, permissions.TRANSLATOR_BRIDGE)
+            for stream in (subjects.TRANSCRIPTS_STREAM, subjects.DEAD_LETTER_STREAM):
+                assert (await bus.js.stream_info(stream)).config.name == stream
+        finally:
+            await bus.close()
+        # Once the owner (here the all-access test user) provisioned everything, it starts.
+        admin = await Bus.connect(BusSettings(nats_url=server.url), "test-admin")
+        try:
+            await provision(admin.js, BusSettings(nats_url=server.url))
+        finally:
+            await admin.close()
+        bus = await Bus.connect(settings, "test-provisioning-role")
+        try:
+            await provision(bus.js, settings, permissions.TRANSLATOR_BRIDGE)
+        finally:
+            await bus.close()
+        # It never even tried what its user may not do.
+        assert server.violations() == []
+    finally:
+        server.cleanup()
