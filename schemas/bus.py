@@ -143,10 +143,16 @@ async def fetch_soon(psub: Any, batch: int, *, wait_s: float) -> list[Msg]:
     nats-py's ``fetch(batch, timeout)`` with nothing pending waits until ``batch`` messages
     came or the whole timeout passed: one event would wait ``timeout``. So wait for one,
     then take (without waiting) whatever else is already there.
+
+    The second fetch's short deadline can pass before the server's answer arrives, and
+    nats-py then raises a plain ``asyncio.TimeoutError`` (not its own subclass): that must
+    not lose the message already in hand (it would be redelivered only after the ack wait,
+    holding the consumer's acknowledgement floor back meanwhile). Messages that arrive after
+    the deadline stay in the subscription's queue for the next fetch.
     """
     msgs: list[Msg] = await psub.fetch(1, timeout=wait_s)
     if batch > 1:
-        with contextlib.suppress(nats.errors.TimeoutError):
+        with contextlib.suppress(TimeoutError):  # nats.errors.TimeoutError is a subclass
             msgs += await psub.fetch(batch - 1, timeout=0.001)
     return msgs
 
