@@ -366,11 +366,20 @@ class SignalingParticipant(CallClient):
         #: acks): applied, in order, on top of the view the acknowledgement carries.
         self._early: list[tuple[str, str]] | None = None
 
-    async def join(self, call_id: str, resume_token: str | None = None) -> dict[str, Any]:
+    async def join(
+        self,
+        call_id: str,
+        resume_token: str | None = None,
+        *,
+        language: str | None = None,
+        caption_language: str | None = None,
+    ) -> dict[str, Any]:
         self._early = []
         self.call_id = call_id  # notices of this call are kept from now on
         try:
-            ack = await super().join(call_id, resume_token)
+            ack = await super().join(
+                call_id, resume_token, language=language, caption_language=caption_language
+            )
             self.view = {
                 p["participantId"]
                 for p in ack["call"]["participants"]
@@ -382,8 +391,17 @@ class SignalingParticipant(CallClient):
         finally:
             self._early = None
 
-    async def initiate(self, conversation_id: str, media: str = "video") -> dict[str, Any]:
-        ack = await super().initiate(conversation_id, media)
+    async def initiate(
+        self,
+        conversation_id: str,
+        media: str = "video",
+        *,
+        language: str | None = None,
+        caption_language: str | None = None,
+    ) -> dict[str, Any]:
+        ack = await super().initiate(
+            conversation_id, media, language=language, caption_language=caption_language
+        )
         self.view = set()
         return ack
 

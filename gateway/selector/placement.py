@@ -80,6 +80,10 @@ class NodeTable:
             del self._nodes[node_id]
         return list(self._nodes.values())
 
+    def forget(self, node_id: str) -> None:
+        """Drop a node known to be dead (a later report brings it back)."""
+        self._nodes.pop(node_id, None)
+
     def reserve(self, node_id: str, participants: int) -> None:
         """Count a placement against a node until its next report (two calls placed in
         the same second do not both see the same free room)."""

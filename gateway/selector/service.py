@@ -13,7 +13,9 @@
 - Time-based decisions (the hold before going back to P2P, migration deadlines, retry
   back-offs) wake the call at the time :func:`decide` names; a periodic scan of every call
   (from a KV mirror) is the safety net under both.
-- Placement reads ``media.node.heartbeat``.
+- Placement reads ``media.node.heartbeat``; between heartbeats every node is probed
+  (:mod:`gateway.selector.liveness`), and the calls of a node that is gone (confirmed dead,
+  or silent past the expiry) are decided at once rather than at the next scan.
 """
 
 import asyncio
@@ -33,6 +35,7 @@ from gateway import state_machine as sm
 from gateway.call_store import CallStore
 from gateway.errors import CallError
 from gateway.lanes import Lanes
+from gateway.selector.liveness import NodeProbes, ProbeResult
 from gateway.selector.placement import NodeTable
 from gateway.selector.rules import Decision, Rules, decide, hold_since
 from gateway.selector.settings import SelectorSettings
@@ -50,9 +53,10 @@ from schemas.call_events import (
 )
 from schemas.call_state import ActiveCallClaim, CallState
 from schemas.codec import decoder_for
+from schemas.errors import NoResponders, RpcFailed
 from schemas.kv import TypedKv
 from schemas.logs import get_logger
-from schemas.media import MediaNodeHeartbeat
+from schemas.media import LeasesRenewed, MediaNodeHeartbeat, RenewLeases
 from schemas.runtime import Service
 
 log = get_logger("gateway.selector")
@@ -237,6 +241,10 @@ class SelectorService(Service[SelectorSettings]):
         )
         self.store = CallStore(bus, calls_kv, claims_kv)
         self.nodes = NodeTable(settings.selector_node_expiry_s, started_at=time.time())
+        self.probes = NodeProbes(
+            settings.selector_node_probe_interval_s, misses=settings.selector_node_probe_misses
+        )
+        self._known_nodes: set[str] = set()
         self.selector = ModeSelector(
             self.store,
             self.nodes,
@@ -271,12 +279,63 @@ class SelectorService(Service[SelectorSettings]):
             loop.create_task(self._consume(), name="selector-consumer"),
             loop.create_task(self.selector.run_wakeups(), name="selector-wakeups"),
             loop.create_task(self._scan(), name="selector-scan"),
+            loop.create_task(self._watch_nodes(), name="selector-nodes"),
         ]
         self.accepting = True
         log.info("selector.serving", durable=settings.selector_durable)
 
     async def _on_node(self, beat: MediaNodeHeartbeat, _: Incoming) -> None:
         self.nodes.update(beat, time.time())
+
+    async def _watch_nodes(self) -> None:
+        """Probe the media nodes between their heartbeats; decide the calls of a node that
+        is gone (confirmed dead, or silent past the expiry) at once."""
+        while True:
+            now = time.time()
+            live = {n.node_id for n in self.nodes.live(now)}
+            if self.probes.enabled:
+                due = self.probes.due(live, now)
+                outcomes = await asyncio.gather(*(self._probe(n) for n in due))
+                now = time.time()
+                for node_id, outcome in zip(due, outcomes, strict=True):
+                    if self.probes.result(node_id, outcome, now):
+                        self.nodes.forget(node_id)
+                        live.discard(node_id)
+                        log.warning("selector.node_dead", node_id=node_id, via="no_responders")
+            for node_id in self._known_nodes - live:
+                self._move_calls_off(node_id)
+            self._known_nodes = live
+            now = time.time()
+            wait = self.probes.next_at(now) - now if self.probes.enabled else 1.0
+            await asyncio.sleep(min(max(wait, 0.02), 1.0))
+
+    async def _probe(self, node_id: str) -> ProbeResult:
+        try:
+            await self.bus.request(
+                subjects.media_rpc(node_id, RenewLeases.verb),
+                RenewLeases(session_ids=[]),
+                LeasesRenewed,
+                timeout=1.0,
+            )
+        except NoResponders:
+            return "no_responders"
+        except RpcFailed:
+            return "answered"  # a typed refusal: somebody is there
+        except Exception:  # a timeout, or this selector's own connection in trouble
+            return "unanswered"
+        return "answered"
+
+    def _move_calls_off(self, node_id: str) -> None:
+        """Decide now every call that uses a node that is gone."""
+        moved = 0
+        for call_id, (state, _) in list(self.mirror.calls.items()):
+            if state.status == "ended":
+                continue
+            migrating_to = state.migration.node_id if state.migration is not None else None
+            if node_id in (state.media_node_id, state.prewarm_node_id, migrating_to):
+                self.selector.spawn(call_id)
+                moved += 1
+        log.warning("selector.node_gone", node_id=node_id, calls=moved)
 
     async def _consume(self) -> None:
         while True:
@@ -379,5 +438,7 @@ class SelectorService(Service[SelectorSettings]):
         extra["calls_deciding"] = float(self.selector.lanes.busy)
         extra["decision_runs"] = float(self.selector.lanes.runs)
         extra["media_nodes_live"] = float(len(self.nodes.live(time.time())))
+        extra["node_probes_sent"] = float(self.probes.sent)
+        extra["nodes_confirmed_dead"] = float(self.probes.confirmed_dead)
         extra["cas_conflicts"] = float(self.store.cas_conflicts)
         return extra

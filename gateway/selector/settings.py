@@ -22,6 +22,11 @@ class SelectorSettings(ServiceSettings, frozen=True, kw_only=True):
     selector_retry_max_s: PositiveFloat = 30.0
     #: A media node that has not reported for this long is dead to placement.
     selector_node_expiry_s: PositiveFloat = 6.0
+    #: How often each known media node is probed between its heartbeats (0: never; a
+    #: crashed node is then found only by ``selector_node_expiry_s``).
+    selector_node_probe_interval_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 0.5
+    #: "No responders" this many times in a row (0.2 s apart) and a node is dead.
+    selector_node_probe_misses: Annotated[int, msgspec.Meta(ge=1, le=10)] = 2
     #: How often every known call is re-examined (a safety net under the events).
     selector_scan_interval_s: PositiveFloat = 2.0
     #: The durable consumer shared by every selector instance.

@@ -35,6 +35,13 @@ SFU uplink, its captions uplink) instead of a tone. :meth:`set_transcription`,
 :meth:`captions_uplink` (an audio-only uplink for the server's transcribers, P2P; it also
 follows ``call:captions-uplink`` when the gateway moves or drops it) are the captions
 calls; :meth:`captions` and :meth:`wait_caption` read the ``call:caption`` events received.
+
+**Losing its gateway.** :meth:`reconnect` opens a new socket (to another gateway, or the
+same) and takes the participant's place back with ``call:join {resumeToken}``; peer
+connections and SFU legs are left as they are. With ``failover=[url, ...]`` the client does
+that by itself when its socket drops without being asked to (a gateway that died, a cut
+link), trying the URLs in turn from the one after the current, as a browser behind a load
+balancer would; ``resumes`` records each (dropped at, resumed at, URL).
 """
 
 import asyncio
@@ -93,6 +100,9 @@ class CallClient:
         video_fps: float = 30.0,
         decode_sfu: bool = True,
         microphone: Microphone | None = None,
+        failover: list[str] | None = None,
+        failover_deadline_s: float = 30.0,
+        report_switches: bool = True,
     ) -> None:
         self.url = url
         self.token = token
@@ -112,6 +122,9 @@ class CallClient:
         self.microphone = microphone
         #: The audio-only captions uplink (P2P, server-side transcription), if any.
         self.captions_sfu: GatewaySfuClient | None = None
+        #: Report migrations (``call:mode-switched``); False: a client that brings its new
+        #: path up and then hangs, so the migration waits on it (fault tests).
+        self.report_switches = report_switches
         self.mode = "p2p"
         self.epoch = 0
         self.conversation_type = ""
@@ -132,7 +145,14 @@ class CallClient:
             # The SFU client's microphone: synthesised once now, not at the switch.
             speech_like(1.2)
             speech_like(1.0, f0=150.0)
-        self.sio = socketio.AsyncClient(reconnection=False)
+        #: Gateways to reconnect to when the socket drops by itself (see the module docstring).
+        self.failover = list(failover or [])
+        self.failover_deadline_s = failover_deadline_s
+        #: (monotonic time the socket dropped, time the place was taken back, gateway URL).
+        self.resumes: list[tuple[float, float, str]] = []
+        self._leaving = False
+        self._failing_over: asyncio.Task[None] | None = None
+        self.sio = self._new_socket()
         self.events: list[tuple[str, Payload, float]] = []
         self._consumed: set[int] = set()
         self._changed = asyncio.Event()
@@ -145,7 +165,6 @@ class CallClient:
         #: Offers and answers in progress (kept referenced: asyncio holds tasks weakly).
         self._tasks: set[asyncio.Task[None]] = set()
         self._media_changed = asyncio.Event()
-        self.sio.on("*", self._on_event)
 
     # --- connection ----------------------------------------------------------------------
     @classmethod
@@ -171,7 +190,87 @@ class CallClient:
             wait_timeout=timeout,
         )
 
+    def _new_socket(self) -> socketio.AsyncClient:
+        sio = socketio.AsyncClient(reconnection=False)
+        sio.on("*", self._on_event)
+
+        async def on_disconnect(*_: Any) -> None:
+            if sio is self.sio and not self._leaving:
+                self.events.append(("client:dropped", {"url": self.url}, time.monotonic()))
+                self._changed.set()
+                if self.failover and self._failing_over is None:
+                    self._failing_over = asyncio.get_running_loop().create_task(
+                        self._fail_over(time.monotonic())
+                    )
+
+        sio.on("disconnect", on_disconnect)
+        return sio
+
+    async def reconnect(self, url: str | None = None, *, timeout: float = 10.0) -> Payload | None:
+        """A new socket to ``url`` (default: the same gateway) that takes this participant's
+        place back (``call:join {resumeToken}``); returns the join's ack, or ``None`` when the
+        client is in no call. Media paths are not touched."""
+        dropped_at = time.monotonic()
+        old = self.sio
+        self.sio = self._new_socket()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(old.disconnect(), 2)
+        self.url = url or self.url
+        if self._sfu_transport is not None:
+            self._sfu_transport.sio = self.sio
+        await self.open(timeout=timeout)
+        if self.call_id is None or self.resume_token is None:
+            return None
+        ack = await self._must(
+            "call:join", {"callId": self.call_id, "resumeToken": self.resume_token}
+        )
+        self._entered(ack)
+        self.resumes.append((dropped_at, time.monotonic(), self.url))
+        return ack
+
+    async def _fail_over(self, dropped_at: float) -> None:
+        """Reconnect to the failover gateways in turn until one takes the place back."""
+        urls = self.failover
+        start = (urls.index(self.url) + 1) if self.url in urls else 0
+        deadline = dropped_at + self.failover_deadline_s
+        attempt = 0
+        try:
+            while time.monotonic() < deadline and not self._leaving:
+                url = urls[(start + attempt) % len(urls)]
+                attempt += 1
+                try:
+                    await self.reconnect(url, timeout=2.0)
+                    if self.resumes:
+                        self.resumes[-1] = (dropped_at, *self.resumes[-1][1:])
+                    return
+                except Exception as exc:
+                    self.events.append(
+                        (
+                            "client:failover-failed",
+                            {"url": url, "error": repr(exc)},
+                            time.monotonic(),
+                        )
+                    )
+                    await asyncio.sleep(min(0.1 * attempt, 1.0))
+        finally:
+            self._failing_over = None
+            self._changed.set()
+
+    async def wait_resumed(self, count: int = 1, timeout: float = 20.0) -> tuple[float, float, str]:
+        """Until the client has taken its place back ``count`` times; returns the last."""
+        try:
+            await until(lambda: len(self.resumes) >= count, self._changed, timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"{self.name}: not resumed (saw {[n for n, _, _ in self.events][-12:]})"
+            ) from None
+        return self.resumes[-1]
+
     async def close(self) -> None:
+        self._leaving = True
+        if self._failing_over is not None:
+            self._failing_over.cancel()
+            await asyncio.gather(self._failing_over, return_exceptions=True)
         await self.stop_heartbeats()
         if self._monitor is not None:
             self._monitor.cancel()
@@ -187,7 +286,9 @@ class CallClient:
         await self.drop()
 
     async def drop(self, timeout: float = 5.0) -> None:
-        """Close the socket only (as a lost network would); peer connections stay."""
+        """Close the socket only (as a lost network would); peer connections stay, and no
+        failover follows."""
+        self._leaving = True
         self._beating = False
         if self._heartbeat is not None:
             self._heartbeat.cancel()
@@ -713,6 +814,8 @@ class CallClient:
             ok, reason = False, type(exc).__name__[:60]
         took = time.monotonic() - started
         self.reports.append((epoch, mode, took, ok))
+        if not self.report_switches:
+            return
         gap = self.max_gap_ms(started - 1.0, time.monotonic())
         with contextlib.suppress(Exception):
             await self.request(
