@@ -114,7 +114,12 @@ export interface ServerEvents {
     activeCount: number;
   };
   "call:participant-disconnected": { callId: string; participantId: string; graceS: number };
-  "call:participant-resumed": { callId: string; participant: ParticipantView };
+  "call:participant-resumed": {
+    callId: string;
+    participantId: string;
+    /** Media fields may be missing (unknown): keep what you knew. */
+    participant?: Partial<ParticipantView>;
+  };
   "call:declined": { callId: string; userId: string };
   "call:ring-stopped": { callId: string; outcome: string };
   "call:media-toggled": {

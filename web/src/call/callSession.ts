@@ -33,6 +33,8 @@ const SPEAKING_LEVEL = 0.02;
 const LOCAL_SPEAKING_LEVEL = 0.08;
 const RESUME_RETRY_MS = 1_500;
 const SPEAKER_HOLD_MS = 1_500;
+/** How long a heartbeat's "call ended" waits for the call:ended notice that says why. */
+const END_NOTICE_WAIT_MS = 3_000;
 
 export class CallSession {
   state: model.CallModel;
@@ -46,6 +48,7 @@ export class CallSession {
   private readonly offs: (() => void)[] = [];
   private heartbeatTimer: number | null = null;
   private statsTimer: number | null = null;
+  private endTimer: number | null = null;
   private meter: LevelMeter | null = null;
   private localLevel = 0;
   private spokeAt = 0;
@@ -179,8 +182,15 @@ export class CallSession {
       this.state = model.patch(this.state, participantId, { connection: "reconnecting" });
       this.listener.changed();
     });
-    this.on("call:participant-resumed", ({ participant }) => {
-      this.state = model.upsert(this.state, participant);
+    this.on("call:participant-resumed", ({ participantId, participant }) => {
+      // Back with what they had: fields the notice leaves out (an older server says nothing
+      // of media) keep what we knew, never the "just joined" defaults.
+      const known = model.find(this.state, participantId);
+      this.state = known
+        ? model.upsert(this.state, { ...known, ...(participant ?? {}), participantId, connection: "connected" })
+        : participant && isFullView(participant)
+          ? model.upsert(this.state, participant)
+          : this.state;
       this.listener.changed();
     });
     this.on("call:media-toggled", ({ participantId, audioEnabled, videoEnabled }) => {
@@ -273,7 +283,9 @@ export class CallSession {
       this.signaling.request("call:heartbeat", { callId: this.callId }).catch((err: unknown) => {
         const e = toAppError(err);
         if (e.code === "call_ended" || e.code === "not_in_call") {
-          this.finish("You are no longer in this call.", "info");
+          // The heartbeat can learn of the end before call:ended (with its reason) arrives:
+          // give the notice a moment, so the person reads why ("No answer", ...).
+          this.finishUnlessTold("You are no longer in this call.");
         }
       });
     }, every);
@@ -369,6 +381,11 @@ export class CallSession {
     }
   }
 
+  private finishUnlessTold(message: string): void {
+    if (this.over || this.endTimer !== null) return;
+    this.endTimer = window.setTimeout(() => this.finish(message, "info"), END_NOTICE_WAIT_MS);
+  }
+
   private finish(message: string, tone: "info" | "error"): void {
     if (this.over) return;
     this.dispose();
@@ -382,10 +399,15 @@ export class CallSession {
     this.offs.length = 0;
     if (this.heartbeatTimer !== null) window.clearInterval(this.heartbeatTimer);
     if (this.statsTimer !== null) window.clearInterval(this.statsTimer);
+    if (this.endTimer !== null) window.clearTimeout(this.endTimer);
     this.meter?.close();
     this.path.close();
     this.local.stop();
   }
+}
+
+function isFullView(p: Partial<ParticipantView>): p is ParticipantView {
+  return typeof p.participantId === "string" && typeof p.audioEnabled === "boolean" && typeof p.videoEnabled === "boolean";
 }
 
 export function requireJoined(ack: unknown): JoinedAck {
