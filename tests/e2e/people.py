@@ -73,6 +73,8 @@ class Person:
     context: BrowserContext
     page: Page
     errors: list[str] = field(default_factory=list)
+    #: The page's console, kept for the artifacts of a failed journey.
+    console: list[str] = field(default_factory=list)
 
     # --- looking -------------------------------------------------------------------------
     def expect_screen(self, screen: str, timeout: float = 20_000) -> None:
@@ -82,6 +84,12 @@ class Person:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{test_name}-{self.name}.png"
         self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def save_console(self, test_name: str) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{test_name}-{self.name}.console.txt"
+        path.write_text("\n".join(self.console))
         return path
 
     def button(self, name: str) -> Locator:
