@@ -137,7 +137,7 @@ export class App {
     const screen = conversationsScreen(this.api, id.principalId, this.missed, {
       call: (c) => this.preJoin(c, null),
       join: (c, callId) => this.preJoin(c, callId),
-      history: (c) => show(historyScreen(this.api, c, conversationTitle(c, id.principalId), () => this.showConversations())),
+      history: (c) => show(historyScreen(this.api, c, conversationTitle(c, id.principalId), () => this.showConversations(), id.language)),
       dismissMissed: (callId) => {
         const i = this.missed.findIndex((m) => m.callId === callId);
         if (i >= 0) this.missed.splice(i, 1);

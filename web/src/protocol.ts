@@ -49,6 +49,57 @@ export interface ConversationSummary {
   activeCall: { callId: string; status: CallStatus; participantCount: number } | null;
 }
 
+/** One call in the person's history (`GET /api/calls/history`). */
+export interface HistoryItem {
+  callId: string;
+  conversationId: string;
+  conversationType: ConversationType;
+  media: MediaKind;
+  role: "initiator" | "participant" | "invitee";
+  tookPart: boolean;
+  missed: boolean;
+  status: string;
+  createdAt: number;
+  startedAt: number | null;
+  endedAt: number | null;
+  endReason: string | null;
+  durationS: number | null;
+  initiatorUserId: string | null;
+  participantCount: number;
+}
+
+export interface HistoryPage {
+  items: HistoryItem[];
+  nextCursor: string | null;
+}
+
+export interface CallDetailView extends CallView {
+  source: "live" | "archive";
+  history: {
+    durationS: number | null;
+    participants: { participantId: string; kind: "user" | "guest"; displayName: string; joinedAt: number; leftAt: number | null }[];
+    modeChanges: { at: number; fromMode: CallMode; toMode: CallMode; outcome: string; reason: string; durationMs: number; maxGapMs: number }[];
+    transcriptionEnabled: boolean;
+    guestCount: number;
+    maxActive: number;
+  } | null;
+}
+
+export interface TranscriptView {
+  callId: string;
+  segments: {
+    utteranceId: string;
+    participantId: string;
+    speakerName: string;
+    language: string;
+    text: string;
+    spokenAt: number;
+    source: string;
+    captions: { language: string; text: string; translated: boolean }[];
+  }[];
+  nextCursor: string | null;
+}
+
 export interface IceServerView {
   urls: string[];
   username?: string | null;
@@ -208,6 +259,8 @@ export interface ServerEvents {
   // --- captions ------------------------------------------------------------------------------
   "call:transcription-changed": { callId: string; enabled: boolean; by: string | null };
   "call:participant-language": { callId: string; participantId: string; language: string; captionLanguage: string };
+  /** The audio-only captions session asked for (`sfu: null`: no longer wanted). */
+  "call:captions-uplink": { callId: string; participantId: string; sfu: SfuRefView | null };
   "call:caption": CaptionEvent;
 }
 
@@ -261,7 +314,7 @@ export interface ClientEvents {
     revision?: number;
     language?: string;
   };
-  "call:captions-uplink": { callId: string };
+  "call:captions-uplink": { callId: string; enabled?: boolean };
 }
 
 export interface SfuPublishAck {

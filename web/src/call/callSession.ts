@@ -237,6 +237,9 @@ export class CallSession {
       this.listener.changed();
     });
     this.on("call:caption", (caption) => this.captions.onCaption(caption));
+    this.on("call:captions-uplink", ({ participantId, sfu }) => {
+      if (participantId === this.state.selfId) this.captions.onUplink(sfu);
+    });
     this.offs.push(
       this.signaling.onState((s, err) => {
         if (this.over) return;

@@ -5,7 +5,7 @@
 // (`call:captions-uplink`), the video staying peer-to-peer.
 
 import { AppError, toAppError } from "../errors";
-import type { CallMode, CaptionEvent, ParticipantView, SfuPublishAck } from "../protocol";
+import type { CallMode, CaptionEvent, ParticipantView, SfuPublishAck, SfuRefView } from "../protocol";
 import type { Signaling } from "../signaling";
 import type { LocalMedia } from "../media/localMedia";
 import { SfuUplink } from "../media/sfuUplink";
@@ -179,20 +179,54 @@ export class CaptionsController {
       await this.signaling.request("call:transcription", { callId: this.host.callId, ...t });
     } catch (err) {
       const e = toAppError(err);
-      if (e.code !== "rate_limited") console.warn("transcript not delivered", e.readable);
+      if (e.code === "conflict" && this.enabled) {
+        // The media node transcribes us already (our audio reaches it): the browser stops.
+        this.speechFailed = true;
+        this.speech?.stop();
+        this.speech = null;
+        this.update();
+        this.host.changed();
+      } else if (e.code !== "rate_limited") {
+        console.warn("transcript not delivered", e.readable);
+      }
     }
   }
 
+  /** Ask for the audio-only uplink; the session comes in the ack or, later, as an event. */
   private async openUplink(): Promise<void> {
     if (this.uplink || this.uplinkPending || this.uplinkFailed || !this.host.online()) return;
     this.uplinkPending = true;
     try {
-      const ack = await this.signaling.request<"call:captions-uplink", { sfu: { nodeId: string; sessionId: string } }>("call:captions-uplink", {
+      const ack = await this.signaling.request<"call:captions-uplink", { sfu: SfuRefView | null }>("call:captions-uplink", {
         callId: this.host.callId,
+        enabled: true,
       });
-      if (this.closed || this.wanted() !== "uplink") return;
-      const leg = new SfuUplink(this.host.iceServers(), this.local, ["audio"], true, () => undefined);
-      this.uplink = { sessionId: ack.sfu.sessionId, leg };
+      if (ack.sfu) await this.publishUplink(ack.sfu);
+    } catch (err) {
+      const e = toAppError(err);
+      // No node has taken it yet: the session comes as a call:captions-uplink event.
+      if (e.code !== "unavailable" && e.code !== "timeout") this.uplinkRefused(e);
+    } finally {
+      this.uplinkPending = false;
+    }
+  }
+
+  /** `call:captions-uplink` from the server: our captions session, or none any more. */
+  onUplink(sfu: SfuRefView | null): void {
+    if (!sfu) {
+      this.closeUplink();
+      this.host.changed();
+      return;
+    }
+    if (this.wanted() === "uplink") void this.publishUplink(sfu);
+  }
+
+  private async publishUplink(sfu: SfuRefView): Promise<void> {
+    if (this.closed || this.uplink?.sessionId === sfu.sessionId) return;
+    this.closeUplink();
+    const leg = new SfuUplink(this.host.iceServers(), this.local, ["audio"], true, () => undefined);
+    this.uplink = { sessionId: sfu.sessionId, leg };
+    try {
       await leg.negotiate(async (sdp) => {
         const answer = await this.signaling.request<"call:sfu-publish", SfuPublishAck>("call:sfu-publish", {
           callId: this.host.callId,
@@ -201,21 +235,24 @@ export class CaptionsController {
         });
         return answer.sdp;
       });
+      console.info(`captions: microphone uplink on session ${sfu.sessionId}`);
     } catch (err) {
-      this.closeUplink();
-      const e = err instanceof AppError ? err : toAppError(err);
-      this.uplinkFailed = true;
-      this.source = "unavailable";
-      this.host.changed();
-      this.host.notice(`Your words cannot be captioned: ${e.readable}`, "error");
-    } finally {
-      this.uplinkPending = false;
+      if (this.uplink?.leg === leg) this.closeUplink();
+      this.uplinkRefused(err instanceof AppError ? err : toAppError(err));
     }
   }
 
+  private uplinkRefused(e: AppError): void {
+    this.uplinkFailed = true;
+    this.source = "unavailable";
+    this.host.notice(`Your words cannot be captioned: ${e.readable}`, "error");
+    this.host.changed();
+  }
+
   private async reopenUplink(): Promise<void> {
+    const sessionId = this.uplink?.sessionId;
     this.closeUplink();
-    await this.openUplink();
+    if (sessionId) await this.publishUplink({ nodeId: "", sessionId });
   }
 
   private closeUplink(): void {
