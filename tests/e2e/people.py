@@ -15,13 +15,22 @@ from playwright.sync_api import BrowserContext, Locator, Page, expect
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 #: Counts camera/microphone prompts and marks the page, to tell a reload or a second
-#: getUserMedia apart from a call that carried on; records Content-Security-Policy refusals.
+#: getUserMedia apart from a call that carried on; records Content-Security-Policy refusals
+#: and the page's peer connections.
 INIT_SCRIPT = """
 (() => {
   window.__meeshy = { gum: 0, loadedAt: performance.timeOrigin, screens: [], csp: [] };
   document.addEventListener('securitypolicyviolation', (e) => {
     window.__meeshy.csp.push(`${e.violatedDirective} ${e.blockedURI}`);
   });
+  // Every peer connection the page makes, so a test can break one (a fault, not a shortcut).
+  const Native = window.RTCPeerConnection;
+  window.__meeshy.pcs = [];
+  if (Native) {
+    window.RTCPeerConnection = class extends Native {
+      constructor(...args) { super(...args); window.__meeshy.pcs.push(this); }
+    };
+  }
   const md = navigator.mediaDevices;
   if (md && md.getUserMedia) {
     const original = md.getUserMedia.bind(md);

@@ -1,4 +1,6 @@
-"""Journey 2: a GROUP call grows to three and moves to the SFU, then shrinks and comes back.
+"""Journey 2 and a failing direct path: calls moving between peer-to-peer and the SFU.
+
+A GROUP call grows to three and moves to the SFU, then shrinks and comes back.
 
 Alice and Bob talk peer-to-peer; Carol joins; the badge turns SFU for all three and each
 sees two remote videos playing (decoded frames and presented frames rising, carried by the
@@ -9,6 +11,10 @@ goes without a picture while the camera is on (``data-video-losses`` stays unset
 The system is the e2e stack (gateway, mode selector with pre-warm on, media node): Alice's
 and Bob's sessions are pre-warmed (the conversation has three members), so the move to the
 SFU only puts their tracks on; Carol's is opened cold.
+
+A DIRECT call whose direct video stops (Bob's sender loses its track) is reported by Alice's
+page (``call:media-health``, frames stalled) and moves to the SFU, where both see each other
+again.
 """
 
 import pytest
@@ -97,3 +103,33 @@ def test_a_group_call_moves_to_the_sfu_and_back_without_a_break(
     bob.expect_screen("conversations")
     alice.button("Leave call").click()
     alice.expect_screen("conversations")
+
+
+def test_a_direct_call_whose_video_stops_moves_to_the_sfu(
+    people: PeopleFactory, gateway: CallStack, uid: str
+) -> None:
+    title = f"Stall {uid[:4]}"
+    put_conversation(gateway, f"d-{uid}", "DIRECT", {"alice": "member", "bob": "member"}, title)
+    alice, bob = people("alice"), people("bob")
+    alice.sign_in("alice")
+    bob.sign_in("bob")
+    alice.start_call(title)
+    bob.accept_incoming()
+    alice.expect_video_playing("Bob")
+    bob.expect_video_playing("Alice")
+    expect_badge(alice, "P2P")
+
+    # The direct path stops carrying Bob's video (his camera is still on).
+    bob.page.evaluate(
+        """() => window.__meeshy.pcs.forEach((pc) => pc.getSenders()
+             .filter((s) => s.track && s.track.kind === 'video')
+             .forEach((s) => s.replaceTrack(null)))"""
+    )
+    for person in (alice, bob):
+        expect_badge(person, "SFU")
+    expect_carried(alice, "Bob", "sfu")
+    expect_carried(bob, "Alice", "sfu")
+    assert alice.marker()["gum"] == 1 and bob.marker()["gum"] == 1, "a second camera prompt"
+    alice.screenshot("direct-moved-to-sfu")
+    alice.button("Hang up").click()
+    bob.expect_screen("conversations")

@@ -193,7 +193,8 @@ export class CallMedia {
   async onModeSwitch(ms: ModeSwitch): Promise<void> {
     const sessionId = ms.mode === "sfu" ? (ms.sfu?.sessionId ?? null) : null;
     const same = this.switching;
-    if (same && same.epoch === ms.epoch && same.mode === ms.mode && same.sessionId === sessionId) {
+    const stillThere = sessionId === null || this.sessions.has(sessionId);
+    if (same && stillThere && same.epoch === ms.epoch && same.mode === ms.mode && same.sessionId === sessionId) {
       // Told again (after a resume): our report may have been lost.
       if (same.reported !== "no" && same.kind === "migration") void this.report(same, same.reported === "ok", "");
       return;
