@@ -101,6 +101,7 @@ class CallService:
         media: MediaKind,
         *,
         bind: JoinedHook | None = None,
+        languages: sm.Languages = sm.NO_LANGUAGES,
     ) -> Joined:
         if who.kind != "user":
             raise CallError("forbidden", "guests cannot start calls")
@@ -115,6 +116,7 @@ class CallService:
             now=time.time(),
             timers=self.timers(),
             resume_token=token,
+            languages=languages,
         )
         joined = Joined(outcome, token)
         await self.store.create(outcome, written=_with_token(bind, joined))
@@ -127,6 +129,7 @@ class CallService:
         resume_token: str | None = None,
         *,
         bind: JoinedHook | None = None,
+        languages: sm.Languages = sm.NO_LANGUAGES,
     ) -> Joined:
         state = await self.store.require(call_id)
         if who.kind == "guest" and self.admit_guest is not None:
@@ -137,7 +140,7 @@ class CallService:
         if resume_token:
             outcome = await self.store.apply(
                 call_id,
-                lambda s: _own_resume(s, who, resume_token, new_token),
+                lambda s: _own_resume(s, who, resume_token, new_token, languages),
                 written=hook,
             )
             assert outcome is not None
@@ -158,6 +161,7 @@ class CallService:
                 resume_token=new_token,
                 max_participants=self.settings.call_max_participants,
                 may_join=allowed,
+                languages=languages,
             ),
             written=hook,
         )
@@ -235,6 +239,32 @@ class CallService:
             lambda s: sm.set_media(s, participant_id, audio=audio, video=video, now=time.time()),
         )
 
+    async def set_transcription(
+        self, call_id: str, participant_id: str, enabled: bool
+    ) -> Outcome | None:
+        """Turn the call's transcription on or off (``None``: it already was)."""
+        return await self.store.apply(
+            call_id,
+            lambda s: sm.set_transcription(s, participant_id, enabled, now=time.time()),
+        )
+
+    async def set_language(
+        self, call_id: str, participant_id: str, languages: sm.Languages
+    ) -> Outcome | None:
+        """Change what a participant speaks and reads (``None``: no change)."""
+        return await self.store.apply(
+            call_id, lambda s: sm.set_language(s, participant_id, languages, now=time.time())
+        )
+
+    async def set_captions_uplink(
+        self, call_id: str, participant_id: str, enabled: bool
+    ) -> Outcome | None:
+        """Ask for (or give up) an audio-only captions uplink (``None``: no change)."""
+        return await self.store.apply(
+            call_id,
+            lambda s: sm.set_captions_uplink(s, participant_id, enabled, now=time.time()),
+        )
+
     async def report_media(
         self,
         call_id: str,
@@ -293,11 +323,13 @@ def _with_token(bind: JoinedHook | None, joined: Joined) -> Written | None:
     return hook
 
 
-def _own_resume(s: CallState, who: Principal, token: str, new_token: str) -> Outcome:
+def _own_resume(
+    s: CallState, who: Principal, token: str, new_token: str, languages: sm.Languages
+) -> Outcome:
     digest = sm.hash_token(token)
     mine: CallParticipantState | None = next(
         (p for p in s.participants if p.resume_token_sha256 == digest), None
     )
     if mine is None or mine.principal_id != who.principal_id:
         raise CallError("forbidden", "the resume token is not valid for this call")
-    return sm.resume(s, token, now=time.time(), new_token=new_token)
+    return sm.resume(s, token, now=time.time(), new_token=new_token, languages=languages)

@@ -56,6 +56,8 @@ class SocketSession:
     #: (session id) this socket was told, so each is said once per socket.
     told_switch: tuple[int, str, str | None] | None = None
     told_prewarm: str | None = None
+    #: The captions uplink session (``call:captions-uplink``) this socket was told last.
+    told_captions: str | None = None
 
 
 @dataclass
@@ -144,7 +146,7 @@ class Delivery:
         session.call_id = call_id
         session.participant_id = participant_id
         session.resume_hash = resume_hash
-        session.told_switch = session.told_prewarm = None
+        session.told_switch = session.told_prewarm = session.told_captions = None
         sids = self._calls.setdefault(call_id, set())
         first = not sids
         sids.add(session.sid)

@@ -15,6 +15,7 @@ EVENT_FAMILY: dict[str, str] = {
     "rest:start": "initiate",
     "call:signal": "signal",
     "call:heartbeat": "heartbeat",
+    "call:transcription": "transcript",
 }
 _MAX_BUCKETS = 200_000
 
@@ -37,6 +38,7 @@ class RateLimiter:
             "initiate": Rate(settings.rate_initiate_per_s, settings.rate_initiate_burst),
             "signal": Rate(settings.rate_signal_per_s, settings.rate_signal_burst),
             "heartbeat": Rate(settings.rate_heartbeat_per_s, settings.rate_heartbeat_burst),
+            "transcript": Rate(settings.rate_transcript_per_s, settings.rate_transcript_burst),
             "default": Rate(settings.rate_default_per_s, settings.rate_default_burst),
         }
         self._buckets: dict[tuple[str, str], _Bucket] = {}

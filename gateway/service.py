@@ -20,6 +20,7 @@ from gateway.archive.repository import ArchiveRepository
 from gateway.call_feeds import CallFeeds, Feed
 from gateway.call_store import CallStore
 from gateway.calls import CallService
+from gateway.captions.router import CaptionRouter
 from gateway.context import GatewayContext
 from gateway.conversations import Conversations
 from gateway.delivery import Delivery
@@ -33,6 +34,7 @@ from gateway.media.sessions import MediaSessions
 from gateway.presence import PresenceReader, PresenceWriter
 from gateway.rate_limit import RateLimiter
 from gateway.settings import GatewaySettings
+from gateway.sockets.captions import CaptionSignaling
 from gateway.sockets.ice_servers import IceServers
 from gateway.sockets.lifecycle import Lifecycle
 from gateway.sockets.media import MediaSignaling
@@ -50,6 +52,7 @@ from schemas.call_state import (
     Presence,
     ShareLinkRecord,
 )
+from schemas.captions import Caption, TranscriptSegment
 from schemas.kv import TypedKv
 from schemas.logs import get_logger
 from schemas.media_events import AnyMediaEvent
@@ -78,6 +81,8 @@ class GatewayService(Service[GatewaySettings]):
         self.media: MediaSessions | None = None
         self.coordinator: MediaCoordinator | None = None
         self.feeds: CallFeeds | None = None
+        self.captions: CaptionRouter | None = None
+        self.caption_signaling: CaptionSignaling | None = None
         self.history: ArchiveRepository | None = None
         self._server: EmbeddedServer | None = None
         self._server_task: asyncio.Task[None] | None = None
@@ -125,6 +130,16 @@ class GatewayService(Service[GatewaySettings]):
         media_signaling = MediaSignaling(settings, calls, self.media)
         self.sockets.register(media_signaling.handlers())
         self.sockets.register(media_signaling.negotiation_handlers(), ordered=False)
+        self.captions = CaptionRouter(self.delivery, self.mirror.get)
+
+        async def publish_segment(segment: TranscriptSegment) -> None:
+            await bus.publish(subjects.transcript_segment(segment.call_id), segment)
+
+        self.caption_signaling = CaptionSignaling(
+            settings, calls, self.media, self.captions, publish_segment
+        )
+        self.sockets.register(self.caption_signaling.handlers())
+        self.sockets.register(self.caption_signaling.waiting_handlers(), ordered=False)
         self.feeds = CallFeeds(bus)
         self.feeds.add(
             Feed("commands", subjects.call_commands_of, AnyCallCommand, self.coordinator.on_command)
@@ -137,6 +152,7 @@ class GatewayService(Service[GatewaySettings]):
                 NodeEvents(self.delivery, self.media, self.coordinator),
             )
         )
+        self.feeds.add(Feed("captions", subjects.captions_of, Caption, self.captions))
         self.delivery.watch_calls(self.feeds.watch)
         self.delivery.watch_binds(self.coordinator.on_bind)
         self.feed = EventFeed(bus)
@@ -282,6 +298,12 @@ class GatewayService(Service[GatewaySettings]):
             extra["media_node_refusals"] = float(self.coordinator.refusals)
         if self.feeds is not None:
             extra["calls_subscribed"] = float(self.feeds.calls)
+        if self.captions is not None:
+            extra["captions_received"] = float(self.captions.received)
+            extra["captions_delivered"] = float(self.captions.delivered)
+            extra["captions_stale"] = float(self.captions.stale)
+        if self.caption_signaling is not None:
+            extra["client_transcripts"] = float(self.caption_signaling.transcripts_published)
         if self.mirror is not None:
             extra["calls_known"] = float(len(self.mirror.calls))
             live = [s for s, _ in self.mirror.calls.values() if s.status != "ended"]

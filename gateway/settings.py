@@ -96,6 +96,11 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
     media_video_slots: Annotated[int, msgspec.Meta(ge=0, le=16)] | None = None
     media_audio_slots: Annotated[int, msgspec.Meta(ge=0, le=8)] | None = None
 
+    # --- captions ------------------------------------------------------------------------
+    #: How long ``call:captions-uplink`` waits for placement and the media node before it
+    #: answers ``unavailable`` (the session still follows, as ``call:captions-uplink``).
+    captions_uplink_timeout_s: PositiveFloat = 10.0
+
     # --- ICE -----------------------------------------------------------------------------
     #: Comma-separated STUN URLs. Empty by default: no third party learns who calls whom;
     #: production points this (and TURN) at its own coturn.
@@ -129,6 +134,9 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
     rate_signal_burst: NonNegativeInt = 200
     rate_heartbeat_per_s: PositiveFloat = 2.0
     rate_heartbeat_burst: NonNegativeInt = 10
+    #: ``call:transcription`` (a browser's interim results come several per second).
+    rate_transcript_per_s: PositiveFloat = 8.0
+    rate_transcript_burst: NonNegativeInt = 30
     rate_default_per_s: PositiveFloat = 10.0
     rate_default_burst: NonNegativeInt = 40
 

@@ -35,6 +35,8 @@ from schemas.call_events import (
     CallRinging,
     CallStatus,
     CallStatusChanged,
+    CaptionsNodeChanged,
+    CaptionsUplinkChanged,
     EndReason,
     LeaveReason,
     MediaKind,
@@ -42,10 +44,12 @@ from schemas.call_events import (
     Participant,
     ParticipantDisconnected,
     ParticipantJoined,
+    ParticipantLanguageChanged,
     ParticipantLeft,
     ParticipantResumed,
     RingEnded,
     RingOutcome,
+    TranscriptionChanged,
 )
 from schemas.call_state import (
     CallInvitee,
@@ -74,6 +78,18 @@ class Timers:
     heartbeat_timeout_s: float
     reconnect_grace_s: float
     max_duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Languages:
+    """What a participant speaks and reads captions in, as a client asked (``None``: keep
+    what it was; for a newcomer, the token's language and "read what I speak")."""
+
+    language: str | None = None
+    caption_language: str | None = None
+
+
+NO_LANGUAGES = Languages()
 
 
 @dataclass
@@ -177,7 +193,11 @@ def event_participant(p: CallParticipantState) -> Participant:
 
 
 def _new_participant(
-    who: Principal, participant_id: str, now: float, resume_token: str
+    who: Principal,
+    participant_id: str,
+    now: float,
+    resume_token: str,
+    languages: Languages = NO_LANGUAGES,
 ) -> CallParticipantState:
     return CallParticipantState(
         participant_id=participant_id,
@@ -185,7 +205,8 @@ def _new_participant(
         principal_id=who.principal_id,
         user_id=who.user_id,
         display_name=who.display_name,
-        language=who.language,
+        language=languages.language or who.language,
+        caption_language=languages.caption_language,
         joined_at=now,
         last_seen_at=now,
         resume_token_sha256=hash_token(resume_token),
@@ -208,9 +229,10 @@ def start_call(
     now: float,
     timers: Timers,
     resume_token: str,
+    languages: Languages = NO_LANGUAGES,
 ) -> Outcome:
     """A new call: the initiator is in, every other member is rung."""
-    me = _new_participant(initiator, participant_id, now, resume_token)
+    me = _new_participant(initiator, participant_id, now, resume_token, languages)
     invitees = [
         CallInvitee(user_id=m.user_id)
         for m in conversation.members
@@ -271,18 +293,21 @@ def join(
     resume_token: str,
     max_participants: int,
     may_join: bool,
+    languages: Languages = NO_LANGUAGES,
 ) -> Outcome:
     """``who`` enters the call (an accept if it was being rung).
 
     A person already in the call rebinds (a second tab, or the REST initiator's socket):
     same participant, new resume token. ``participant_id`` is the id a newcomer gets;
-    ``may_join`` is the caller's membership verdict.
+    ``may_join`` is the caller's membership verdict; ``languages`` what the newcomer (or
+    the one rebinding) speaks and reads.
     """
     _require_live(state)
     out = Outcome(state)
     existing = participant_of(state, who.principal_id)
     if existing is not None:
         _reconnect(out, existing, resume_token, now=now)
+        _change_languages(out, existing.participant_id, languages)
         out.result = {"participantId": existing.participant_id, "rebound": True}
         return out
     if not may_join:
@@ -292,7 +317,7 @@ def join(
     limit = 2 if state.conversation_type == "DIRECT" else max_participants
     if len(state.participants) >= limit:
         raise CallError("conflict", f"the call is full ({limit} participants)")
-    me = _new_participant(who, participant_id, now, resume_token)
+    me = _new_participant(who, participant_id, now, resume_token, languages)
     was_invited = False
     invitees = []
     for inv in state.invitees:
@@ -323,8 +348,16 @@ def join(
     return out
 
 
-def resume(state: CallState, resume_token: str, *, now: float, new_token: str) -> Outcome:
-    """A reconnecting socket takes its participant's place back (same id, media, language)."""
+def resume(
+    state: CallState,
+    resume_token: str,
+    *,
+    now: float,
+    new_token: str,
+    languages: Languages = NO_LANGUAGES,
+) -> Outcome:
+    """A reconnecting socket takes its participant's place back (same id, media, language,
+    unless ``languages`` says otherwise)."""
     _require_live(state)
     digest = hash_token(resume_token)
     for p in state.participants:
@@ -334,6 +367,7 @@ def resume(state: CallState, resume_token: str, *, now: float, new_token: str) -
         raise CallError("forbidden", "the resume token is not valid for this call")
     out = Outcome(state)
     _reconnect(out, p, new_token, now=now)
+    _change_languages(out, p.participant_id, languages)
     out.result = {"participantId": p.participant_id, "resumed": True, "principalId": p.principal_id}
     return out
 
@@ -400,6 +434,84 @@ def set_media(
             participant_id=participant_id,
             audio_enabled=new_audio,
             video_enabled=new_video,
+        )
+    )
+    return out
+
+
+def set_transcription(
+    state: CallState, participant_id: str, enabled: bool, *, now: float
+) -> Outcome | None:
+    """Any participant turns live transcription and captions on or off for the whole call
+    (``None``: it already was)."""
+    _require_live(state)
+    if find_participant(state, participant_id) is None:
+        raise CallError("not_in_call", "you are not in this call")
+    if state.transcription == enabled:
+        return None
+    out = Outcome(_replace(state, transcription=enabled, updated_at=now))
+    out.events.append(
+        TranscriptionChanged(
+            call_id=state.call_id, enabled=enabled, by_participant_id=participant_id
+        )
+    )
+    return out
+
+
+def set_language(
+    state: CallState, participant_id: str, languages: Languages, *, now: float
+) -> Outcome | None:
+    """A participant changes what it speaks and/or reads, mid-call (``None``: no change)."""
+    _require_live(state)
+    if find_participant(state, participant_id) is None:
+        raise CallError("not_in_call", "you are not in this call")
+    out = Outcome(state)
+    _change_languages(out, participant_id, languages)
+    if not out.events:
+        return None
+    out.state = _replace(out.state, updated_at=now)
+    return out
+
+
+def set_captions_uplink(
+    state: CallState, participant_id: str, enabled: bool, *, now: float
+) -> Outcome | None:
+    """A participant whose browser cannot transcribe asks for an audio-only uplink to a
+    media node (or gives it up); ``None``: nothing changes.
+
+    Asking needs transcription on (there is nothing to transcribe for otherwise); the wish
+    is kept while the participant is in the call, also while the call is on the SFU (where
+    its call session is transcribed instead) or transcription is off for a while.
+    """
+    _require_live(state)
+    if find_participant(state, participant_id) is None:
+        raise CallError("not_in_call", "you are not in this call")
+    if enabled and not state.transcription:
+        raise CallError("conflict", "transcription is off in this call; turn it on first")
+    wanted = participant_id in state.captions_uplinks
+    if wanted == enabled:
+        return None
+    uplinks = (
+        [*state.captions_uplinks, participant_id]
+        if enabled
+        else [p for p in state.captions_uplinks if p != participant_id]
+    )
+    out = Outcome(_replace(state, captions_uplinks=uplinks, updated_at=now))
+    out.events.append(
+        CaptionsUplinkChanged(call_id=state.call_id, participant_id=participant_id, enabled=enabled)
+    )
+    return out
+
+
+def set_captions_node(state: CallState, node_id: str | None) -> Outcome | None:
+    """The mode selector places the call's captions uplinks on ``node_id`` (``None``:
+    releases them); ``None`` when that is already so."""
+    if state.captions_node_id == node_id or (state.status == "ended" and node_id is not None):
+        return None
+    out = Outcome(_replace(state, captions_node_id=node_id))
+    out.events.append(
+        CaptionsNodeChanged(
+            call_id=state.call_id, node_id=node_id, previous_node_id=state.captions_node_id
         )
     )
     return out
@@ -508,6 +620,28 @@ def _reconnect(out: Outcome, p: CallParticipantState, token: str, *, now: float)
         _settle_reconnecting(out)
 
 
+def _change_languages(out: Outcome, participant_id: str, languages: Languages) -> None:
+    """Apply a language choice to a participant of ``out`` (an event if anything changed)."""
+    if languages == NO_LANGUAGES:
+        return
+    p = find_participant(out.state, participant_id)
+    if p is None:
+        return
+    spoken = languages.language or p.language
+    reads = p.caption_language if languages.caption_language is None else languages.caption_language
+    if (spoken, reads) == (p.language, p.caption_language):
+        return
+    _put_participant(out, _replace(p, language=spoken, caption_language=reads))
+    out.events.append(
+        ParticipantLanguageChanged(
+            call_id=out.call_id,
+            participant_id=participant_id,
+            language=spoken,
+            caption_language=reads,
+        )
+    )
+
+
 def _ringing(state: CallState) -> list[str]:
     return [i.user_id for i in state.invitees if i.status == "ringing"]
 
@@ -556,7 +690,11 @@ def _leave(
     if p is None:
         raise CallError("not_in_call", "that participant is not in this call")
     remaining = [q for q in state.participants if q.participant_id != participant_id]
-    out.state = _replace(state, participants=remaining)
+    out.state = _replace(
+        state,
+        participants=remaining,
+        captions_uplinks=[q for q in state.captions_uplinks if q != participant_id],
+    )
     out.events.append(
         ParticipantLeft(
             call_id=state.call_id,
@@ -597,6 +735,7 @@ def _end(out: Outcome, reason: EndReason, *, now: float, by: str | None) -> None
     out.state = _replace(
         out.state,
         participants=[],
+        captions_uplinks=[],
         ring_deadline_at=None,
         ended_at=now,
         end_reason=reason,

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import msgspec
 
 from gateway.errors import CallError
+from schemas import languages
 from schemas.ids import ID_PATTERN, LANG_PATTERN, check_id
 
 #: An id a client sends: the full subject-token pattern is enforced where ids enter.
@@ -40,11 +41,27 @@ def normalize_lang(value: object, default: str = "en") -> str:
     return default
 
 
-def check_lang(value: str) -> str:
+def check_lang(value: str, what: str = "language") -> str:
     lowered = value.strip().lower().replace("_", "-")
     if not _LANG_RE.fullmatch(lowered):
-        raise CallError("bad_request", "language must be a code such as en, fr or pt-br")
+        raise CallError("bad_request", f"{what} must be a code such as en, fr or pt-br")
     return lowered
+
+
+def check_spoken_language(value: str, what: str = "language") -> str:
+    """A language someone speaks: well formed and one speech recognition knows."""
+    code = check_lang(value, what)
+    if not languages.is_spoken(code):
+        raise CallError("bad_request", f"{what}: speech in this language cannot be transcribed")
+    return code
+
+
+def check_caption_language(value: str, what: str = "captionLanguage") -> str:
+    """A language someone reads captions in: well formed and known."""
+    code = check_lang(value, what)
+    if not languages.is_readable(code):
+        raise CallError("bad_request", f"{what}: unknown language code")
+    return code
 
 
 def check_display_name(value: str) -> str:

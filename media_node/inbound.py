@@ -218,6 +218,10 @@ class InboundAudio(InboundStream):
         self._tap = tap
         self._last_tap_error = 0.0
 
+    def set_tap(self, tap: Callable[[bytes, int], None] | None) -> None:
+        """Start (or stop) offering this stream's payloads to a transcription tap."""
+        self._tap = tap
+
     def receive(self, packet: RtpPacket) -> None:
         if packet.ssrc != self.primary_ssrc:
             self._learn_ssrc(packet.ssrc)

@@ -26,6 +26,7 @@ from schemas.media import (
     SdpAnswer,
     SessionOpened,
     SetPreferences,
+    SetTranscription,
 )
 from schemas.runtime import InFlight
 
@@ -57,6 +58,7 @@ class MediaRpc:
             (OpenDownlink, self.open_downlink),
             (AnswerDownlink, self.answer_downlink),
             (SetPreferences, self.set_preferences),
+            (SetTranscription, self.set_transcription),
             (RenewLeases, self.renew_leases),
             (CloseSession, self.close_session),
         ]
@@ -114,6 +116,12 @@ class MediaRpc:
         room = self.registry.room_of(session)
         if room is not None:
             room.reassign("pinned")
+        return MediaAck(session_id=session.session_id)
+
+    async def set_transcription(self, req: SetTranscription, _: Incoming) -> MediaAck:
+        session = self.registry.get(req.session_id)
+        with self._in_flight:
+            await session.set_transcription(req.enabled, req.language)
         return MediaAck(session_id=session.session_id)
 
     async def renew_leases(self, req: RenewLeases, _: Incoming) -> LeasesRenewed:

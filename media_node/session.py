@@ -207,6 +207,33 @@ class ParticipantSession:
 
         return feed
 
+    async def set_transcription(self, enabled: bool, language: str) -> None:
+        """Tap this session's microphone from now on, or stop; the media is untouched.
+
+        A new language applies to the next chunk of the tap. Turning it off closes the
+        utterance in progress (its final chunk goes out) and stops the tap.
+        """
+        self._check_open()
+        self.language = language
+        if self.tap is not None:
+            self.tap.language = language
+        if enabled == self.transcription:
+            return
+        self.transcription = enabled
+        uplink = self.uplink
+        if enabled:
+            if uplink is not None:
+                uplink.set_tap(self._tap_sink())
+                if self.tap is None and "audio" in uplink.kinds:
+                    self._start_tap()
+        else:
+            if uplink is not None:
+                uplink.set_tap(None)
+            tap, self.tap = self.tap, None
+            if tap is not None:
+                await tap.stop()
+        log.info("session.transcription", enabled=enabled, language=language, **self.fields)
+
     def _start_tap(self) -> None:
         node = self._node
         self.tap = AudioTap(

@@ -94,6 +94,13 @@ class Uplink(Leg):
         self._next_rtcp = 0.0
         self.kinds: list[str] = []
 
+    def set_tap(self, tap: TapSink | None) -> None:
+        """Offer the audio to ``tap`` from now on (``None``: stop); no renegotiation."""
+        self._tap = tap
+        stream = self.streams.get("audio")
+        if isinstance(stream, InboundAudio):
+            stream.set_tap(tap)
+
     async def negotiate(self, offer_sdp: str) -> str:
         """Answer the client's offer (codecs pinned); the media starts once connected."""
         try:

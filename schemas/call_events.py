@@ -276,6 +276,36 @@ class ParticipantLanguageChanged(
     caption_language: Lang | None = None
 
 
+class CaptionsUplinkChanged(
+    CallEvent, frozen=True, kw_only=True, tag="participant.captions_uplink_changed"
+):
+    """A participant of a peer-to-peer call asked for (or gave up) an audio-only uplink to a
+    media node, whose tap feeds the transcribers: its browser cannot transcribe, and its
+    video stays peer-to-peer. The mode selector places the call's uplinks on a node
+    (:class:`CaptionsNodeChanged`)."""
+
+    subject_name: ClassVar[str] = "captions_uplink_changed"
+
+    #: Who asked.
+    participant_id: Id
+    #: ``True``: this participant wants the uplink; ``False``: no longer.
+    enabled: bool
+
+
+class CaptionsNodeChanged(CallEvent, frozen=True, kw_only=True, tag="call.captions_node_changed"):
+    """The mode selector placed the audio-only captions uplinks of a peer-to-peer call on a
+    media node, moved them to another (their node died or drains), or released them
+    (``node_id`` absent: nobody needs one now, transcription is off, or the call is on the
+    SFU, where the call's own sessions are transcribed)."""
+
+    subject_name: ClassVar[str] = "captions_node_changed"
+
+    #: The node the captions uplinks now go to (absent: none).
+    node_id: Id | None = None
+    #: The node they were on before (absent: none).
+    previous_node_id: Id | None = None
+
+
 class CallStatusChanged(CallEvent, frozen=True, kw_only=True, tag="call.status_changed"):
     """The call moved between states of its state machine (e.g. ringing -> active)."""
 
@@ -333,6 +363,8 @@ AnyCallEvent = (
     | ParticipantMediaPath
     | TranscriptionChanged
     | ParticipantLanguageChanged
+    | CaptionsUplinkChanged
+    | CaptionsNodeChanged
 )
 """Every event on ``call.evt.>``; decode any of them with
 ``msgspec.json.decode(data, type=AnyCallEvent)`` and replay the stream to rebuild a call."""
@@ -354,4 +386,6 @@ CALL_EVENT_TYPES: tuple[type[CallEvent], ...] = (
     ParticipantMediaPath,
     TranscriptionChanged,
     ParticipantLanguageChanged,
+    CaptionsUplinkChanged,
+    CaptionsNodeChanged,
 )

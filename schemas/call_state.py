@@ -165,6 +165,11 @@ class CallState(msgspec.Struct, frozen=True, kw_only=True):
     failed_migrations: int = 0
     #: Live transcription and captions on for this call (any participant may toggle it).
     transcription: bool = False
+    #: Peer-to-peer only: participants whose browser cannot transcribe and who asked for an
+    #: audio-only uplink to a media node (their video stays peer-to-peer).
+    captions_uplinks: list[Id] = msgspec.field(default_factory=list)
+    #: The media node the selector placed those uplinks on (None: none placed).
+    captions_node_id: Id | None = None
     initiator_user_id: Id
     created_at: float
     #: When unanswered rings become missed (None once nobody is ringing).

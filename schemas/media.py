@@ -39,6 +39,7 @@ variable):
 | ``open_downlink`` | :class:`OpenDownlink` | :class:`DownlinkOffer` (node SDP offer + slots) |
 | ``answer_downlink`` | :class:`AnswerDownlink` (client SDP answer) | :class:`MediaAck` |
 | ``set_preferences`` | :class:`SetPreferences` | :class:`MediaAck` |
+| ``set_transcription`` | :class:`SetTranscription` | :class:`MediaAck` |
 | ``renew_leases`` | :class:`RenewLeases` (many sessions) | :class:`LeasesRenewed` |
 | ``close_session`` | :class:`CloseSession` | :class:`MediaAck` |
 
@@ -180,6 +181,23 @@ class SetPreferences(SessionRequest, frozen=True, kw_only=True, tag="media.set_p
     video_tiles: VideoSlots | None = None
 
 
+class SetTranscription(SessionRequest, frozen=True, kw_only=True, tag="media.set_transcription"):
+    """Turn the transcription tap of a session on or off, and say which language its
+    participant speaks, without touching its media (no renegotiation, no gap).
+
+    On: the node taps the session's microphone from now on (at once if its uplink is
+    published, else from the publish). Off: the utterance in progress is closed (a final
+    chunk) and the tap stops. A new ``language`` applies to the next chunk.
+    """
+
+    verb: ClassVar[str] = "set_transcription"
+
+    #: Tap this session's audio for transcription from now on.
+    enabled: bool
+    #: The language the participant speaks (copied into its audio chunks).
+    language: Lang = "en"
+
+
 class RenewLeases(MediaRequest, frozen=True, kw_only=True, tag="media.renew_leases"):
     """Renew the leases of many sessions at once (a gateway sends one per node).
 
@@ -207,6 +225,7 @@ AnyMediaRequest = (
     | OpenDownlink
     | AnswerDownlink
     | SetPreferences
+    | SetTranscription
     | RenewLeases
     | CloseSession
 )
@@ -218,6 +237,7 @@ MEDIA_REQUEST_TYPES: tuple[type[MediaRequest], ...] = (
     OpenDownlink,
     AnswerDownlink,
     SetPreferences,
+    SetTranscription,
     RenewLeases,
     CloseSession,
 )

@@ -11,6 +11,13 @@ or repeated command, or an event seen twice, changes nothing.
 A node that will not open a session during a migration to the SFU is reported as that
 participant's failure (``participant.media_path`` failed, ``node_refused``): the selector
 then ends the migration and the call stays on its old path.
+
+Captions: each session is told (``set_transcription``, never a reopen: no media gap)
+whether to tap its microphone and in which language, as the plan says: transcription
+turned on or off, a language changed, a migration completed. A participant who asked for a
+captions uplink gets its audio-only ``captions`` session on the node the selector placed
+the call's uplinks on, and is told ``call:captions-uplink`` (once per session; ``sfu:
+null`` when it is no longer wanted). A node refusing one is tried again a little later.
 """
 
 import asyncio
@@ -21,9 +28,10 @@ from gateway import state_machine as sm
 from gateway.call_store import CallStore
 from gateway.calls import CallService
 from gateway.delivery import Delivery, SocketSession
+from gateway.errors import CallError
 from gateway.ice import ice_servers
 from gateway.lanes import Lanes
-from gateway.media.plan import SwitchWanted, plan
+from gateway.media.plan import MediaPlan, SessionWanted, SwitchWanted, plan
 from gateway.media.sessions import MediaSessions, NodeRefused, SessionRef
 from gateway.settings import GatewaySettings
 from schemas.bus import Incoming
@@ -32,8 +40,11 @@ from schemas.call_events import (
     AnyCallEvent,
     CallEnded,
     CallModeChanged,
+    CaptionsNodeChanged,
+    CaptionsUplinkChanged,
     MigrationStarted,
     ParticipantJoined,
+    ParticipantLanguageChanged,
     ParticipantLeft,
     ParticipantMediaPath,
     ParticipantResumed,
@@ -53,8 +64,14 @@ _RELEVANT = (
     CallModeChanged,
     ParticipantMediaPath,
     TranscriptionChanged,
+    ParticipantLanguageChanged,
+    CaptionsUplinkChanged,
+    CaptionsNodeChanged,
     CallEnded,
 )
+
+#: A node that refused a captions session is asked again after this long.
+_CAPTIONS_RETRY_S = 2.0
 
 
 class MediaCoordinator:
@@ -116,8 +133,8 @@ class MediaCoordinator:
         entry = await self._store.get(call_id)
         state = entry.value if entry is not None else None
         for ref in self._sessions.of_call(call_id):
-            wanted = plan(state, ref.participant_id).session if state is not None else None
-            if ref.purpose == "call" and (wanted is None or wanted.node_id != ref.node_id):
+            wanted = _wanted(plan(state, ref.participant_id), ref) if state is not None else None
+            if wanted is None or wanted.node_id != ref.node_id:
                 await self._sessions.close(ref)
         if state is None:
             return
@@ -127,16 +144,18 @@ class MediaCoordinator:
 
     async def _apply(self, state: CallState, socket: SocketSession, participant_id: str) -> None:
         wanted = plan(state, participant_id)
+        me = sm.find_participant(state, participant_id)
+        language = me.language if me is not None else "en"
+        await self._apply_captions(state, socket, participant_id, wanted.captions, language)
         ref: SessionRef | None = None
         if wanted.session is not None:
-            me = sm.find_participant(state, participant_id)
             try:
                 ref = await self._sessions.ensure(
                     state.call_id,
                     participant_id,
                     wanted.session.node_id,
-                    transcription=state.transcription,
-                    language=me.language if me is not None else "en",
+                    transcription=wanted.session.transcription,
+                    language=language,
                 )
             except NodeRefused as refused:
                 self.refusals += 1
@@ -157,6 +176,7 @@ class MediaCoordinator:
                         reason="node_refused",
                     )
                 return
+            ref = await self._configured(ref, wanted.session.transcription, language)
         if wanted.switch is not None:
             told = (wanted.switch.epoch, wanted.switch.mode, ref.session_id if ref else None)
             if socket.told_switch != told:
@@ -182,6 +202,81 @@ class MediaCoordinator:
                     **self._ice(socket),
                 },
             )
+
+    async def _apply_captions(
+        self,
+        state: CallState,
+        socket: SocketSession,
+        participant_id: str,
+        wanted: SessionWanted | None,
+        language: str,
+    ) -> None:
+        """The participant's audio-only captions session, and what its client was told."""
+        call_id = state.call_id
+        if wanted is None:
+            if socket.told_captions is not None:
+                socket.told_captions = None
+                await self._delivery.emit_to_participant(
+                    call_id,
+                    participant_id,
+                    "call:captions-uplink",
+                    {"callId": call_id, "participantId": participant_id, "sfu": None},
+                )
+            return
+        try:
+            ref = await self._sessions.ensure(
+                call_id,
+                participant_id,
+                wanted.node_id,
+                purpose="captions",
+                transcription=True,
+                language=language,
+            )
+        except NodeRefused as refused:
+            self.refusals += 1
+            log.warning(
+                "media.captions_session_refused",
+                call_id=call_id,
+                participant_id=participant_id,
+                node_id=wanted.node_id,
+                reason=refused.reason,
+            )
+            asyncio.get_running_loop().call_later(_CAPTIONS_RETRY_S, self.request, call_id)
+            return
+        ref = await self._configured(ref, True, language)
+        if socket.told_captions != ref.session_id:
+            socket.told_captions = ref.session_id
+            await self._delivery.emit_to_participant(
+                call_id,
+                participant_id,
+                "call:captions-uplink",
+                {
+                    "callId": call_id,
+                    "participantId": participant_id,
+                    "sfu": {"nodeId": ref.node_id, "sessionId": ref.session_id},
+                    **self._ice(socket),
+                },
+            )
+
+    async def _configured(self, ref: SessionRef, transcription: bool, language: str) -> SessionRef:
+        """``ref`` with its node told to tap (or not) in ``language``, if it was not yet."""
+        if ref.transcription == transcription and ref.language == language:
+            return ref
+        try:
+            return await self._sessions.configure(
+                ref, transcription=transcription, language=language
+            )
+        except CallError as err:
+            log.warning(
+                "media.set_transcription_failed",
+                call_id=ref.call_id,
+                participant_id=ref.participant_id,
+                node_id=ref.node_id,
+                code=err.code,
+            )
+            # Still wanted: try again shortly (a gone session is reopened by then).
+            asyncio.get_running_loop().call_later(_CAPTIONS_RETRY_S, self.request, ref.call_id)
+            return ref
 
     def _switch_payload(
         self,
@@ -216,6 +311,11 @@ class MediaCoordinator:
 
     def _ice(self, socket: SocketSession) -> dict[str, Any]:
         return ice_servers(self._settings, socket.principal_id)
+
+
+def _wanted(media: MediaPlan, ref: SessionRef) -> SessionWanted | None:
+    """What the plan wants for a session of ``ref``'s purpose."""
+    return media.session if ref.purpose == "call" else media.captions
 
 
 def _sfu(ref: SessionRef) -> dict[str, Any]:

@@ -11,9 +11,17 @@ only on the state, so a missed command or a duplicate event changes nothing.
   epoch (someone joining a call already on the SFU);
 - P2P with a pre-warm node N: an idle session on N; ``call:sfu-prewarm``;
 - P2P: nothing.
+
+Captions, on top (see :mod:`gateway.captions`): a ``call`` session taps its participant's
+microphone for transcription while the call is on the SFU (mode ``sfu``, also while it
+migrates back to P2P) and transcription is on; never while the call only migrates *to* the
+SFU or is pre-warmed (the browser, or a captions uplink, still carries the captions then:
+one participant is never transcribed twice). In P2P, a participant who asked for a
+captions uplink has a ``captions`` session (audio only, transcribed) on the node the
+selector placed the call's uplinks on, while transcription is on.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from schemas.call_events import CallMode
@@ -22,10 +30,12 @@ from schemas.call_state import CallState
 
 @dataclass(frozen=True, slots=True)
 class SessionWanted:
-    """A session on ``node_id``; ``idle``: connected but sending nothing (pre-warm)."""
+    """A session on ``node_id``; ``idle``: connected but sending nothing (pre-warm);
+    ``transcription``: its microphone feeds the transcribers."""
 
     node_id: str
     idle: bool
+    transcription: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +60,36 @@ class MediaPlan:
     session: SessionWanted | None = None
     switch: SwitchWanted | None = None
     prewarm: bool = False
+    #: An audio-only ``captions`` session (P2P, the browser cannot transcribe).
+    captions: SessionWanted | None = None
 
 
 NOTHING = MediaPlan()
+
+
+def sfu_transcribes(state: CallState) -> bool:
+    """Whether the ``call`` sessions of this call tap their microphones now."""
+    return state.transcription and state.mode == "sfu" and state.status != "ended"
+
+
+def captions_uplink(state: CallState, participant_id: str) -> SessionWanted | None:
+    """The ``captions`` session this participant should have, if any."""
+    node = state.captions_node_id
+    if (
+        node is None
+        or not state.transcription
+        or state.mode != "p2p"
+        or state.status == "ended"
+        or participant_id not in state.captions_uplinks
+    ):
+        return None
+    return SessionWanted(node, idle=False, transcription=True)
+
+
+def server_transcribes(state: CallState, participant_id: str) -> bool:
+    """Whether a media node taps this participant's microphone now (so its browser must
+    not send its own transcript as well)."""
+    return sfu_transcribes(state) or captions_uplink(state, participant_id) is not None
 
 
 def plan(state: CallState, participant_id: str) -> MediaPlan:
@@ -61,6 +98,17 @@ def plan(state: CallState, participant_id: str) -> MediaPlan:
         p.participant_id == participant_id for p in state.participants
     ):
         return NOTHING
+    media = _media_plan(state, participant_id)
+    captions = captions_uplink(state, participant_id)
+    if captions is not None:
+        media = replace(media, captions=captions)
+    session = media.session
+    if session is not None and not session.idle and sfu_transcribes(state):
+        media = replace(media, session=replace(session, transcription=True))
+    return media
+
+
+def _media_plan(state: CallState, participant_id: str) -> MediaPlan:
     m = state.migration
     if m is not None and m.to_mode == "sfu" and m.node_id is not None:
         switch = None

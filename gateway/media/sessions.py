@@ -12,7 +12,7 @@ gateway's next renewal learns it is gone).
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from gateway.errors import CallError
@@ -29,6 +29,7 @@ from schemas.media import (
     RenewLeases,
     SessionOpened,
     SessionPurpose,
+    SetTranscription,
 )
 
 log = get_logger("gateway.media.sessions")
@@ -47,6 +48,9 @@ class SessionRef:
     session_id: str
     video_slots: int = 0
     audio_slots: int = 0
+    #: Whether the node taps its microphone, and in which language (as last set).
+    transcription: bool = False
+    language: str = "en"
 
 
 Key = tuple[str, str, SessionPurpose]
@@ -80,6 +84,8 @@ class MediaSessions:
         self._refs: dict[Key, SessionRef] = {}
         self._opening: dict[Key, asyncio.Lock] = {}
         self._task: asyncio.Task[None] | None = None
+        #: Set whenever a session is opened or forgotten (waiters re-check).
+        self._changed = asyncio.Event()
         self.opened = 0
         self.closed = 0
         self.renewals = 0
@@ -103,6 +109,25 @@ class MediaSessions:
     @property
     def count(self) -> int:
         return len(self._refs)
+
+    async def wait_for(
+        self, call_id: str, participant_id: str, purpose: SessionPurpose, timeout: float
+    ) -> SessionRef | None:
+        """The participant's session of ``purpose`` once one is open (``None`` after
+        ``timeout`` seconds without one)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (ref := self.get(call_id, participant_id, purpose)) is None:
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        return ref
+
+    def _touch(self) -> None:
+        self._changed.set()
 
     # --- opening and closing ---------------------------------------------------------------
     async def ensure(
@@ -157,8 +182,11 @@ class MediaSessions:
                 session_id=opened.session_id,
                 video_slots=opened.video_slots,
                 audio_slots=opened.audio_slots,
+                transcription=transcription,
+                language=language,
             )
             self._refs[key] = ref
+            self._touch()
             self.opened += 1
             log.info(
                 "media.session_opened",
@@ -197,8 +225,31 @@ class MediaSessions:
             if ref.session_id == session_id:
                 del self._refs[key]
                 self._opening.pop(key, None)
+                self._touch()
                 return ref
         return None
+
+    async def configure(self, ref: SessionRef, *, transcription: bool, language: str) -> SessionRef:
+        """Turn the session's transcription on or off and set its spoken language, without
+        reopening it (its media keeps flowing). Raises ``CallError`` as :meth:`request`."""
+        await self.request(
+            ref,
+            SetTranscription(session_id=ref.session_id, enabled=transcription, language=language),
+            MediaAck,
+        )
+        updated = replace(ref, transcription=transcription, language=language)
+        key: Key = (ref.call_id, ref.participant_id, ref.purpose)
+        if self._refs.get(key) == ref:
+            self._refs[key] = updated
+        log.info(
+            "media.session_transcription",
+            call_id=ref.call_id,
+            participant_id=ref.participant_id,
+            purpose=ref.purpose,
+            enabled=transcription,
+            language=language,
+        )
+        return updated
 
     # --- talking to a session's node -------------------------------------------------------
     async def request(self, ref: SessionRef, request: MediaRequest, reply_type: type[T]) -> T:

@@ -8,7 +8,9 @@ failed (any kind, DIRECT too) moves to the SFU and stays there; a call on a medi
 stopped reporting moves to another node; a migration that failed is retried after a
 back-off. While a GROUP call of a larger conversation is peer-to-peer, its participants may
 hold idle sessions on the node it would move to (pre-warm), so the switch only starts
-sending.
+sending. Orthogonal to the mode: a peer-to-peer call with transcription on, in which someone
+asked for a captions uplink (their browser cannot transcribe), has a node for those
+audio-only uplinks (:func:`captions_node`); every decision carries that placement too.
 
 :func:`decide` reads the call's state, the live media nodes and the time, and returns what
 to do now (and when to look again). It never performs I/O; :mod:`gateway.selector.service`
@@ -16,7 +18,7 @@ carries the decision out by compare-and-set.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from gateway.migration import everyone_ready
@@ -48,7 +50,11 @@ DecisionKind = Literal["nothing", "start", "complete", "abandon", "no_node", "pr
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What to do with a call now. ``wake_at``: when to look at it again without an event."""
+    """What to do with a call now. ``wake_at``: when to look at it again without an event.
+
+    ``captions_change``: also (in the same write) put the call's captions uplinks on
+    ``captions_node_id`` (``None``: release them).
+    """
 
     kind: DecisionKind
     to_mode: CallMode | None = None
@@ -57,6 +63,13 @@ class Decision:
     outcome: Literal["failed", "rolled_back"] = "failed"
     offerer_id: str | None = None
     wake_at: float | None = None
+    captions_change: bool = False
+    captions_node_id: str | None = None
+
+    @property
+    def acts(self) -> bool:
+        """Whether carrying it out writes anything."""
+        return self.kind != "nothing" or self.captions_change
 
 
 NOTHING = Decision("nothing")
@@ -102,6 +115,31 @@ def offerer(state: CallState) -> str | None:
     return first.participant_id
 
 
+def captions_node(state: CallState, nodes: Sequence[NodeLoad]) -> str | None:
+    """The media node for this call's captions uplinks (``None``: none wanted, or none
+    with room).
+
+    Wanted while the call is peer-to-peer (also while it migrates to the SFU: the uplinks
+    carry the captions until it completes), transcription is on and a participant still
+    in the call asked for one. A placed call stays on its node while that node is ready;
+    otherwise the pre-warm node if it has room, else the least loaded node with room.
+    """
+    if state.status == "ended" or not state.transcription or state.mode != "p2p":
+        return None
+    present = {p.participant_id for p in state.participants}
+    wanted = [pid for pid in state.captions_uplinks if pid in present]
+    if not wanted:
+        return None
+    live = {n.node_id: n for n in nodes}
+    current = live.get(state.captions_node_id or "")
+    if current is not None and current.ready:
+        return current.node_id
+    warm = live.get(state.prewarm_node_id or "")
+    if warm is not None and warm.ready and warm.free >= len(wanted):
+        return warm.node_id
+    return choose(nodes, needed=len(wanted))
+
+
 def decide(
     state: CallState,
     nodes: Sequence[NodeLoad],
@@ -111,6 +149,21 @@ def decide(
     rules: Rules = Rules(),
 ) -> Decision:
     """What the selector does with this call now (see the module docstring)."""
+    decision = _mode_decision(state, nodes, now=now, below_since=below_since, rules=rules)
+    captions = captions_node(state, nodes)
+    if captions != state.captions_node_id and not (state.status == "ended" and captions is None):
+        return replace(decision, captions_change=True, captions_node_id=captions)
+    return decision
+
+
+def _mode_decision(
+    state: CallState,
+    nodes: Sequence[NodeLoad],
+    *,
+    now: float,
+    below_since: float | None,
+    rules: Rules,
+) -> Decision:
     if state.status == "ended" or not state.participants:
         return NOTHING
     live = {n.node_id: n for n in nodes}

@@ -28,6 +28,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from gateway import migration
+from gateway import state_machine as sm
 from gateway.call_store import CallStore
 from gateway.errors import CallError
 from gateway.lanes import Lanes
@@ -45,7 +46,6 @@ from schemas.call_events import (
     MediaStateChanged,
     ParticipantLanguageChanged,
     RingEnded,
-    TranscriptionChanged,
 )
 from schemas.call_state import ActiveCallClaim, CallState
 from schemas.codec import decoder_for
@@ -56,13 +56,13 @@ from schemas.runtime import Service
 
 log = get_logger("gateway.selector")
 
-#: Events that never change what the selector would decide.
+#: Events that never change what the selector would decide (transcription being turned
+#: on or off does: a call's captions uplinks need a node only while it is on).
 _IRRELEVANT = (
     ActiveSpeakerChanged,
     MediaStateChanged,
     CallRinging,
     RingEnded,
-    TranscriptionChanged,
     ParticipantLanguageChanged,
 )
 _ACK_WAIT_S = 30.0
@@ -131,7 +131,11 @@ class ModeSelector:
         if decision.wake_at is not None:
             self.wake(state.call_id, decision.wake_at)
         self.decisions[decision.kind] = self.decisions.get(decision.kind, 0) + 1
-        return self._carry_out(state, decision, now)
+        out = self._carry_out(state, decision, now)
+        if decision.captions_change:
+            self.decisions["captions"] = self.decisions.get("captions", 0) + 1
+            out = with_captions_node(state, out, decision.captions_node_id)
+        return out
 
     def _carry_out(self, state: CallState, d: Decision, now: float) -> Outcome | None:
         rules = self.rules
@@ -207,6 +211,22 @@ class ModeSelector:
             await self.decide_call(call_id)
         except Exception as exc:
             log.warning("selector.decide_failed", call_id=call_id, error=type(exc).__name__)
+
+
+def with_captions_node(
+    state: CallState, out: Outcome | None, node_id: str | None
+) -> Outcome | None:
+    """``out`` (or no change) with the call's captions uplinks placed on ``node_id`` too, in
+    the same write."""
+    base = out.state if out is not None else state
+    placed = sm.set_captions_node(base, node_id)
+    if placed is None:
+        return out
+    if out is None:
+        return placed
+    out.state = placed.state
+    out.events += placed.events
+    return out
 
 
 class SelectorService(Service[SelectorSettings]):
@@ -323,7 +343,7 @@ class SelectorService(Service[SelectorSettings]):
                     continue
                 hold = self.selector.hold_since(state, now)
                 decision = decide(state, live, now=now, below_since=hold, rules=self.selector.rules)
-                if decision.kind != "nothing":
+                if decision.acts:
                     self.selector.spawn(call_id)
                 elif decision.wake_at is not None:
                     self.selector.wake(call_id, decision.wake_at)

@@ -90,7 +90,11 @@ class Lifecycle:
     async def initiate(self, session: SocketSession, who: Principal, data: Any) -> Ack:
         req = decode(data, InitiateRequest)
         joined = await self.calls.start(
-            who, req.conversation_id, req.media, bind=self._binder(session)
+            who,
+            req.conversation_id,
+            req.media,
+            bind=self._binder(session),
+            languages=req.languages(),
         )
         payload = self._joined_payload(joined, who)
         await self._emit("call:initiated", payload["call"], session.sid)
@@ -106,7 +110,11 @@ class Lifecycle:
         self, session: SocketSession, who: Principal, req: JoinRequest, event: str
     ) -> Ack:
         joined = await self.calls.join(
-            who, req.call_id, req.resume_token, bind=self._binder(session)
+            who,
+            req.call_id,
+            req.resume_token,
+            bind=self._binder(session),
+            languages=req.languages(),
         )
         payload = self._joined_payload(joined, who)
         if joined.outcome.result.get("resumed"):

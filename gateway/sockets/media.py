@@ -2,8 +2,9 @@
 
 Client events (each acknowledged):
 
-- ``call:sfu-publish {callId, sdp}``: the client's uplink offer -> ``{sdp, sessionId}``
-  (the node's answer);
+- ``call:sfu-publish {callId, sdp, purpose?}``: the client's uplink offer -> ``{sdp,
+  sessionId}`` (the node's answer); ``purpose: "captions"``: the microphone only, on the
+  participant's audio-only captions uplink (:mod:`gateway.sockets.captions`);
 - ``call:sfu-downlink {callId}`` -> ``{sdp, sessionId, version, slots}`` (the node's offer
   of the participant's slots; answer it with ``call:sfu-downlink-answer {callId, sdp}``);
 - ``call:sfu-preferences {callId, pinned, tiles}``: who to keep on screen (last-N);
@@ -46,6 +47,7 @@ from schemas.media import (
     OpenDownlink,
     Publish,
     SdpAnswer,
+    SessionPurpose,
     SetPreferences,
 )
 
@@ -76,16 +78,22 @@ class MediaSignaling:
             "call:sfu-downlink-answer": self.downlink_answer,
         }
 
-    def _ref(self, session: SocketSession, call_id: str) -> SessionRef:
+    def _ref(
+        self, session: SocketSession, call_id: str, purpose: SessionPurpose = "call"
+    ) -> SessionRef:
         pid = require_bound(session, call_id)
-        ref = self.sessions.get(call_id, pid)
+        ref = self.sessions.get(call_id, pid, purpose)
         if ref is None:
+            if purpose == "captions":
+                raise CallError(
+                    "conflict", "no captions uplink for you yet; ask with call:captions-uplink"
+                )
             raise CallError("conflict", "no media session for you yet; wait for call:mode-switch")
         return ref
 
     async def publish(self, session: SocketSession, who: Principal, data: Any) -> Ack:
         req = decode(data, SfuSdpRequest)
-        ref = self._ref(session, req.call_id)
+        ref = self._ref(session, req.call_id, req.purpose)
         sdp = check_sdp(req.sdp, self.settings.max_sdp_bytes)
         answer = await self.sessions.request(
             ref, Publish(session_id=ref.session_id, sdp=sdp), SdpAnswer

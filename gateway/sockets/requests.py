@@ -11,9 +11,11 @@ import msgspec
 
 from gateway.delivery import SocketSession
 from gateway.errors import CallError
+from gateway.state_machine import Languages
 from gateway.tokens import Principal
-from gateway.validation import ClientId
+from gateway.validation import ClientId, check_caption_language, check_spoken_language
 from schemas.call_events import CallMode, MediaKind
+from schemas.media import SessionPurpose
 
 Ack = dict[str, Any]
 Handler = Callable[[SocketSession, Principal, Any], Awaitable[Ack]]
@@ -48,7 +50,28 @@ class Request(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     pass
 
 
-class InitiateRequest(Request, frozen=True, kw_only=True):
+#: A language code as a client sends it (checked further by :mod:`gateway.validation`).
+LanguageCode = Annotated[str, msgspec.Meta(max_length=16)]
+
+
+class LanguageOptions(Request, frozen=True, kw_only=True):
+    """What the participant speaks and reads captions in (absent: as before; for a
+    newcomer, the token's language, reading what it speaks)."""
+
+    language: LanguageCode | None = None
+    caption_language: LanguageCode | None = None
+
+    def languages(self) -> Languages:
+        """The choice, checked (``bad_request`` for an unknown or malformed code)."""
+        return Languages(
+            language=check_spoken_language(self.language) if self.language else None,
+            caption_language=(
+                check_caption_language(self.caption_language) if self.caption_language else None
+            ),
+        )
+
+
+class InitiateRequest(LanguageOptions, frozen=True, kw_only=True):
     conversation_id: ClientId
     media: MediaKind = "video"
 
@@ -57,7 +80,7 @@ class CallRef(Request, frozen=True, kw_only=True):
     call_id: ClientId
 
 
-class JoinRequest(Request, frozen=True, kw_only=True):
+class JoinRequest(LanguageOptions, frozen=True, kw_only=True):
     call_id: ClientId
     resume_token: str | None = None
 
@@ -87,10 +110,14 @@ class IceRequest(Request, frozen=True, kw_only=True):
 
 
 class SfuSdpRequest(Request, frozen=True, kw_only=True):
-    """``call:sfu-publish`` (the client's uplink offer) / ``call:sfu-downlink-answer``."""
+    """``call:sfu-publish`` (the client's uplink offer) / ``call:sfu-downlink-answer``.
+
+    ``purpose``: ``captions`` publishes the microphone on the participant's audio-only
+    captions uplink (``call:captions-uplink``) instead of its call session."""
 
     call_id: ClientId
     sdp: str
+    purpose: SessionPurpose = "call"
 
 
 class SfuRef(Request, frozen=True, kw_only=True):
@@ -127,3 +154,41 @@ class MediaHealth(Request, frozen=True, kw_only=True):
     state: Literal["failed"]
     peer_id: ClientId | None = None
     reason: Annotated[str, msgspec.Meta(max_length=64)] = ""
+
+
+class SetTranscriptionRequest(Request, frozen=True, kw_only=True):
+    """``call:set-transcription``: live transcription and captions on or off for the call."""
+
+    call_id: ClientId
+    enabled: bool
+
+
+class SetLanguageRequest(LanguageOptions, frozen=True, kw_only=True):
+    """``call:set-language``: what I speak and/or what I read, from now on."""
+
+    call_id: ClientId
+
+
+#: A client's utterance id (the gateway prefixes it with the participant id).
+UtteranceId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+#: Text a browser recognised (the bound of every caption).
+TranscriptText = Annotated[str, msgspec.Meta(max_length=2000)]
+
+
+class TranscriptionRequest(Request, frozen=True, kw_only=True):
+    """``call:transcription``: the browser's own speech recognition of one utterance."""
+
+    call_id: ClientId
+    utterance_id: UtteranceId
+    text: TranscriptText
+    is_final: bool
+    revision: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
+    language: LanguageCode | None = None
+
+
+class CaptionsUplinkRequest(Request, frozen=True, kw_only=True):
+    """``call:captions-uplink``: ask for (or, ``enabled`` false, give up) an audio-only
+    uplink to a media node, whose tap transcribes the microphone (P2P)."""
+
+    call_id: ClientId
+    enabled: bool = True

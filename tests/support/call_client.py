@@ -27,6 +27,14 @@ video frames (its own colour) and follows the call's mode like a browser would:
   (``call:media-health``), so the call falls back to the SFU.
 
 ``arrivals`` records when media from whom arrived over which path, for gap measurements.
+
+Captions: with a ``microphone`` (:class:`tests.support.microphone.Microphone`, espeak-ng
+sentences from WAV files) the client sends that speech on every path it has (P2P links, its
+SFU uplink, its captions uplink) instead of a tone. :meth:`set_transcription`,
+:meth:`set_language`, :meth:`transcribe` (a browser's own transcript, P2P) and
+:meth:`captions_uplink` (an audio-only uplink for the server's transcribers, P2P; it also
+follows ``call:captions-uplink`` when the gateway moves or drops it) are the captions
+calls; :meth:`captions` and :meth:`wait_caption` read the ``call:caption`` events received.
 """
 
 import asyncio
@@ -35,7 +43,7 @@ import itertools
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import socketio
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -43,7 +51,8 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, MediaStreamT
 from aiortc.sdp import candidate_from_sdp
 
 from tests.support.gateway_sfu import GatewaySfuClient, SocketSfuTransport
-from tests.support.media_peer import PatternVideoTrack, Rgb
+from tests.support.media_peer import PatternVideoTrack, Rgb, SyntheticAudioTrack
+from tests.support.microphone import Microphone
 from tests.support.waiting import until
 
 Payload = dict[str, Any]
@@ -81,6 +90,7 @@ class CallClient:
         stall_s: float = 3.0,
         setup_deadline_s: float = 15.0,
         heartbeats: bool = False,
+        microphone: Microphone | None = None,
     ) -> None:
         self.url = url
         self.token = token
@@ -93,6 +103,10 @@ class CallClient:
         self.setup_deadline_s = setup_deadline_s
         #: Send ``call:heartbeat`` on the interval the gateway asks for, once in a call.
         self.heartbeats = heartbeats
+        #: What this person says, on every path (None: a tone on P2P, bursts on the SFU).
+        self.microphone = microphone
+        #: The audio-only captions uplink (P2P, server-side transcription), if any.
+        self.captions_sfu: GatewaySfuClient | None = None
         self.mode = "p2p"
         self.epoch = 0
         self.conversation_type = ""
@@ -160,6 +174,7 @@ class CallClient:
             await self._close_link(link)
         self.links.clear()
         await self._close_sfu()
+        await self._close_captions_uplink()
         await self.drop()
 
     async def drop(self, timeout: float = 5.0) -> None:
@@ -202,8 +217,11 @@ class CallClient:
             self._spawn(self._mode_changed(payload))
         elif event in ("call:slots", "call:video-demand") and self._sfu_transport is not None:
             self._sfu_transport.deliver(event, payload)
+        elif event == "call:captions-uplink":
+            self._spawn(self._follow_captions_uplink(payload))
         elif event == "call:ended":
             self._spawn(self._close_sfu())
+            self._spawn(self._close_captions_uplink())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -273,18 +291,51 @@ class CallClient:
         if self.heartbeats and self._heartbeat is None:
             self.start_heartbeats(float(ack.get("heartbeatIntervalS", 5.0)))
 
-    async def initiate(self, conversation_id: str, media: str = "video") -> Payload:
-        ack = await self._must("call:initiate", {"conversationId": conversation_id, "media": media})
+    @staticmethod
+    def _languages(language: str | None, caption_language: str | None) -> Payload:
+        out: Payload = {}
+        if language is not None:
+            out["language"] = language
+        if caption_language is not None:
+            out["captionLanguage"] = caption_language
+        return out
+
+    async def initiate(
+        self,
+        conversation_id: str,
+        media: str = "video",
+        *,
+        language: str | None = None,
+        caption_language: str | None = None,
+    ) -> Payload:
+        ack = await self._must(
+            "call:initiate",
+            {
+                "conversationId": conversation_id,
+                "media": media,
+                **self._languages(language, caption_language),
+            },
+        )
         self._entered(ack)
         return ack
 
-    async def accept(self, call_id: str) -> Payload:
-        ack = await self._must("call:accept", {"callId": call_id})
+    async def accept(
+        self, call_id: str, *, language: str | None = None, caption_language: str | None = None
+    ) -> Payload:
+        data = {"callId": call_id, **self._languages(language, caption_language)}
+        ack = await self._must("call:accept", data)
         self._entered(ack)
         return ack
 
-    async def join(self, call_id: str, resume_token: str | None = None) -> Payload:
-        data: Payload = {"callId": call_id}
+    async def join(
+        self,
+        call_id: str,
+        resume_token: str | None = None,
+        *,
+        language: str | None = None,
+        caption_language: str | None = None,
+    ) -> Payload:
+        data: Payload = {"callId": call_id, **self._languages(language, caption_language)}
         if resume_token:
             data["resumeToken"] = resume_token
         ack = await self._must("call:join", data)
@@ -315,6 +366,112 @@ class CallClient:
 
     async def heartbeat(self) -> Payload:
         return await self._must("call:heartbeat", {"callId": self.call_id})
+
+    # --- captions ----------------------------------------------------------------------------
+    async def set_transcription(self, enabled: bool) -> Payload:
+        return await self._must(
+            "call:set-transcription", {"callId": self.call_id, "enabled": enabled}
+        )
+
+    async def set_language(
+        self, language: str | None = None, caption_language: str | None = None
+    ) -> Payload:
+        data = {"callId": self.call_id, **self._languages(language, caption_language)}
+        return await self._must("call:set-language", data)
+
+    async def transcribe(
+        self,
+        utterance_id: str,
+        text: str,
+        *,
+        is_final: bool = True,
+        revision: int | None = None,
+        language: str | None = None,
+    ) -> Payload:
+        """Send what this browser's own speech recognition heard (P2P)."""
+        data: Payload = {
+            "callId": self.call_id,
+            "utteranceId": utterance_id,
+            "text": text,
+            "isFinal": is_final,
+        }
+        if revision is not None:
+            data["revision"] = revision
+        if language is not None:
+            data["language"] = language
+        return await self._must("call:transcription", data)
+
+    async def captions_uplink(self, timeout: float = 30.0) -> Payload:
+        """Ask for an audio-only uplink for the server's transcribers and publish this
+        client's microphone on it (P2P; the video stays on the direct links)."""
+        ack = await self._must_within("call:captions-uplink", {"callId": self.call_id}, timeout)
+        if ack.get("sfu"):
+            await self._open_captions_uplink(ack["sfu"]["sessionId"])
+        return ack
+
+    async def drop_captions_uplink(self) -> Payload:
+        ack = await self._must("call:captions-uplink", {"callId": self.call_id, "enabled": False})
+        await self._close_captions_uplink()
+        return ack
+
+    def captions(self, language: str | None = None) -> list[Payload]:
+        """Every ``call:caption`` received (in one language, or all)."""
+        return [c for c in self.seen("call:caption") if language in (None, c.get("language"))]
+
+    async def wait_caption(
+        self, predicate: Callable[[Payload], bool], timeout: float = 30.0
+    ) -> Payload:
+        """The first ``call:caption`` received so far or later that matches."""
+        found: list[Payload] = []
+
+        def match() -> bool:
+            found[:] = [c for c in self.captions() if predicate(c)][:1]
+            return bool(found)
+
+        try:
+            await until(match, self._changed, timeout)
+        except TimeoutError:
+            got = [(c.get("language"), c.get("text"), c.get("isFinal")) for c in self.captions()]
+            raise AssertionError(f"{self.name}: no matching caption; got {got[-10:]}") from None
+        return found[0]
+
+    async def _must_within(self, event: str, data: Any, timeout: float) -> Payload:
+        ack = await self.request(event, data, timeout=timeout)
+        if not ack.get("ok"):
+            raise AssertionError(f"{self.name}: {event} refused: {ack.get('error')}")
+        return ack
+
+    async def _open_captions_uplink(self, session_id: str) -> None:
+        await self._in_call()
+        if self.captions_sfu is not None and self.captions_sfu.session_id == session_id:
+            return
+        await self._close_captions_uplink()
+        assert self.call_id is not None and self.participant_id is not None
+        transport = SocketSfuTransport(
+            self.sio, self.call_id, self.participant_id, purpose="captions"
+        )
+        client = GatewaySfuClient(transport, session_id, purpose="captions", speaking=True)
+        if self.microphone is not None:
+            client.audio_track = cast(SyntheticAudioTrack, self.microphone.track())
+        self.captions_sfu = client
+        await client.join()
+
+    async def _close_captions_uplink(self) -> None:
+        client, self.captions_sfu = self.captions_sfu, None
+        if client is not None:
+            await client.close()
+
+    async def _follow_captions_uplink(self, payload: Payload) -> None:
+        """``call:captions-uplink``: the gateway opened (or moved, or dropped) the uplink."""
+        sfu = payload.get("sfu")
+        try:
+            if sfu:
+                await self._open_captions_uplink(sfu["sessionId"])
+            else:
+                await self._close_captions_uplink()
+        except Exception as exc:
+            self.events.append(("client:error", {"error": repr(exc)}, time.monotonic()))
+            self._changed.set()
 
     def start_heartbeats(self, interval_s: float) -> None:
         self._beating = True
@@ -347,7 +504,7 @@ class CallClient:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         link = PeerLink(remote_id, pc)
         self.p2p_links_made += 1
-        pc.addTrack(AudioStreamTrack())
+        pc.addTrack(self.microphone.track() if self.microphone else AudioStreamTrack())
         pc.addTrack(PatternVideoTrack(self.colour))
 
         @pc.on("track")
@@ -464,6 +621,8 @@ class CallClient:
             prewarm=prewarm,
             fps=15.0,
         )
+        if self.microphone is not None:
+            client.audio_track = cast(SyntheticAudioTrack, self.microphone.track())
 
         def arrived() -> None:
             t, who, kind = client.arrivals[-1]

@@ -50,10 +50,19 @@ def _slot(data: Payload) -> Slot:
 class SocketSfuTransport:
     """:class:`tests.support.sfu_client.SfuTransport` over a gateway's Socket.IO."""
 
-    def __init__(self, sio: socketio.AsyncClient, call_id: str, participant_id: str) -> None:
+    def __init__(
+        self,
+        sio: socketio.AsyncClient,
+        call_id: str,
+        participant_id: str,
+        *,
+        purpose: str = "call",
+    ) -> None:
         self.sio = sio
         self.call_id = call_id
         self.participant_id = participant_id
+        #: ``captions``: the participant's audio-only captions uplink (publish only).
+        self.purpose = purpose
         self.node_id = ""
         self._handlers: list[EventHandler] = []
 
@@ -67,7 +76,10 @@ class SocketSfuTransport:
     async def request(self, request: MediaRequest, reply_type: type[T], timeout: float) -> T:
         reply: Any
         if isinstance(request, Publish):
-            ack = await self._call("call:sfu-publish", {"sdp": request.sdp}, timeout)
+            data: Payload = {"sdp": request.sdp}
+            if self.purpose != "call":
+                data["purpose"] = self.purpose
+            ack = await self._call("call:sfu-publish", data, timeout)
             reply = SdpAnswer(
                 session_id=ack["sessionId"],
                 sdp=ack["sdp"],

@@ -11,6 +11,8 @@ from schemas.call_events import (
     CallInitiated,
     CallModeChanged,
     CallRinging,
+    CaptionsNodeChanged,
+    CaptionsUplinkChanged,
     MediaStateChanged,
     MigrationStarted,
     Participant,
@@ -38,6 +40,7 @@ from schemas.media import (
     SdpAnswer,
     SessionOpened,
     SetPreferences,
+    SetTranscription,
     Slot,
 )
 from schemas.media_events import LegStateChanged, SessionClosed, SlotsChanged, VideoDemandChanged
@@ -85,6 +88,8 @@ def samples(call_id: str = "call-1") -> list[msgspec.Struct]:
         ParticipantLanguageChanged(
             call_id=call_id, seq=10, participant_id="p-guest", language="fr", caption_language="es"
         ),
+        CaptionsUplinkChanged(call_id=call_id, seq=11, participant_id="p-guest", enabled=True),
+        CaptionsNodeChanged(call_id=call_id, seq=12, node_id="media-1"),
         CallEnded(call_id=call_id, reason="completed", duration_s=61.2, ended_by="p-alice"),
         TranscriptSegment(
             call_id=call_id,
@@ -155,6 +160,7 @@ def samples(call_id: str = "call-1") -> list[msgspec.Struct]:
         OpenDownlink(session_id="s-1"),
         AnswerDownlink(session_id="s-1", sdp="v=0\r\n"),
         SetPreferences(session_id="s-1", pinned=["p-guest"], video_tiles=4),
+        SetTranscription(session_id="s-1", enabled=True, language="fr"),
         RenewLeases(session_ids=["s-1", "s-2"]),
         CloseSession(session_id="s-1"),
         SessionOpened(
