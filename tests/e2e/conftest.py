@@ -7,6 +7,7 @@ One browser for the package, one context (profile) per person, torn down after e
 import shutil
 import subprocess
 import tempfile
+import wave
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -72,8 +73,21 @@ def speech_wav() -> Iterator[Path]:
         check=True,
         capture_output=True,
     )
+    _pad_with_silence(path, seconds=1.5)
     yield path
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pad_with_silence(path: Path, seconds: float) -> None:
+    """Chromium loops the file as the microphone: a pause after the sentence lets voice
+    activity detection end each utterance (a person breathes, too)."""
+    with wave.open(str(path), "rb") as src:
+        params = src.getparams()
+        frames = src.readframes(src.getnframes())
+    silence = b"\x00" * int(params.framerate * seconds) * params.sampwidth * params.nchannels
+    with wave.open(str(path), "wb") as out:
+        out.setparams(params)
+        out.writeframes(frames + silence)
 
 
 @pytest.fixture(scope="package")
