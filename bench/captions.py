@@ -3,13 +3,19 @@
 Real parts: espeak-ng sentences played in real time (32 ms windows, paced by the clock)
 through the media node's own ``UtteranceCutter`` and Silero VAD (run in a thread, as the
 tap does), published as ``AudioChunk``s into NATS (the ``AUDIO_CHUNKS`` work queue),
-transcriber processes (faster-whisper), the translator bridge process, Apertium APy, and a
-listener subscribed to ``caption.<call>.<lang>``.
+transcriber processes (faster-whisper), the translator bridge process, Apertium APy, a
+gateway process, and the listener: a participant of a real call on that gateway (a
+Socket.IO client that joined with its reading language), receiving ``call:caption`` on
+its socket. The speakers are participants of the same call; transcription is turned on
+with ``call:set-transcription``, so the bridge and the gateway route by the call's state.
 
-Latency of an utterance = when the listener receives the first final caption that covers
-the end of the sentence, minus when the sentence's last sample was played. It is split
-into VAD wait (end of speech -> chunk sent), queue (chunk sent -> a transcriber starts),
-transcription, translation, and delivery (the rest: NATS hops, the bridge's lookups).
+Latency of an utterance = when the listener's socket receives the first final caption that
+covers the end of the sentence, minus when the sentence's last sample was played. It is
+split into VAD wait (end of speech -> chunk sent), queue (chunk sent -> a transcriber
+starts), transcription, translation, and delivery (the rest: NATS hops, the bridge's
+lookups, the gateway's routing, Socket.IO). The same caption is also received from NATS by
+a subscriber in this process: the difference is the gateway's hop (``gateway_hop``), and
+the NATS arrival gives the figure round 1 reported (``bus_*``).
 
 Cases (at least 30 utterances each without ``--quick``):
 
@@ -29,6 +35,7 @@ Last line: one JSON object (``caption_p50_s``, ``caption_p95_s``,
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -47,14 +54,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from media_node.tap import WINDOW, SileroVad, UtteranceCutter
 from schemas import subjects
 from schemas.bus import Bus, Incoming
-from schemas.call_state import CallState
 from schemas.captions import Caption
 from schemas.heartbeat import ServiceHeartbeat
-from schemas.kv import TypedKv
 from schemas.media import AudioChunk
 from schemas.provisioning import provision
 from schemas.settings import BusSettings
-from tests.support.captions import ApyServer, ServiceProcess, call_state
+from tests.support.call_client import CallClient
+from tests.support.captions import ApyServer, ServiceProcess
+from tests.support.gateways import GatewayCluster
 from tests.support.nats_server import NatsServer
 from tests.support.speech import SAMPLE_RATE, SENTENCES, silence, speak, word_error_rate
 from transcriber.engine import SttRequest
@@ -94,7 +101,7 @@ class Received:
 
 
 class Pipeline:
-    """A NATS server of its own, transcriber process(es), a bridge process."""
+    """A NATS server of its own, transcriber process(es), a bridge process, a gateway."""
 
     def __init__(self, name: str, apy: ApyServer, transcribers: list[dict[str, str]]) -> None:
         self.name = name
@@ -103,6 +110,7 @@ class Pipeline:
         self.procs: list[ServiceProcess] = []
         self.transcriber_env = transcribers
         self.beats: dict[str, ServiceHeartbeat] = {}
+        self.gateways = GatewayCluster(self.nats.url, count=1)
 
     async def start(self) -> "Pipeline":
         settings = BusSettings(nats_url=self.nats.url, nats_connect_deadline_s=5)
@@ -119,20 +127,68 @@ class Pipeline:
             self.procs.append(await asyncio.to_thread(ServiceProcess("transcriber", env).start))
         env = {**common, "SERVICE_ID": f"{self.name}-bridge", "TRANSLATOR_URL": self.apy.url}
         self.procs.append(await asyncio.to_thread(ServiceProcess("translator_bridge", env).start))
+        await asyncio.to_thread(self.gateways.start)
         return self
 
-    async def open_call(self, call_id: str, readers: Mapping[str, tuple[str, str | None]]) -> None:
-        kv: TypedKv[CallState] = await self.bus.kv(subjects.CALLS_BUCKET, CallState)
-        await kv.create(call_id, call_state(call_id, readers))
+    async def open_room(self, tag: str, speakers: Mapping[str, str], reader: str) -> "Room":
+        """A call on the gateway: the speakers (name -> language) and one listener reading
+        ``reader``, every one a Socket.IO participant; transcription on."""
+        conv = f"{self.name}-{tag}-{time.monotonic_ns()}"
+        people = {**speakers, "reader": reader}
+        users = {name: f"{conv}-{name}" for name in people}
+        await asyncio.to_thread(self.gateways.put_conversation, conv, "GROUP", list(users.values()))
+        url = self.gateways.urls[0]
+        clients: dict[str, CallClient] = {}
+        for name, language in people.items():
+            token = await asyncio.to_thread(self.gateways.token, users[name], name, language)
+            clients[name] = await CallClient.connect(
+                url, token, name=name, media=False, heartbeats=True
+            )
+        first, *others = clients.values()
+        call_id = (await first.initiate(conv, media="audio"))["callId"]
+        for client in others:
+            await client.join(call_id)
+        await first.set_transcription(True)
+        await clients["reader"].wait_for("call:transcription-changed")
+        return Room(call_id, clients)
 
     def transcriber_gauges(self) -> list[dict[str, float]]:
         return [b.load.extra for sid, b in sorted(self.beats.items()) if b.kind == "transcriber"]
 
     async def stop(self) -> None:
+        await asyncio.to_thread(self.gateways.stop)
         for proc in self.procs:
             await asyncio.to_thread(proc.stop)
         await self.bus.close()
         self.nats.cleanup()
+
+
+@dataclass
+class Room:
+    """One call of the benchmark: its participants' clients by name."""
+
+    call_id: str
+    clients: dict[str, CallClient]
+
+    def pid(self, name: str) -> str:
+        pid = self.clients[name].participant_id
+        assert pid is not None
+        return pid
+
+    def arrivals(self) -> dict[tuple[str, int, str], float]:
+        """When the listener's socket first received each (utterance, revision, language)."""
+        out: dict[tuple[str, int, str], float] = {}
+        for name, payload, at in self.clients["reader"].events:
+            if name == "call:caption":
+                key = (payload["utteranceId"], payload["revision"], payload["language"])
+                out.setdefault(key, at)
+        return out
+
+    async def close(self) -> None:
+        first = next(iter(self.clients.values()))
+        with contextlib.suppress(Exception):
+            await first.end()
+        await asyncio.gather(*(c.close() for c in self.clients.values()))
 
 
 class Speaker:
@@ -216,34 +272,51 @@ class Sample:
     transcription: float
     translation: float
     delivery: float
+    #: From the caption reaching a NATS subscriber to the listener's socket receiving it.
+    gateway: float
+    #: ``total`` as a NATS subscriber of ``caption.<call>.<lang>`` sees it (round 1).
+    bus_total: float
 
 
-def measure(spoken: list[Spoken], listener: Listener) -> list[Sample]:
-    """One sample per sentence whose end a final caption covered."""
+def measure(spoken: list[Spoken], listener: Listener, room: Room) -> list[Sample]:
+    """One sample per sentence whose end a final caption covered, on the listener's socket."""
     out = []
+    sockets = room.arrivals()
     for s in spoken:
         for r in listener.items:
             c = r.caption
             covers = c.speech_ended_at >= s.ended_at - timedelta(seconds=0.15)
             if c.utterance_id == s.utterance_id and c.is_final and covers:
-                total = r.at - s.ended_mono
+                at = sockets.get((c.utterance_id, c.revision, c.language))
+                if at is None:
+                    break  # not on the socket (yet)
+                total = at - s.ended_mono
                 sent = s.chunk_sent.get(c.revision, s.ended_mono)
                 vad = sent - s.ended_mono
                 queue = c.timings.queue_ms / 1000
                 stt = c.timings.transcription_ms / 1000
                 tr = c.translation_ms / 1000
-                out.append(Sample(total, vad, queue, stt, tr, total - vad - queue - stt - tr))
+                delivery = total - vad - queue - stt - tr
+                out.append(
+                    Sample(total, vad, queue, stt, tr, delivery, at - r.at, r.at - s.ended_mono)
+                )
                 break
     return out
 
 
 def summarise(label: str, samples: list[Sample], expected: int) -> dict[str, float]:
     totals = [s.total for s in samples]
+    hops = [s.gateway for s in samples]
+    bus = [s.bus_total for s in samples]
     res = {
         "n": float(len(samples)),
         "missing": float(expected - len(samples)),
         "p50_s": round(pct(totals, 0.5), 3),
         "p95_s": round(pct(totals, 0.95), 3),
+        "gateway_hop_p50_s": round(pct(hops, 0.5), 4),
+        "gateway_hop_p95_s": round(pct(hops, 0.95), 4),
+        "bus_p50_s": round(pct(bus, 0.5), 3),
+        "bus_p95_s": round(pct(bus, 0.95), 3),
     }
     parts = {}
     for name in ("vad", "queue", "transcription", "translation", "delivery"):
@@ -254,7 +327,9 @@ def summarise(label: str, samples: list[Sample], expected: int) -> dict[str, flo
         f"  {label}: n={len(samples)}/{expected} p50 {res['p50_s']:.3f} s  p95 "
         f"{res['p95_s']:.3f} s   split (medians): vad {parts['vad']:.3f}  queue "
         f"{parts['queue']:.3f}  transcription {parts['transcription']:.3f}  translation "
-        f"{parts['translation']:.3f}  delivery {parts['delivery']:.3f}",
+        f"{parts['translation']:.3f}  delivery {parts['delivery']:.3f} (of which the gateway "
+        f"hop {res['gateway_hop_p50_s'] * 1000:.1f} ms, p95 {res['gateway_hop_p95_s'] * 1000:.1f}"
+        f" ms; at a NATS subscriber: p50 {res['bus_p50_s']:.3f} s, p95 {res['bus_p95_s']:.3f} s)",
         flush=True,
     )
     return res
@@ -318,27 +393,32 @@ async def run_round(
     speaker_lang: str = "en",
     reader_lang: str = "es",
 ) -> list[Sample]:
-    call_id = f"{pipe.name}-{tag}-{time.monotonic_ns()}"
-    await pipe.open_call(call_id, {"speaker": (speaker_lang, None), "reader": (reader_lang, None)})
+    room = await pipe.open_room(tag, {"speaker": speaker_lang}, reader_lang)
+    call_id = room.call_id
     listener = Listener()
     sub = await pipe.bus.subscribe(subjects.caption(call_id, reader_lang), Caption, listener)
     speaker = Speaker(
         pipe.bus,
         call_id,
-        participant_id="speaker",
+        participant_id=room.pid("speaker"),
         language=speaker_lang,
         cutter=cutter,
         vad_pool=pool,
     )
-    await speaker.say(sentences)
-    await wait_covered(speaker.spoken, listener, 10)
-    await sub.unsubscribe()
-    return measure(speaker.spoken, listener)
+    try:
+        await speaker.say(sentences)
+        await wait_covered(speaker.spoken, listener, room, 10)
+        return measure(speaker.spoken, listener, room)
+    finally:
+        await sub.unsubscribe()
+        await room.close()
 
 
-async def wait_covered(spoken: list[Spoken], listener: Listener, timeout: float) -> None:
+async def wait_covered(
+    spoken: list[Spoken], listener: Listener, room: Room, timeout: float
+) -> None:
     for _ in range(round(timeout / 0.05)):  # the bench polls its own tally
-        if len(measure(spoken, listener)) >= len(spoken):
+        if len(measure(spoken, listener, room)) >= len(spoken):
             return
         await asyncio.sleep(0.05)
 
@@ -363,17 +443,21 @@ async def four_speakers(apy: ApyServer, pool: ThreadPoolExecutor, n: int) -> dic
     one = {"WHISPER_CPU_THREADS": "1", "TRANSCRIBER_MODELS": "en=tiny.en"}
     pipe = await Pipeline("four", apy, [one, one]).start()
     per = max(1, -(-n // 4))  # at least n utterances in all
-    call_id = f"four-{time.monotonic_ns()}"
+    room: Room | None = None
     try:
         await run_round(pipe, "warm", pool, list(SENTENCES["en"][:1]), {})
-        await pipe.open_call(
-            call_id, {f"s{i}": ("en", None) for i in range(4)} | {"reader": ("es", None)}
-        )
+        room = await pipe.open_room("four", {f"s{i}": "en" for i in range(4)}, "es")
+        call_id = room.call_id
         listener = Listener()
         await pipe.bus.subscribe(subjects.caption(call_id, "es"), Caption, listener)
         speakers = [
             Speaker(
-                pipe.bus, call_id, participant_id=f"s{i}", language="en", cutter={}, vad_pool=pool
+                pipe.bus,
+                call_id,
+                participant_id=room.pid(f"s{i}"),
+                language="en",
+                cutter={},
+                vad_pool=pool,
             )
             for i in range(4)
         ]
@@ -386,12 +470,15 @@ async def four_speakers(apy: ApyServer, pool: ThreadPoolExecutor, n: int) -> dic
 
         await asyncio.gather(*(talk(i, s) for i, s in enumerate(speakers)))
         spoken = [s for sp in speakers for s in sp.spoken]
-        await wait_covered(spoken, listener, 15)
+        await wait_covered(spoken, listener, room, 15)
         elapsed = time.monotonic() - started
         gauges = pipe.transcriber_gauges()
+        samples = measure(spoken, listener, room)
     finally:
+        if room is not None:
+            await room.close()
         await pipe.stop()
-    result = summarise("4 speakers / 2 workers", measure(spoken, listener), len(spoken))
+    result = summarise("4 speakers / 2 workers", samples, len(spoken))
     for i, g in enumerate(gauges):
         busy = g.get("busy_s_total", 0.0)
         print(
@@ -410,28 +497,47 @@ async def long_utterances(apy: ApyServer, pool: ThreadPoolExecutor, n: int) -> d
     try:
         await run_round(pipe, "warm", pool, list(SENTENCES["en"][:1]), {})
         for k in range(n):
-            call_id = f"long-{k}-{time.monotonic_ns()}"
-            await pipe.open_call(call_id, {"speaker": ("en", None), "reader": ("es", None)})
+            room = await pipe.open_room(f"long{k}", {"speaker": "en"}, "es")
+            call_id = room.call_id
             listener = Listener()
             sub = await pipe.bus.subscribe(subjects.caption(call_id, "es"), Caption, listener)
             speaker = Speaker(
-                pipe.bus, call_id, participant_id="speaker", language="en", cutter={}, vad_pool=pool
+                pipe.bus,
+                call_id,
+                participant_id=room.pid("speaker"),
+                language="en",
+                cutter={},
+                vad_pool=pool,
             )
             a, b = SENTENCES["en"][(2 * k) % 32], SENTENCES["en"][(2 * k + 3) % 32]
             started = time.monotonic()
-            await speaker.say([f"{a[:-1]}, and {b[0].lower()}{b[1:]}"], gap_s=0.9, lead_s=0.0)
-            await wait_covered(speaker.spoken, listener, 10)
-            await sub.unsubscribe()
+            try:
+                await speaker.say([f"{a[:-1]}, and {b[0].lower()}{b[1:]}"], gap_s=0.9, lead_s=0.0)
+                await wait_covered(speaker.spoken, listener, room, 10)
+                sockets = room.arrivals()
+            finally:
+                await sub.unsubscribe()
+                await room.close()
             spoken = speaker.spoken[0]
             wall0 = spoken.ended_at - timedelta(seconds=spoken.ended_mono - started)
             covered = started  # the utterance's start counts as covered
             worst = 0.0
-            for r in sorted(listener.items, key=lambda r: r.at):
-                if r.at > spoken.ended_mono:
+            # Each caption as the listener's socket received it.
+            received = sorted(
+                (
+                    (sockets[key], r.caption)
+                    for r in listener.items
+                    if (key := (r.caption.utterance_id, r.caption.revision, r.caption.language))
+                    in sockets
+                ),
+                key=lambda pair: pair[0],
+            )
+            for at, caption in received:
+                if at > spoken.ended_mono:
                     worst = max(worst, spoken.ended_mono - covered)
                     break
-                worst = max(worst, r.at - covered)
-                covered = started + (r.caption.speech_ended_at - wall0).total_seconds()
+                worst = max(worst, at - covered)
+                covered = started + (caption.speech_ended_at - wall0).total_seconds()
             lags.append(worst)
     finally:
         await pipe.stop()
@@ -530,7 +636,13 @@ async def main() -> None:
         "transcriber_rtf": round(rtf, 4),
         "wer_trimmed_over_full": ratio_wer,
         "wer": wer,
-        "split_p50_s": {k[:-6]: v for k, v in s.items() if k.endswith("_p50_s") and k != "p50_s"},
+        # The five parts of the latency only (the gateway hop is inside delivery; the NATS
+        # subscriber's figure is a whole latency of its own).
+        "split_p50_s": {
+            k[:-6]: v
+            for k, v in s.items()
+            if k.endswith("_p50_s") and k not in {"p50_s", "gateway_hop_p50_s", "bus_p50_s"}
+        },
         "baseline_p50_s": b["p50_s"],
         "baseline_p95_s": b["p95_s"],
         "baseline_over_subject_p50_median": round(statistics.median(case1["ratio_rounds"]), 3),
@@ -538,6 +650,11 @@ async def main() -> None:
             round(min(case1["ratio_rounds"]), 3),
             round(max(case1["ratio_rounds"]), 3),
         ],
+        "gateway_hop_p50_s": s["gateway_hop_p50_s"],
+        "gateway_hop_p95_s": s["gateway_hop_p95_s"],
+        "bus_caption_p50_s": s["bus_p50_s"],
+        "bus_caption_p95_s": s["bus_p95_s"],
+        "listener": "socket (call:caption on a gateway)",
         "four_speakers_p50_s": case3["result"]["p50_s"],
         "four_speakers_p95_s": case3["result"]["p95_s"],
         "utterances_per_s_per_worker": [round(x, 2) for x in per_worker],

@@ -9,6 +9,10 @@ x seconds``, and about 2 s of padding after the speech (measured in
 ``shared/notes/whisper-latency.md``; ``bench/captions.py`` measures it again, full window
 against trimmed, on our sentence sets).
 
+What a loop leaves even within the budget (the sentence, then its start again: "Can
+everyone hear me clearly now? Can everyone hear") is cut off (:func:`cut_repeated_tail`):
+when the text's tail only repeats text before it, from the first repetition on.
+
 Decoding is greedy (beam 1), without timestamps and without conditioning on earlier text,
 with the spoken language given (never detected: detection on short utterances is slow and
 wrong). Concurrent utterances are decoded as one batch.
@@ -57,6 +61,25 @@ class WindowPolicy:
 
     def budget(self, seconds: float) -> int:
         return self.base_tokens + math.ceil(self.tokens_per_s * seconds)
+
+
+def cut_repeated_tail(tokens: Sequence[int], *, truncated: bool) -> list[int]:
+    """``tokens`` without a tail that merely repeats earlier tokens (a decoder loop).
+
+    The tail from position ``j`` is a loop when it equals the tokens at some earlier
+    position ``k < j`` (``tokens[j:] == tokens[k:k + n - j]``); the earliest such ``j``
+    wins. A tail of two tokens counts only when the decoder ran out of budget (it was
+    still looping); one of three or more counts always: real speech seldom ends by
+    repeating its own words. Single repeated tokens are never cut.
+    """
+    n = len(tokens)
+    shortest = 2 if truncated else 3
+    for j in range(1, n - shortest + 1):
+        tail = tokens[j:]
+        for k in range(j):
+            if list(tokens[k : k + len(tail)]) == list(tail):
+                return list(tokens[:j])
+    return list(tokens)
 
 
 class WhisperEngine(SpeechToText):
@@ -186,7 +209,7 @@ class WhisperEngine(SpeechToText):
             # In a batch the longest utterance sets the shared limit; hold each shorter
             # one to its own budget, or it may loop into the extra room.
             truncated = len(tokens) >= budget
-            tokens = tokens[:budget]
+            tokens = cut_repeated_tail(tokens[:budget], truncated=truncated)
             length = max(len(output.sequences_ids[0]), 1)
             avg_logprob = float(output.scores[0]) * length / (length + 1)
             no_speech = float(output.no_speech_prob)

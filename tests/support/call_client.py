@@ -431,7 +431,10 @@ class CallClient:
         try:
             await until(match, self._changed, timeout)
         except TimeoutError:
-            got = [(c.get("language"), c.get("text"), c.get("isFinal")) for c in self.captions()]
+            got = [
+                (c.get("language"), c.get("sourceText"), c.get("text"), c.get("isFinal"))
+                for c in self.captions()
+            ]
             raise AssertionError(f"{self.name}: no matching caption; got {got[-10:]}") from None
         return found[0]
 

@@ -309,3 +309,100 @@ def test_placement_picks_the_least_loaded_ready_node_with_room() -> None:
 def test_the_longest_present_offers_on_the_way_back() -> None:
     assert offerer(call("GROUP", 2)) == "p-0"
     assert offerer(call("GROUP", 1)) is None
+
+
+# --- captions uplinks (a P2P call whose browser cannot transcribe) ------------------------
+def captioned(state: CallState, *asking: str, transcription: bool = True) -> CallState:
+    """``state`` with these participants asking for an uplink (transcription on then, as
+    asking needs), and transcription as given after."""
+    state = msgspec.structs.replace(state, transcription=True)
+    for pid in asking:
+        out = sm.set_captions_uplink(state, pid, True, now=T0)
+        assert out is not None
+        state = out.state
+    return msgspec.structs.replace(state, transcription=transcription)
+
+
+def placed(state: CallState, decision: Decision) -> CallState:
+    """Apply a decision's captions placement the way the selector does."""
+    assert decision.captions_change
+    out = sm.set_captions_node(state, decision.captions_node_id)
+    assert out is not None
+    return out.state
+
+
+@pytest.mark.parametrize(
+    ("kind", "people", "asking", "transcription", "node_id"),
+    [
+        ("DIRECT", 2, ("p-1",), True, "m1"),  # a DIRECT call stays P2P: the uplink is how
+        ("GROUP", 2, ("p-0", "p-1"), True, "m1"),
+        ("GROUP", 2, (), True, None),  # nobody asked
+        ("GROUP", 2, ("p-1",), False, None),  # transcription off: nothing to transcribe
+    ],
+)
+def test_a_p2p_call_whose_browsers_cannot_transcribe_gets_a_captions_node(
+    kind: str, people: int, asking: tuple[str, ...], transcription: bool, node_id: str | None
+) -> None:
+    state = captioned(call(kind, people), *asking, transcription=transcription)
+    decision = decide(state, NODES, now=T0 + 1, rules=RULES)
+    assert decision.kind == "nothing"  # the mode is another matter
+    assert decision.captions_change is (node_id is not None)
+    assert decision.captions_node_id == node_id
+    if node_id is not None:
+        state = placed(state, decision)
+        assert state.captions_node_id == node_id
+        assert not decide(state, NODES, now=T0 + 2, rules=RULES).acts  # placed: stays
+
+
+def test_the_captions_node_follows_the_call_off_and_on_and_away() -> None:
+    state = captioned(call("GROUP", 2), "p-1")
+    state = placed(state, decide(state, NODES, now=T0, rules=RULES))
+    # Its node dies (or drains): the uplinks move to another ready node with room.
+    moved = decide(state, [node("m2"), node("m3", ready=False)], now=T0 + 1, rules=RULES)
+    assert (moved.captions_change, moved.captions_node_id) == (True, "m2")
+    # No node at all: released (looked at again when one reports).
+    gone = decide(state, [], now=T0 + 1, rules=RULES)
+    assert (gone.captions_change, gone.captions_node_id) == (True, None)
+    # Transcription off: released; on again: placed again (the wish was kept).
+    off = sm.set_transcription(state, "p-0", False, now=T0 + 2)
+    assert off is not None and off.state.captions_uplinks == ["p-1"]
+    released = decide(off.state, NODES, now=T0 + 2, rules=RULES)
+    assert (released.captions_change, released.captions_node_id) == (True, None)
+    # The one who asked leaves: nobody needs it.
+    left = sm.leave(state, "p-1", "left", now=T0 + 3)
+    assert left.state.captions_uplinks == []
+    assert decide(left.state, NODES, now=T0 + 3, rules=RULES).captions_node_id is None
+
+
+def test_captions_uplinks_go_with_p2p_and_come_back_with_it() -> None:
+    rules = Rules(prewarm=True)
+    two = captioned(call("GROUP", 2, members=4), "p-1")
+    first = decide(two, [node("m0", cpu=0.0), node("m1", cpu=90.0)], now=T0, rules=rules)
+    # Pre-warm and captions in one decision; the captions prefer the pre-warm node.
+    assert (first.kind, first.node_id) == ("prewarm", "m0")
+    warm = migration.set_prewarm(two, "m1")
+    assert warm is not None
+    prefer = decide(warm.state, [node("m0", cpu=0.0), node("m1", cpu=90.0)], now=T0, rules=rules)
+    assert prefer.captions_node_id == "m1"
+    state = placed(warm.state, prefer)
+    three = sm.join(
+        state,
+        Principal("u2", "user"),
+        participant_id="p-2",
+        now=T0 + 1,
+        resume_token="t",
+        max_participants=50,
+        may_join=True,
+    ).state
+    # Migrating to the SFU: the uplinks keep carrying the captions until it completes...
+    start = decide(three, NODES, now=T0 + 1, rules=RULES)
+    assert start.kind == "start" and not start.captions_change
+    sfu = all_ready(on(three, start))
+    assert sfu.mode == "sfu"
+    # ...then the call's own sessions are transcribed: the uplinks' node is released.
+    after = decide(sfu, NODES, now=T0 + 12, rules=RULES)
+    assert (after.kind, after.captions_change, after.captions_node_id) == ("nothing", True, None)
+    assert sfu.captions_uplinks == ["p-1"]  # kept for a return to P2P
+    # An ended call needs nothing.
+    ended = sm.end(state, "completed", now=T0 + 20, by=None).state
+    assert not decide(ended, NODES, now=T0 + 20, rules=RULES).acts
