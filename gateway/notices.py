@@ -148,7 +148,18 @@ def project(event: AnyCallEvent) -> list[Notice]:
         case ParticipantResumed():
             payload = {**base, "participantId": event.participant_id}
             if event.participant is not None:
-                payload["participant"] = participant_payload(event.participant)
+                resumed = participant_payload(event.participant)
+                # A resumed participant kept its microphone and camera state; the joined
+                # defaults (both on) would unmute them on everyone's screen.
+                for key, known in (
+                    ("audioEnabled", event.audio_enabled),
+                    ("videoEnabled", event.video_enabled),
+                ):
+                    if known is None:
+                        del resumed[key]  # unknown (an older event): clients keep theirs
+                    else:
+                        resumed[key] = known
+                payload["participant"] = resumed
             return [
                 Notice("call:participant-resumed", payload, call_id, exclude=event.participant_id)
             ]

@@ -614,6 +614,8 @@ def _reconnect(out: Outcome, p: CallParticipantState, token: str, *, now: float)
                 call_id=out.call_id,
                 participant_id=p.participant_id,
                 participant=event_participant(updated),
+                audio_enabled=updated.audio_enabled,
+                video_enabled=updated.video_enabled,
             )
         )
         _settle_reconnecting(out)

@@ -332,6 +332,10 @@ class ParticipantResumed(CallEvent, frozen=True, kw_only=True, tag="participant.
 
     participant_id: Id
     participant: Participant | None = None
+    #: The microphone and camera state the participant kept through the drop (``None`` in
+    #: events written before these fields existed: unknown, not "on").
+    audio_enabled: bool | None = None
+    video_enabled: bool | None = None
 
 
 class RingEnded(CallEvent, frozen=True, kw_only=True, tag="call.ring_ended"):

@@ -7,6 +7,7 @@ One browser for the package, one context (profile) per person, torn down after e
 import shutil
 import subprocess
 import tempfile
+import wave
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from playwright.sync_api import Browser, Playwright, expect, sync_playwright
 
 from gateway.static import DEFAULT_DIST
 from tests.e2e.people import INIT_SCRIPT, Person
+from tests.support.call_stack import CallStack
 from tests.support.gateways import OPERATOR_TOKEN, GatewayCluster
 from tests.support.nats_server import NatsServer
 
@@ -34,6 +36,9 @@ E2E_ENV = {
     "STUN_URLS": "",
     "TURN_URLS": "",
 }
+
+#: The selector as deployed (pre-warm on), with a short hold before going back to P2P.
+E2E_SELECTOR_ENV = {"SELECTOR_PREWARM": "true", "SELECTOR_TO_P2P_HOLD_S": "2"}
 
 
 @pytest.hookimpl(wrapper=True)
@@ -68,17 +73,39 @@ def speech_wav() -> Iterator[Path]:
         check=True,
         capture_output=True,
     )
+    _pad_with_silence(path, seconds=1.5)
     yield path
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def _pad_with_silence(path: Path, seconds: float) -> None:
+    """Chromium loops the file as the microphone: a pause after the sentence lets voice
+    activity detection end each utterance (a person breathes, too)."""
+    with wave.open(str(path), "rb") as src:
+        params = src.getparams()
+        frames = src.readframes(src.getnframes())
+    silence = b"\x00" * int(params.framerate * seconds) * params.sampwidth * params.nchannels
+    with wave.open(str(path), "wb") as out:
+        out.setparams(params)
+        out.writeframes(frames + silence)
+
+
 @pytest.fixture(scope="package")
-def gateway(nats_server: NatsServer) -> Iterator[GatewayCluster]:
+def gateway(nats_server: NatsServer) -> Iterator[CallStack]:
+    """The system a browser meets: a gateway, a mode selector and a media node (GROUP calls
+    of three move to the SFU and back, as in production), pre-warm on."""
     if not (DEFAULT_DIST / "index.html").is_file():
         pytest.fail("the web client is not built: run `make web` (make test builds it)")
-    cluster = GatewayCluster(nats_server.url, count=1, env=E2E_ENV).start()
-    yield cluster
-    cluster.stop()
+    stack = CallStack(
+        nats_server.url,
+        gateways=1,
+        selectors=1,
+        media_nodes=1,
+        env=E2E_ENV,
+        selector_env=E2E_SELECTOR_ENV,
+    ).start_all()
+    yield stack
+    stack.stop()
 
 
 @pytest.fixture(scope="package")
@@ -132,6 +159,7 @@ def people(
         page = context.new_page()
         person = Person(name, context, page)
         page.on("pageerror", lambda exc: person.errors.append(str(exc)))
+        page.on("console", lambda msg: person.console.append(f"{msg.type}: {msg.text}"))
 
         def check_origin(url: str) -> None:
             # Nothing may be fetched from anywhere but the page's own origin (no CDN, fonts).
@@ -146,11 +174,13 @@ def people(
         return person
 
     yield open_person
-    if request.node.stash.get(FAILED_KEY, False):
-        # What each person was looking at when the journey failed.
-        for person in opened:
-            if not person.page.is_closed():
-                person.screenshot(f"FAILED-{request.node.name}")
+    failed = request.node.stash.get(FAILED_KEY, False)
+    for person in opened:
+        # What each page said (the client logs its media path changes), kept as an artifact.
+        person.save_console(f"{'FAILED-' if failed else ''}{request.node.name}")
+        if failed and not person.page.is_closed():
+            # What each person was looking at when the journey failed.
+            person.screenshot(f"FAILED-{request.node.name}")
     refused: dict[str, object] = {}
     for person in opened:
         if not person.page.is_closed() and person.page.url.startswith("http"):

@@ -15,13 +15,22 @@ from playwright.sync_api import BrowserContext, Locator, Page, expect
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 #: Counts camera/microphone prompts and marks the page, to tell a reload or a second
-#: getUserMedia apart from a call that carried on; records Content-Security-Policy refusals.
+#: getUserMedia apart from a call that carried on; records Content-Security-Policy refusals
+#: and the page's peer connections.
 INIT_SCRIPT = """
 (() => {
   window.__meeshy = { gum: 0, loadedAt: performance.timeOrigin, screens: [], csp: [] };
   document.addEventListener('securitypolicyviolation', (e) => {
     window.__meeshy.csp.push(`${e.violatedDirective} ${e.blockedURI}`);
   });
+  // Every peer connection the page makes, so a test can break one (a fault, not a shortcut).
+  const Native = window.RTCPeerConnection;
+  window.__meeshy.pcs = [];
+  if (Native) {
+    window.RTCPeerConnection = class extends Native {
+      constructor(...args) { super(...args); window.__meeshy.pcs.push(this); }
+    };
+  }
   const md = navigator.mediaDevices;
   if (md && md.getUserMedia) {
     const original = md.getUserMedia.bind(md);
@@ -73,6 +82,8 @@ class Person:
     context: BrowserContext
     page: Page
     errors: list[str] = field(default_factory=list)
+    #: The page's console, kept for the artifacts of a failed journey.
+    console: list[str] = field(default_factory=list)
 
     # --- looking -------------------------------------------------------------------------
     def expect_screen(self, screen: str, timeout: float = 20_000) -> None:
@@ -82,6 +93,12 @@ class Person:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{test_name}-{self.name}.png"
         self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def save_console(self, test_name: str) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{test_name}-{self.name}.console.txt"
+        path.write_text("\n".join(self.console))
         return path
 
     def button(self, name: str) -> Locator:

@@ -79,7 +79,7 @@ def test_server_refusals_and_missing_history_read_as_sentences(
     alice.button(f"Call history of {title}").click()
     alice.expect_screen("history")
     expect(alice.page.locator(".history").get_by_role("status")).to_contain_text(
-        "Call history is not available on this server yet"
+        "Call history is not available on this server (call history is not configured"
     )
     alice.button("Back to conversations").click()
     alice.expect_screen("conversations")

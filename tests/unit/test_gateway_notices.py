@@ -6,6 +6,7 @@ from schemas.call_events import (
     Participant,
     ParticipantJoined,
     ParticipantLeft,
+    ParticipantResumed,
     RingEnded,
 )
 
@@ -47,3 +48,21 @@ def test_a_removed_person_hears_it_the_end_is_said_once() -> None:
     )
     ended = project(CallEnded(call_id="c", reason="completed", duration_s=3.0, ended_by="p-a"))
     assert [n.event for n in ended] == ["call:ended"] and ended[0].payload["endedBy"] == "p-a"
+
+
+def test_a_resumed_participant_keeps_its_mute_on_everyone_s_screen() -> None:
+    muted = project(
+        ParticipantResumed(
+            call_id="c",
+            participant_id="p-b",
+            participant=BOB,
+            audio_enabled=False,
+            video_enabled=True,
+        )
+    )
+    assert [(n.event, n.exclude) for n in muted] == [("call:participant-resumed", "p-b")]
+    view = muted[0].payload["participant"]
+    assert (view["audioEnabled"], view["videoEnabled"]) == (False, True)
+    # An event written before the fields existed says nothing about media (not "on").
+    older = project(ParticipantResumed(call_id="c", participant_id="p-b", participant=BOB))
+    assert "audioEnabled" not in older[0].payload["participant"]

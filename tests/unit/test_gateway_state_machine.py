@@ -9,6 +9,7 @@ from gateway import state_machine as sm
 from gateway.errors import CallError
 from gateway.notices import Notice, project
 from gateway.tokens import Principal
+from schemas.call_events import ParticipantResumed
 from schemas.call_state import CallState, ConversationMember, ConversationRecord
 
 T0 = 1_000_000.0
@@ -181,6 +182,9 @@ def test_disconnect_grace_resume_keeps_everything() -> None:
     assert again.audio_enabled is False and again.language == "fr"
     assert resumed.state.status == "active"
     assert names(resumed) == ["ParticipantResumed", "CallStatusChanged"]
+    event = resumed.events[0]
+    assert isinstance(event, ParticipantResumed)
+    assert (event.audio_enabled, event.video_enabled) == (False, True)  # what Bob kept
     with pytest.raises(CallError):
         sm.resume(resumed.state, "tok-bob", now=T0 + 13, new_token="x")  # the old token is spent
 

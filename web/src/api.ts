@@ -2,10 +2,13 @@
 
 import { AppError, fromServer } from "./errors";
 import type {
+  CallDetailView,
   CallView,
   ConversationSummary,
   GuestTokenView,
+  HistoryPage,
   ShareLinkView,
+  TranscriptView,
 } from "./protocol";
 
 const TIMEOUT_MS = 15_000;
@@ -94,8 +97,23 @@ export class Api {
     return this.request("GET", `/api/calls/${encodeURIComponent(callId)}`);
   }
 
-  /** Past calls of a conversation (served once the history service exists). */
-  history(conversationId: string): Promise<{ calls: unknown[] }> {
-    return this.request("GET", `/api/conversations/${encodeURIComponent(conversationId)}/calls`);
+  /** The signed-in person's calls, newest first (`GET /api/calls/history`). */
+  history(cursor: string | null = null, limit = 50): Promise<HistoryPage> {
+    const q = new URLSearchParams({ limit: String(limit) });
+    if (cursor) q.set("cursor", cursor);
+    return this.request("GET", `/api/calls/history?${q.toString()}`);
+  }
+
+  /** One call with what the archive knows of it (participants, mode changes). */
+  callDetail(callId: string): Promise<CallDetailView> {
+    return this.request("GET", `/api/calls/${encodeURIComponent(callId)}`);
+  }
+
+  /** The stored transcript of a call, with the captions in `lang` (people who were in it). */
+  transcript(callId: string, lang: string | null, cursor: string | null = null): Promise<TranscriptView> {
+    const q = new URLSearchParams();
+    if (lang) q.set("lang", lang);
+    if (cursor) q.set("cursor", cursor);
+    return this.request("GET", `/api/calls/${encodeURIComponent(callId)}/transcript?${q.toString()}`);
   }
 }

@@ -15,9 +15,9 @@ import { CallSession, requireJoined } from "./call/callSession";
 import { byId, h } from "./dom";
 import { AppError, toAppError } from "./errors";
 import { LocalMedia } from "./media/localMedia";
-import { loadPrefs } from "./prefs";
+import { loadPrefs, type Prefs } from "./prefs";
 import type { ConversationSummary, JoinedAck } from "./protocol";
-import { Signaling } from "./signaling";
+import { Signaling, type EarlyEvent } from "./signaling";
 import { callScreen, type CallScreen } from "./ui/callInterface";
 import { conversationsScreen, conversationTitle, type MissedCall } from "./ui/conversations";
 import { guestJoinScreen, guestMessageScreen, refusalText } from "./ui/guestJoin";
@@ -137,7 +137,7 @@ export class App {
     const screen = conversationsScreen(this.api, id.principalId, this.missed, {
       call: (c) => this.preJoin(c, null),
       join: (c, callId) => this.preJoin(c, callId),
-      history: (c) => show(historyScreen(this.api, c, conversationTitle(c, id.principalId), () => this.showConversations())),
+      history: (c) => show(historyScreen(this.api, c, conversationTitle(c, id.principalId), () => this.showConversations(), id.language)),
       dismissMissed: (callId) => {
         const i = this.missed.findIndex((m) => m.callId === callId);
         if (i >= 0) this.missed.splice(i, 1);
@@ -168,20 +168,33 @@ export class App {
         action: callId ? "Join call" : "Start call",
         defaultLanguage: id.language,
         cancel: () => this.showConversations(),
-        join: async (local) => {
-          const ack = callId
-            ? await signaling.request<"call:join", JoinedAck>("call:join", { callId })
-            : await signaling.request<"call:initiate", JoinedAck>("call:initiate", {
-                conversationId: c.conversationId,
-                media: local.hasVideo ? "video" : "audio",
-              });
-          this.enterCall(requireJoined(ack), local, title, c.myRole);
+        join: async (local, prefs) => {
+          const capture = signaling.capture();
+          try {
+            const ack = callId
+              ? await signaling.request<"call:join", JoinedAck>("call:join", { callId })
+              : await signaling.request<"call:initiate", JoinedAck>("call:initiate", {
+                  conversationId: c.conversationId,
+                  media: local.hasVideo ? "video" : "audio",
+                });
+            this.enterCall(requireJoined(ack), local, title, c.myRole, capture.take(), prefs);
+          } catch (err) {
+            capture.take();
+            throw err;
+          }
         },
       }),
     );
   }
 
-  private enterCall(ack: JoinedAck, local: LocalMedia, title: string, role: string | null): void {
+  private enterCall(
+    ack: JoinedAck,
+    local: LocalMedia,
+    title: string,
+    role: string | null,
+    early: readonly EarlyEvent[] = [],
+    prefs: Prefs = loadPrefs(),
+  ): void {
     const id = this.identity;
     const signaling = this.signaling;
     if (!id || !signaling) return;
@@ -200,11 +213,19 @@ export class App {
       },
       notice: (message, tone) => showBanner(message, tone),
       announce: (message) => announce(message),
-    }, role);
+    }, role, early);
     this.session = session;
     // Joined with the microphone or camera off: the server starts with both on.
     if (!local.audioEnabled && local.hasAudio) void session.setAudio(false);
     if (!local.videoEnabled && local.hasVideo) void session.setVideo(false);
+    // The languages chosen before joining, where they differ from the account's.
+    const me = session.self;
+    if (me) {
+      const change: { language?: string; captionLanguage?: string } = {};
+      if (prefs.spokenLanguage && prefs.spokenLanguage !== me.language) change.language = prefs.spokenLanguage;
+      if (prefs.captionLanguage && prefs.captionLanguage !== (me.captionLanguage || me.language)) change.captionLanguage = prefs.captionLanguage;
+      if (change.language || change.captionLanguage) void session.setLanguages(change);
+    }
     this.callView = callScreen(session, this.api, title);
     show(this.callView);
   }
@@ -248,11 +269,13 @@ export class App {
     if (warning) showBanner(`${warning.readable}. You joined anyway.`, "error");
     media.setAudioEnabled(!prefs.joinMuted);
     media.setVideoEnabled(!prefs.joinCameraOff);
+    const capture = signaling.capture();
     try {
       const ack = await signaling.request<"call:accept", JoinedAck>("call:accept", { callId: call.callId });
       const c = this.conversations.find((x) => x.conversationId === call.conversationId);
-      this.enterCall(requireJoined(ack), media, title, c?.myRole ?? null);
+      this.enterCall(requireJoined(ack), media, title, c?.myRole ?? null, capture.take(), prefs);
     } catch (err) {
+      capture.take();
       media.stop();
       const e = toAppError(err);
       showBanner(e.code === "call_ended" ? "The call ended before you answered." : `Could not accept: ${e.readable}`, "error");
@@ -348,10 +371,12 @@ export class App {
     const { media, warning } = await LocalMedia.acquire({ cameraId: prefs.cameraId, microphoneId: prefs.microphoneId });
     if (warning) showBanner(`${warning.readable}. You joined anyway.`, "error");
     await waitConnected(signaling);
+    const capture = signaling.capture();
     try {
       const ack = await signaling.request<"call:join", JoinedAck>("call:join", { callId });
-      this.enterCall(requireJoined(ack), media, "Group call", null);
+      this.enterCall(requireJoined(ack), media, "Group call", null, capture.take(), prefs);
     } catch (err) {
+      capture.take();
       media.stop();
       const e = toAppError(err);
       show(guestMessageScreen("Cannot join", e instanceof AppError && e.code === "forbidden" ? refusalText(e) : e.readable));

@@ -5,6 +5,17 @@ import { io, type Socket } from "socket.io-client";
 import { AppError, fromConnectError, fromServer } from "./errors";
 import type { ClientEvents, ServerEvents } from "./protocol";
 
+/** A server event kept while a join is in flight (events can overtake the join's ack). */
+export interface EarlyEvent {
+  event: string;
+  payload: unknown;
+}
+
+export interface Capture {
+  /** Stop keeping events; returns those kept. */
+  take(): EarlyEvent[];
+}
+
 export type ConnectionState = "connecting" | "connected" | "reconnecting" | "closed";
 
 type Ack = { ok: boolean; error?: unknown } & Record<string, unknown>;
@@ -87,6 +98,24 @@ export class Signaling {
     };
     this.socket.on(event as string, wrapped as (...args: unknown[]) => void);
     return () => this.socket.off(event as string, wrapped as (...args: unknown[]) => void);
+  }
+
+  /**
+   * Keep every server event from now on, until `take()`: a join's ack can arrive after the
+   * first events of the call it joins (docs/socket-protocol.md), which the call replays.
+   */
+  capture(limit = 500): Capture {
+    const kept: EarlyEvent[] = [];
+    const listener = (event: string, payload: unknown) => {
+      if (kept.length < limit) kept.push({ event, payload });
+    };
+    this.socket.onAny(listener);
+    return {
+      take: () => {
+        this.socket.offAny(listener);
+        return kept.splice(0);
+      },
+    };
   }
 
   /** Emit with an acknowledgement; resolves with the ack, throws AppError on a refusal. */

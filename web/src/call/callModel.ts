@@ -11,6 +11,8 @@ export interface CallModel {
   mode: CallMode;
   initiatorUserId: string;
   selfId: string;
+  /** Transcription (captions) is on for the whole call. */
+  transcription: boolean;
   participants: ParticipantView[];
 }
 
@@ -23,6 +25,7 @@ export function fromView(view: CallView, selfId: string): CallModel {
     mode: view.mode,
     initiatorUserId: view.initiatorUserId,
     selfId,
+    transcription: view.transcription ?? false,
     participants: [...view.participants],
   };
 }
@@ -53,6 +56,11 @@ export function patch(m: CallModel, participantId: string, change: Partial<Parti
     ...m,
     participants: m.participants.map((p) => (p.participantId === participantId ? { ...p, ...change } : p)),
   };
+}
+
+/** What a participant speaks and reads (their caption language defaults to the spoken one). */
+export function captionLanguageOf(p: ParticipantView): string {
+  return p.captionLanguage || p.language;
 }
 
 /** The server's view after a resume: who came and went while this socket was away. */

@@ -1,24 +1,18 @@
-// One call in progress: server events in, P2P media, heartbeats, and coming back after a
-// network drop (socket resume with the resume token, then ICE restarts) without leaving the
-// call screen. The UI reads the state and re-renders on `changed`.
+// One call in progress: the server's events in, the media (CallMedia: P2P, SFU, migrations),
+// captions (CaptionsController), heartbeats, and coming back after a network drop (socket
+// resume with the resume token, then ICE restarts) without leaving the call screen. The UI
+// reads the state and re-renders on `changed`.
 
 import type { Identity } from "../auth";
+import { CaptionsController } from "../captions/captionsController";
 import { AppError, toAppError } from "../errors";
-import type { JoinedAck, ParticipantView, ServerEvents, SignalType } from "../protocol";
-import type { Signaling } from "../signaling";
-import { CaptionStore } from "../captions/captionStore";
-import type { LocalMedia } from "../media/localMedia";
+import { CallMedia, type RemoteTile } from "../media/callMedia";
+import { toRtcIceServers } from "../media/ice";
 import { LevelMeter } from "../media/levelMeter";
-import type { MediaPath } from "../media/mediaPath";
-import { P2PMesh } from "../media/p2pMesh";
-import type { LinkStats } from "../media/stats";
+import type { LocalMedia } from "../media/localMedia";
+import type { CallMode, JoinedAck, ParticipantView, ServerEvents } from "../protocol";
+import type { EarlyEvent, Signaling } from "../signaling";
 import * as model from "./callModel";
-
-export interface RemoteMedia {
-  stream: MediaStream | null;
-  ice: RTCIceConnectionState | "new";
-  stats: LinkStats | null;
-}
 
 export interface CallSessionListener {
   changed(): void;
@@ -28,27 +22,33 @@ export interface CallSessionListener {
   announce(message: string): void;
 }
 
-const STATS_EVERY_MS = 1_000;
 const SPEAKING_LEVEL = 0.02;
 const LOCAL_SPEAKING_LEVEL = 0.08;
 const RESUME_RETRY_MS = 1_500;
 const SPEAKER_HOLD_MS = 1_500;
+const SPEAKER_EVERY_MS = 500;
+/** How long a heartbeat's "call ended" waits for the call:ended notice that says why. */
+const END_NOTICE_WAIT_MS = 3_000;
+
+type Handlers = { [E in keyof ServerEvents]?: (payload: ServerEvents[E]) => void };
 
 export class CallSession {
   state: model.CallModel;
   /** This socket's own link to the server: "reconnecting" during a network drop. */
   selfConnection: "connected" | "reconnecting" = "connected";
-  readonly remote = new Map<string, RemoteMedia>();
   activeSpeaker: string | null = null;
-  readonly captions = new CaptionStore();
+  readonly media: CallMedia;
+  readonly captions: CaptionsController;
   private resumeToken: string;
-  private readonly path: MediaPath;
+  private iceServers: RTCIceServer[];
+  private readonly handlers: Handlers = {};
   private readonly offs: (() => void)[] = [];
   private heartbeatTimer: number | null = null;
-  private statsTimer: number | null = null;
+  private speakerTimer: number | null = null;
+  private endTimer: number | null = null;
   private meter: LevelMeter | null = null;
-  private localLevel = 0;
   private spokeAt = 0;
+  private serverSpeaker: string | null = null;
   private over = false;
   private resuming = false;
 
@@ -60,36 +60,46 @@ export class CallSession {
     private readonly listener: CallSessionListener,
     /** The person's role in the conversation (null for guests). */
     readonly role: string | null,
+    /** Events of this call that arrived before the join's ack. */
+    early: readonly EarlyEvent[] = [],
   ) {
     this.state = model.fromView(joined.call, joined.participantId);
     this.resumeToken = joined.resumeToken;
-    const iceServers: RTCIceServer[] = joined.iceServers.map((s) => ({
-      urls: s.urls,
-      ...(s.username ? { username: s.username } : {}),
-      ...(s.credential ? { credential: s.credential } : {}),
-    }));
-    this.path = new P2PMesh(
-      local,
-      iceServers,
-      (to, type, body) => this.sendSignal(to, type, body),
-      () => this.signaling.connected && this.selfConnection === "connected",
+    this.iceServers = toRtcIceServers(joined.iceServers);
+    const online = () => this.signaling.connected && this.selfConnection === "connected" && !this.over;
+    this.media = new CallMedia(
       {
-        onRemoteStream: (pid, stream) => {
-          this.remoteOf(pid).stream = stream;
-          this.listener.changed();
-        },
-        onLinkState: (pid, ice) => {
-          this.remoteOf(pid).ice = ice;
-          this.listener.changed();
-        },
-        onError: (pid, err) => {
-          const name = model.find(this.state, pid)?.displayName ?? "someone";
-          console.warn("media link error", pid, err);
-          this.listener.notice(`Media with ${name}: ${toAppError(err).readable}`, "error");
-        },
+        callId: this.state.callId,
+        selfId: this.state.selfId,
+        conversationType: this.state.conversationType,
+        participants: () => this.state.participants,
+        online,
+        changed: () => this.listener.changed(),
+        notice: (m, tone) => this.listener.notice(m, tone),
       },
+      signaling,
+      local,
+      this.iceServers,
+      joined.call,
+    );
+    this.captions = new CaptionsController(
+      {
+        callId: this.state.callId,
+        selfId: this.state.selfId,
+        participants: () => this.state.participants,
+        online,
+        iceServers: () => this.iceServers,
+        changed: () => this.listener.changed(),
+        notice: (m, tone) => this.listener.notice(m, tone),
+        announce: (m) => this.listener.announce(m),
+      },
+      signaling,
+      local,
+      this.state.transcription,
+      this.media.primary,
     );
     this.subscribe();
+    for (const e of early) this.dispatch(e.event, e.payload);
     this.startTimers(joined.heartbeatIntervalS);
     if (local.audioTrack) {
       try {
@@ -108,48 +118,42 @@ export class CallSession {
     return model.find(this.state, this.state.selfId);
   }
 
-  get mode(): string {
-    return this.path.mode;
+  get mode(): CallMode {
+    return this.media.primary;
   }
 
   get mayEndForAll(): boolean {
     return model.mayEndForAll(this.state, this.identity.kind === "user" ? this.identity.principalId : null, this.role);
   }
 
-  private remoteOf(pid: string): RemoteMedia {
-    let r = this.remote.get(pid);
-    if (!r) {
-      r = { stream: null, ice: "new", stats: null };
-      this.remote.set(pid, r);
-    }
-    return r;
+  remote(participantId: string): RemoteTile {
+    return this.media.tile(participantId);
   }
 
-  private async sendSignal(
-    to: string,
-    type: SignalType,
-    body: { sdp?: string; candidate?: RTCIceCandidateInit },
-  ): Promise<void> {
-    await this.signaling.request("call:signal", { callId: this.callId, to, type, ...body });
-  }
-
+  // --- server events -----------------------------------------------------------------------
   private on<E extends keyof ServerEvents>(event: E, handler: (p: ServerEvents[E]) => void): void {
-    this.offs.push(
-      this.signaling.on(event, (payload) => {
-        if (this.over) return;
-        if ((payload as { callId?: string }).callId !== this.callId) return;
-        handler(payload);
-      }),
-    );
+    (this.handlers as Record<string, (p: unknown) => void>)[event] = handler as (p: unknown) => void;
+    this.offs.push(this.signaling.on(event, (payload) => this.dispatch(event, payload)));
+  }
+
+  private dispatch(event: string, payload: unknown): void {
+    if (this.over) return;
+    if ((payload as { callId?: string } | null)?.callId !== this.callId) return;
+    const handler = (this.handlers as Record<string, ((p: unknown) => void) | undefined>)[event];
+    if (!handler) return;
+    try {
+      handler(payload);
+    } catch (err) {
+      console.error(`handling ${event} failed`, err);
+    }
   }
 
   private subscribe(): void {
-    this.on("call:participant-joined", ({ participant }) => {
+    this.on("call:participant-joined", ({ participant, activeCount }) => {
       const isNew = !model.find(this.state, participant.participantId);
       this.state = model.upsert(this.state, participant);
       if (participant.participantId !== this.state.selfId) {
-        // Those already in the call offer to the newcomer.
-        this.path.connect(participant.participantId);
+        this.media.participantJoined(participant.participantId, activeCount);
         if (isNew) this.listener.announce(`${participant.displayName} joined the call`);
       }
       this.listener.changed();
@@ -169,8 +173,7 @@ export class CallSession {
       }
       const who = model.find(this.state, participantId);
       this.state = model.remove(this.state, participantId);
-      this.path.disconnect(participantId);
-      this.remote.delete(participantId);
+      this.media.participantLeft(participantId);
       if (this.activeSpeaker === participantId) this.activeSpeaker = null;
       if (who) this.listener.announce(`${who.displayName} ${model.leaveReasonText(reason)}`);
       this.listener.changed();
@@ -179,23 +182,63 @@ export class CallSession {
       this.state = model.patch(this.state, participantId, { connection: "reconnecting" });
       this.listener.changed();
     });
-    this.on("call:participant-resumed", ({ participant }) => {
-      this.state = model.upsert(this.state, participant);
+    this.on("call:participant-resumed", ({ participantId, participant }) => {
+      // Back with what they had: fields the notice leaves out (an older server says nothing
+      // of media) keep what we knew, never the "just joined" defaults.
+      const known = model.find(this.state, participantId);
+      this.state = known
+        ? model.upsert(this.state, { ...known, ...(participant ?? {}), participantId, connection: "connected" })
+        : participant && isFullView(participant)
+          ? model.upsert(this.state, participant)
+          : this.state;
       this.listener.changed();
     });
     this.on("call:media-toggled", ({ participantId, audioEnabled, videoEnabled }) => {
       this.state = model.patch(this.state, participantId, { audioEnabled, videoEnabled });
       this.listener.changed();
     });
-    this.on("call:signal", (msg) => this.path.handleSignal(msg));
+    this.on("call:active-speaker", ({ participantId }) => {
+      this.serverSpeaker = participantId;
+    });
+    this.on("call:signal", (msg) => this.media.handleSignal(msg));
     this.on("call:ended", ({ reason, endedBy }) => {
       this.finish(model.endReasonText(reason, endedBy === this.state.selfId), "info");
     });
-    this.on("call:caption", (caption) => {
-      const names = (pid: string) => model.find(this.state, pid)?.displayName ?? "";
-      const result = this.captions.apply(caption, names, this.state.selfId);
-      if (result.announce) this.listener.announce(result.announce);
-      if (result.changed) this.listener.changed();
+    // --- SFU and migrations
+    this.on("call:migration-started", (ev) => this.media.onMigrationStarted(ev));
+    this.on("call:mode-switch", (ev) => void this.media.onModeSwitch(ev));
+    this.on("call:mode-changed", (ev) => {
+      this.media.onModeChanged(ev);
+      this.state = { ...this.state, mode: this.media.primary };
+      this.captions.modeChanged(this.media.primary);
+      if (ev.outcome !== "completed" && ev.reason && ev.reason !== "superseded") {
+        console.info(`migration to ${ev.toMode} ${ev.outcome}: ${ev.reason}`);
+      }
+      this.listener.changed();
+    });
+    this.on("call:sfu-prewarm", (ev) => this.media.onPrewarm(ev));
+    this.on("call:slots", (ev) => this.media.onSlots(ev));
+    this.on("call:video-demand", (ev) => this.media.onVideoDemand(ev));
+    this.on("call:sfu-leg", (ev) => {
+      this.media.onSfuLeg(ev);
+      this.captions.onLeg(ev.sessionId, ev.leg, ev.state);
+    });
+    this.on("call:sfu-closed", (ev) => {
+      this.media.onSfuClosed(ev);
+      this.captions.onSessionClosed(ev.sessionId);
+    });
+    // --- captions
+    this.on("call:transcription-changed", ({ enabled, by }) => {
+      this.state = { ...this.state, transcription: enabled };
+      this.captions.onTranscriptionChanged(enabled, by);
+    });
+    this.on("call:participant-language", ({ participantId, language, captionLanguage }) => {
+      this.state = model.patch(this.state, participantId, { language, captionLanguage });
+      this.listener.changed();
+    });
+    this.on("call:caption", (caption) => this.captions.onCaption(caption));
+    this.on("call:captions-uplink", ({ participantId, sfu }) => {
+      if (participantId === this.state.selfId) this.captions.onUplink(sfu);
     });
     this.offs.push(
       this.signaling.onState((s, err) => {
@@ -224,17 +267,13 @@ export class CallSession {
         resumeToken: this.resumeToken,
       });
       this.resumeToken = ack.resumeToken;
+      if (ack.iceServers.length) this.iceServers = toRtcIceServers(ack.iceServers);
       const { model: next, added, removed } = model.reconcile(this.state, ack.call);
       this.state = next;
-      for (const pid of removed) {
-        this.path.disconnect(pid);
-        this.remote.delete(pid);
-      }
-      // Whoever arrived while we were away expects an offer from those already in.
-      for (const pid of added) this.path.connect(pid);
-      for (const p of model.others(this.state)) if (!this.path.has(p.participantId)) this.path.connect(p.participantId);
+      for (const pid of removed) this.media.participantLeft(pid);
       this.selfConnection = "connected";
-      this.path.restartUnhealthy();
+      // Whoever arrived while we were away expects an offer from those already in.
+      this.media.resumed(added);
       // The server keeps media states across a resume; re-assert ours in case a toggle was lost.
       await this.syncMediaState();
       this.listener.notice("Reconnected.", "info");
@@ -273,32 +312,31 @@ export class CallSession {
       this.signaling.request("call:heartbeat", { callId: this.callId }).catch((err: unknown) => {
         const e = toAppError(err);
         if (e.code === "call_ended" || e.code === "not_in_call") {
-          this.finish("You are no longer in this call.", "info");
+          // The heartbeat can learn of the end before call:ended (with its reason) arrives:
+          // give the notice a moment, so the person reads why ("No answer", ...).
+          this.finishUnlessTold("You are no longer in this call.");
         }
       });
     }, every);
-    this.statsTimer = window.setInterval(() => void this.sampleStats(), STATS_EVERY_MS);
+    this.speakerTimer = window.setInterval(() => this.updateSpeaker(), SPEAKER_EVERY_MS);
   }
 
-  private async sampleStats(): Promise<void> {
+  /** The highlighted tile: the loudest remote audio, or our own voice, or the server's pick. */
+  private updateSpeaker(): void {
     let loudest: string | null = null;
     let level = SPEAKING_LEVEL;
     for (const p of model.others(this.state)) {
-      try {
-        const s = await this.path.stats(p.participantId);
-        if (!s) continue;
-        this.remoteOf(p.participantId).stats = s;
-        if (p.audioEnabled && s.audioLevel > level) {
-          level = s.audioLevel;
-          loudest = p.participantId;
-        }
-      } catch {
-        // A link closing under us: the next sample will not see it.
+      const s = this.media.tile(p.participantId).stats;
+      if (s && p.audioEnabled && s.audioLevel > level) {
+        level = s.audioLevel;
+        loudest = p.participantId;
       }
     }
-    this.localLevel = this.meter && this.local.audioEnabled ? this.meter.level() : 0;
-    if (!loudest && this.localLevel > LOCAL_SPEAKING_LEVEL) loudest = this.state.selfId;
+    const localLevel = this.meter && this.local.audioEnabled ? this.meter.level() : 0;
+    if (!loudest && localLevel > LOCAL_SPEAKING_LEVEL) loudest = this.state.selfId;
+    if (!loudest && this.serverSpeaker && model.find(this.state, this.serverSpeaker)) loudest = this.serverSpeaker;
     const now = performance.now();
+    const before = this.activeSpeaker;
     if (loudest) {
       this.activeSpeaker = loudest;
       this.spokeAt = now;
@@ -308,13 +346,14 @@ export class CallSession {
       const muted = this.activeSpeaker === this.state.selfId ? !this.local.audioEnabled : !current?.audioEnabled;
       if (muted || now - this.spokeAt > SPEAKER_HOLD_MS) this.activeSpeaker = null;
     }
-    this.listener.changed();
+    if (before !== this.activeSpeaker) this.listener.changed();
   }
 
   // --- actions -------------------------------------------------------------------------
   async setAudio(on: boolean): Promise<void> {
     this.local.setAudioEnabled(on);
     this.state = model.patch(this.state, this.state.selfId, { audioEnabled: on });
+    this.captions.microphoneChanged();
     this.listener.changed();
     try {
       await this.signaling.request("call:toggle-audio", { callId: this.callId, enabled: on });
@@ -345,6 +384,19 @@ export class CallSession {
     this.listener.changed();
   }
 
+  togglePin(participantId: string): void {
+    const pins = this.media.pins;
+    this.media.setPinned(pins.includes(participantId) ? pins.filter((p) => p !== participantId) : [...pins, participantId]);
+  }
+
+  async setLanguages(change: { language?: string; captionLanguage?: string }): Promise<void> {
+    const kept = await this.captions.setLanguage(change);
+    if (kept) {
+      this.state = model.patch(this.state, this.state.selfId, kept);
+      this.listener.changed();
+    }
+  }
+
   async leave(): Promise<void> {
     try {
       await this.signaling.request("call:leave", { callId: this.callId });
@@ -369,6 +421,11 @@ export class CallSession {
     }
   }
 
+  private finishUnlessTold(message: string): void {
+    if (this.over || this.endTimer !== null) return;
+    this.endTimer = window.setTimeout(() => this.finish(message, "info"), END_NOTICE_WAIT_MS);
+  }
+
   private finish(message: string, tone: "info" | "error"): void {
     if (this.over) return;
     this.dispose();
@@ -381,11 +438,17 @@ export class CallSession {
     for (const off of this.offs) off();
     this.offs.length = 0;
     if (this.heartbeatTimer !== null) window.clearInterval(this.heartbeatTimer);
-    if (this.statsTimer !== null) window.clearInterval(this.statsTimer);
+    if (this.speakerTimer !== null) window.clearInterval(this.speakerTimer);
+    if (this.endTimer !== null) window.clearTimeout(this.endTimer);
     this.meter?.close();
-    this.path.close();
+    this.captions.close();
+    this.media.close();
     this.local.stop();
   }
+}
+
+function isFullView(p: Partial<ParticipantView>): p is ParticipantView {
+  return typeof p.participantId === "string" && typeof p.audioEnabled === "boolean" && typeof p.videoEnabled === "boolean";
 }
 
 export function requireJoined(ack: unknown): JoinedAck {

@@ -1,6 +1,6 @@
 // Captions of the call, one line per utterance: interim text replaced in place by later
 // revisions and then by the final text; a final is announced to screen readers once.
-// Fed by `call:caption` (DRAFT protocol: the server sends it from phase 2 on).
+// Fed by `call:caption`.
 
 import type { CaptionEvent } from "../protocol";
 
@@ -25,6 +25,8 @@ export const MAX_LINES = 60;
 
 export class CaptionStore {
   lines: CaptionLine[] = [];
+  /** Bumped on every change (the panel re-renders when it moves). */
+  version = 0;
 
   apply(
     ev: CaptionEvent,
@@ -54,11 +56,13 @@ export class CaptionStore {
     if (existing) this.lines[i] = line;
     else this.lines.push(line);
     if (this.lines.length > MAX_LINES) this.lines.splice(0, this.lines.length - MAX_LINES);
+    this.version += 1;
     const announce = line.isFinal && !own && line.text.trim() ? `${line.speakerName}: ${line.text}` : null;
     return { changed: true, announce };
   }
 
   clear(): void {
     this.lines = [];
+    this.version += 1;
   }
 }

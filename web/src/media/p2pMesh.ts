@@ -2,9 +2,7 @@
 
 import type { SignalMessage, SignalType } from "../protocol";
 import type { LocalMedia } from "./localMedia";
-import type { MediaPath, MediaPathEvents } from "./mediaPath";
 import { PeerLink } from "./peerLink";
-import type { LinkStats } from "./stats";
 
 export type SendTo = (
   to: string,
@@ -15,18 +13,23 @@ export type SendTo = (
 /** How long ICE may stay "disconnected" before we restart it (it often recovers alone). */
 const DISCONNECTED_GRACE_MS = 3_000;
 
-export class P2PMesh implements MediaPath {
-  readonly mode = "p2p" as const;
+export interface MeshEvents {
+  onRemoteStream(participantId: string): void;
+  onLinkState(participantId: string, state: RTCIceConnectionState): void;
+  onError(participantId: string, err: unknown): void;
+}
+
+export class P2PMesh {
   private readonly links = new Map<string, PeerLink>();
   private readonly restartTimers = new Map<string, number>();
   private readonly offTracks: () => void;
 
   constructor(
     private readonly local: LocalMedia,
-    private readonly iceServers: RTCIceServer[],
+    private iceServers: RTCIceServer[],
     private readonly sendTo: SendTo,
     private readonly canSignal: () => boolean,
-    private readonly events: MediaPathEvents,
+    private readonly events: MeshEvents,
   ) {
     this.offTracks = local.onTrackChange((kind, track) => {
       for (const link of this.links.values()) {
@@ -43,7 +46,7 @@ export class P2PMesh implements MediaPath {
       this.local,
       (type, body) => this.sendTo(remoteId, type, body),
       {
-        onRemoteStream: (stream) => this.events.onRemoteStream(remoteId, stream),
+        onRemoteStream: () => this.events.onRemoteStream(remoteId),
         onState: (state) => this.onState(link, state),
         onError: (err) => this.events.onError(remoteId, err),
       },
@@ -99,13 +102,25 @@ export class P2PMesh implements MediaPath {
     }
   }
 
-  iceState(participantId: string): RTCIceConnectionState | null {
-    return this.links.get(participantId)?.pc.iceConnectionState ?? null;
+  /** Fresh TURN credentials for the links made from now on. */
+  setIceServers(servers: RTCIceServer[]): void {
+    if (servers.length) this.iceServers = servers;
   }
 
-  async stats(participantId: string): Promise<LinkStats | null> {
-    const link = this.links.get(participantId);
-    return link ? link.stats() : null;
+  link(participantId: string): PeerLink | undefined {
+    return this.links.get(participantId);
+  }
+
+  get linked(): Set<string> {
+    return new Set(this.links.keys());
+  }
+
+  /** Close every direct link (the call moved to the SFU); the mesh stays usable. */
+  closeAll(): void {
+    for (const t of this.restartTimers.values()) window.clearTimeout(t);
+    this.restartTimers.clear();
+    for (const link of this.links.values()) link.close();
+    this.links.clear();
   }
 
   close(): void {

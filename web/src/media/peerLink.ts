@@ -4,7 +4,6 @@
 
 import type { SignalMessage, SignalType } from "../protocol";
 import type { LocalMedia, TrackKind } from "./localMedia";
-import { summarize, type LinkStats, type StatsCursor } from "./stats";
 
 export type SendSignal = (
   type: SignalType,
@@ -20,12 +19,13 @@ export interface PeerLinkEvents {
 export class PeerLink {
   readonly pc: RTCPeerConnection;
   readonly remoteStream = new MediaStream();
+  /** When this link was made (performance.now()): a link that never carries media is reported. */
+  readonly createdAt = performance.now();
   private makingOffer = false;
   private ignoreOffer = false;
   private restartPending = false;
   private pendingCandidates: RTCIceCandidateInit[] = [];
   private tracksAttached = false;
-  private cursor: StatsCursor | null = null;
   private closed = false;
 
   constructor(
@@ -146,13 +146,16 @@ export class PeerLink {
     return this.pc.getTransceivers().find((t) => t.sender === sender)?.receiver.track.kind;
   }
 
-  async stats(): Promise<LinkStats> {
-    const report = await this.pc.getStats();
-    const entries: (Record<string, unknown> & { type: string; id: string })[] = [];
-    report.forEach((s: Record<string, unknown> & { type: string; id: string }) => entries.push(s));
-    const { cursor, stats } = summarize(entries, this.cursor, performance.now());
-    this.cursor = cursor;
-    return stats;
+  get remoteVideo(): MediaStreamTrack | null {
+    return this.remoteStream.getVideoTracks()[0] ?? null;
+  }
+
+  get remoteAudio(): MediaStreamTrack | null {
+    return this.remoteStream.getAudioTracks()[0] ?? null;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
   }
 
   private fail(err: unknown): void {

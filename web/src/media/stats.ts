@@ -23,7 +23,7 @@ export interface StatsCursor {
   framesDecoded: number;
 }
 
-type StatsEntry = Record<string, unknown> & { type: string; id: string };
+export type StatsEntry = Record<string, unknown> & { type: string; id: string };
 
 const num = (v: unknown): number => (typeof v === "number" && Number.isFinite(v) ? v : 0);
 
@@ -104,4 +104,60 @@ export function formatStats(s: LinkStats): string {
     s.inKbps >= 1000 ? `${(s.inKbps / 1000).toFixed(1)} Mbps` : `${Math.round(s.inKbps)} kbps`;
   const loss = s.lossPct === null ? "loss –" : `loss ${s.lossPct.toFixed(1)} %`;
   return `${rtt} · ${rate} · ${loss}`;
+}
+
+/** Cursors by key (a participant and the receivers that carry them), for rates per tile. */
+export class StatsBook {
+  private readonly cursors = new Map<string, { key: string; cursor: StatsCursor }>();
+
+  summarize(participantId: string, key: string, entries: Iterable<StatsEntry>, nowMs: number): LinkStats {
+    const before = this.cursors.get(participantId);
+    // Another receiver now carries them: the old counters say nothing about the new one.
+    const previous = before && before.key === key ? before.cursor : null;
+    const { cursor, stats } = summarize(entries, previous, nowMs);
+    this.cursors.set(participantId, { key, cursor });
+    return stats;
+  }
+
+  forget(participantId: string): void {
+    this.cursors.delete(participantId);
+  }
+}
+
+export interface InboundCounter {
+  kind: "audio" | "video";
+  mid: string | null;
+  framesDecoded: number;
+  packetsReceived: number;
+}
+
+/** The inbound receivers of a report with their running counters. */
+export function inboundCounters(entries: Iterable<StatsEntry>): InboundCounter[] {
+  const out: InboundCounter[] = [];
+  for (const s of entries) {
+    if (s.type !== "inbound-rtp") continue;
+    const kind = s["kind"] === "video" ? "video" : s["kind"] === "audio" ? "audio" : null;
+    if (!kind) continue;
+    out.push({
+      kind,
+      mid: typeof s["mid"] === "string" ? s["mid"] : null,
+      framesDecoded: num(s["framesDecoded"]),
+      packetsReceived: num(s["packetsReceived"]),
+    });
+  }
+  return out;
+}
+
+export async function statsEntries(pc: RTCPeerConnection): Promise<StatsEntry[]> {
+  const report = await pc.getStats();
+  const entries: StatsEntry[] = [];
+  report.forEach((s: StatsEntry) => entries.push(s));
+  return entries;
+}
+
+/** The entries that describe the receivers `mids` and the connection they arrive on. */
+export function forMids(entries: readonly StatsEntry[], mids: ReadonlySet<string>): StatsEntry[] {
+  return entries.filter((s) =>
+    s.type === "inbound-rtp" ? typeof s["mid"] === "string" && mids.has(s["mid"]) : s.type === "transport" || s.type === "candidate-pair",
+  );
 }

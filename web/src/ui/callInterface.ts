@@ -18,8 +18,17 @@ export interface CallScreen extends Screen {
 }
 
 export function callScreen(session: CallSession, api: Api, title: string): CallScreen {
-  const grid = new VideoGrid();
-  const panel = new TranscriptionPanel();
+  const grid = new VideoGrid({
+    togglePin: (pid) => session.togglePin(pid),
+    framePresented: (pid, at) => session.media.frames.frame(pid, at),
+  });
+  let panelTouched = false;
+  let transcriptionSeen = false;
+  const panel = new TranscriptionPanel({
+    setTranscription: (on) => void session.captions.setTranscription(on),
+    setCaptionLanguage: (language) => void session.setLanguages({ captionLanguage: language }),
+    setSpokenLanguage: (language) => void session.setLanguages({ language }),
+  });
   const status = h("p", { class: "call-status", role: "status" });
   const badge = h("span", { class: "mode-badge" });
   const selfBanner = h("div", { class: "reconnecting-banner", role: "status", hidden: true });
@@ -58,6 +67,7 @@ export function callScreen(session: CallSession, api: Api, title: string): CallS
     toggleVideo: () => void session.setVideo(!session.local.videoEnabled),
     toggleScreen: () => void session.toggleScreenShare(),
     toggleCaptions: () => {
+      panelTouched = true;
       panel.open = !panel.open;
       render();
     },
@@ -70,9 +80,11 @@ export function callScreen(session: CallSession, api: Api, title: string): CallS
     pending = false;
     const s = session.state;
     const sinkId = loadPrefs().speakerId;
+    session.media.feeds.setSink(sinkId);
+    const pins = session.media.pins;
     const tiles: TileData[] = s.participants.map((p) => {
       const isSelf = p.participantId === s.selfId;
-      const r = session.remote.get(p.participantId);
+      const r = isSelf ? null : session.remote(p.participantId);
       return {
         participant: isSelf
           ? { ...p, audioEnabled: session.local.audioEnabled, videoEnabled: session.local.videoEnabled }
@@ -81,16 +93,29 @@ export function callScreen(session: CallSession, api: Api, title: string): CallS
         stream: isSelf ? session.local.stream : (r?.stream ?? null),
         speaking: session.activeSpeaker === p.participantId && s.participants.length > 1,
         reconnecting: isSelf ? session.selfConnection === "reconnecting" : p.connection === "reconnecting",
-        ice: isSelf ? "" : (r?.ice ?? "new"),
-        stats: isSelf ? null : (r?.stats ?? null),
-        sinkId,
+        ice: r?.connection ?? "",
+        path: isSelf ? session.mode : (r?.path ?? ""),
+        stats: r?.stats ?? null,
+        framesDecoded: r?.framesDecoded ?? 0,
+        pinned: pins.includes(p.participantId),
       };
     });
     grid.update(tiles);
     const others = model.others(s);
-    badge.textContent = session.mode === "sfu" ? "SFU" : "P2P";
-    badge.dataset["mode"] = session.mode;
-    badge.setAttribute("aria-label", session.mode === "sfu" ? "Media path: through the media server (SFU)" : "Media path: peer-to-peer (P2P)");
+    const { mode, to } = session.media.badge;
+    const modeName = (m: string) => (m === "sfu" ? "SFU" : "P2P");
+    const badgeText = to ? `${modeName(mode)} → ${modeName(to)}` : modeName(mode);
+    if (badge.textContent !== badgeText) badge.textContent = badgeText;
+    badge.dataset["mode"] = mode;
+    badge.dataset["migrating"] = to ?? "";
+    badge.setAttribute(
+      "aria-label",
+      to
+        ? `Media path: moving from ${mode === "sfu" ? "the media server" : "peer-to-peer"} to ${to === "sfu" ? "the media server (SFU)" : "peer-to-peer (P2P)"}`
+        : mode === "sfu"
+          ? "Media path: through the media server (SFU)"
+          : "Media path: peer-to-peer (P2P)",
+    );
     if (startedAt === null && (s.status === "active" || others.length > 0)) startedAt = Date.now();
     let text: string;
     if (others.length === 0) {
@@ -103,6 +128,9 @@ export function callScreen(session: CallSession, api: Api, title: string): CallS
     status.dataset["status"] = s.status;
     selfBanner.hidden = session.selfConnection !== "reconnecting";
     selfBanner.textContent = "Connection lost. Reconnecting… you stay in the call.";
+    // Captions turned on (by anyone): show them, unless this person chose otherwise.
+    if (s.transcription && !transcriptionSeen && !panelTouched) panel.open = true;
+    transcriptionSeen = s.transcription;
     controls.update({
       audioOn: session.local.audioEnabled,
       videoOn: session.local.videoEnabled,
@@ -114,7 +142,17 @@ export function callScreen(session: CallSession, api: Api, title: string): CallS
       canEndForAll: session.mayEndForAll,
       direct: s.conversationType === "DIRECT",
     });
-    if (panel.open) panel.update(session.captions.lines);
+    if (panel.open) {
+      const c = session.captions;
+      panel.update({
+        lines: c.store.lines,
+        version: c.store.version,
+        enabled: s.transcription,
+        captionLanguage: c.captionLanguage,
+        spokenLanguage: c.spokenLanguage,
+        source: c.source,
+      });
+    }
   };
 
   return {
@@ -143,6 +181,7 @@ export function callScreen(session: CallSession, api: Api, title: string): CallS
     },
     dispose() {
       if (durationTimer !== null) window.clearInterval(durationTimer);
+      grid.dispose();
       session.dispose();
     },
   };

@@ -20,7 +20,7 @@ export function signInScreen(api: Api, onToken: (token: string) => void, message
         name: "userId",
         autocomplete: "username",
         required: true,
-        pattern: "[A-Za-z0-9_-]{1,128}",
+        pattern: "[A-Za-z0-9_\\-]{1,128}",
         list: "demo-users",
         spellcheck: "false",
       });
