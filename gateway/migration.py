@@ -165,6 +165,7 @@ def complete_if_ready(out: Outcome, *, now: float) -> None:
         # On the SFU the sessions are in use; back on P2P the selector decides afresh
         # whether to pre-warm again.
         prewarm_node_id=None,
+        small_since=state.small_since if m.to_mode == "sfu" else None,
     )
     out.events.append(_ended(state, m, "completed", m.reason, now))
 

@@ -79,8 +79,18 @@ E = TypeVar("E")
 
 
 class Modes(Collector[AnyCallEvent]):
+    """A call's events as a plain subscriber sees them, read as a consumer should: once
+    per revision (every writer of a call publishes its whole pending outbox, so a plain
+    subscription may see an event twice; the stream keeps it once)."""
+
     def of(self, kind: type[E]) -> list[E]:
-        return [e for e in self.items if isinstance(e, kind)]
+        seen: set[int] = set()
+        out: list[E] = []
+        for e in self.items:
+            if isinstance(e, kind) and e.seq not in seen:
+                seen.add(e.seq)
+                out.append(e)
+        return out
 
     def completed(self) -> list[CallModeChanged]:
         return [e for e in self.of(CallModeChanged) if e.outcome == "completed"]
