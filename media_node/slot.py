@@ -43,6 +43,8 @@ log = get_logger("media_node.slot")
 
 _U16 = struct.Struct(">H")
 _EMPTY: tuple[Any, ...] = ()
+#: How far the audio sync point trails the newest packet forwarded (see Slot.write).
+_SYNC_TRAIL = 8192
 
 
 @dataclass(slots=True)
@@ -192,8 +194,8 @@ class Slot:
     # --- assignment -----------------------------------------------------------------------
     def assign(self, feed: PublisherFeed | None) -> None:
         """Show ``feed`` from its next keyframe on (``None``: empty the slot now)."""
-        if feed is self.assigned:
-            return
+        if self.closed or feed is self.assigned:
+            return  # a closed slot (its downlink is gone) never attaches to a feed again
         self.assigned = feed
         if self.pending is not None and self.pending is not self.current:
             self.pending.detach(self)
@@ -234,7 +236,17 @@ class Slot:
         """Forward one publisher packet, if this slot shows (or is switching to) ``feed``."""
         try:
             if feed is self.current and not self._resync and packet.generation == self._generation:
-                if self.video or seq_delta(packet.seq, self._sync_seq) >= 0:
+                if self.video:
+                    self._forward(packet)
+                    return
+                # Audio from before the switch (reordered) would land on the wrong offsets:
+                # only what follows the sync point passes. The point trails the stream by
+                # 8,192 packets so that the 16-bit distance never wraps (a slot that kept
+                # one speaker for 32,768 packets would otherwise go silent).
+                ahead = seq_delta(packet.seq, self._sync_seq)
+                if ahead >= 0:
+                    if ahead > _SYNC_TRAIL * 2:
+                        self._sync_seq = (packet.seq - _SYNC_TRAIL) & 0xFFFF
                     self._forward(packet)
                 return
             self._write_slow(packet, feed)

@@ -243,3 +243,57 @@ async def test_a_negotiation_step_past_its_deadline_fails_the_request_not_the_no
     release.set()
     await asyncio.wait_for(leg.start_close(), 5)
     assert pc.closed and leg.state == "closed"
+
+
+def audio_packet(seq: int, ts: int) -> RtpPacket:
+    header = struct.pack(">BBHII", 0x80, 111, seq & 0xFFFF, ts & 0xFFFFFFFF, 0xBEEF)
+    return RtpPacket(header + b"\xf8" + b"\x00" * 20)
+
+
+def test_an_audio_slot_keeps_one_speaker_past_the_sequence_wrap() -> None:
+    out = FakeTransport()
+    slot = Slot(
+        index=0,
+        kind="audio",
+        ssrc=3333,
+        rtx_ssrc=0,
+        stats=ForwardingStats(),
+        on_showing_changed=lambda _: None,
+    )
+    slot.connect(
+        SlotCodec(
+            payload_type=111,
+            clock_rate=48000,
+            rtx_payload_type=None,
+            mid="1",
+            mid_id=1,
+            abs_send_time_id=0,
+            audio_level_id=0,
+        ),
+        cast(PacketTransport, out),
+    )
+    alice = PublisherFeed(
+        participant_id="a", kind="audio", clock_rate=48000, clock=PublisherClock()
+    )
+    slot.assign(alice)
+    sent = 0
+    for i in range(70_000):  # more than two trips round the 16-bit sequence space
+        alice.deliver(audio_packet(1000 + i, 960 * i))
+        sent += 1
+    assert len(out.sent) == sent
+    # A packet from before the switch point (reordered) is still kept out.
+    slot.assign(None)
+    slot.assign(alice)
+    before = len(out.sent)
+    alice.deliver(audio_packet(1000 + 70_000, 960 * 70_000))
+    alice.deliver(audio_packet(1000 + 69_990, 960 * 69_990))
+    assert len(out.sent) == before + 1
+
+
+def test_a_closed_slot_never_attaches_to_a_feed_again() -> None:
+    out = FakeTransport()
+    slot = slot_with(out)
+    alice = feed("alice")
+    slot.close()
+    slot.assign(alice)
+    assert alice.sinks == () and slot.assigned is None
