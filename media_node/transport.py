@@ -36,6 +36,10 @@ RtpHandler = Callable[[bytes, float], None]
 RtcpHandler = Callable[[bytes], None]
 
 
+#: The shortest datagram that can be SRTP or SRTCP (an RTCP header and its SSRC).
+_MIN_SRTP = 8
+
+
 @dataclass(slots=True)
 class TransportStats:
     """Counters shared by every transport of a node (read by the heartbeat)."""
@@ -103,6 +107,9 @@ class PacketTransport:
         def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
             first = data[0] if data else 0
             if 127 < first < 192:
+                if len(data) < _MIN_SRTP:
+                    self._stats.unprotect_failed += 1  # too short to be RTP or RTCP
+                    return
                 rx = self._rx
                 if rx is None:
                     rx = self._rx = aiortc_hooks.srtp_sessions(self.dtls)[0]
@@ -179,6 +186,9 @@ class PacketTransport:
             self._pair = pair
             self._sock = pair.protocol.transport
             self._addr = pair.remote_addr
+        if self._tx is None:
+            # Asked to send before the DTLS keys existed: look again each time, or a leg
+            # asked too early (a keyframe request right after a re-publish) never sends.
             self._tx = aiortc_hooks.srtp_sessions(self.dtls)[1]
         return self._tx is not None
 
