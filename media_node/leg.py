@@ -97,6 +97,8 @@ class Leg:
             self._on_state(self, "connected", "")
         elif state == "failed":
             self.fail("ice_or_dtls_failed")
+        elif state == "closed":
+            self.fail("remote_closed")  # the client closed its peer connection (DTLS close)
 
     def on_connected(self) -> None:
         """Subclasses: the peer connection is connected."""

@@ -339,6 +339,18 @@ class ParticipantSession:
         )
         if leg is self.downlink and state == "connected":
             self._room.downlink_changed(self)
+        if state == "failed":
+            # A dead leg gives up its place: others' slots stop showing a frozen uplink, and
+            # a dead downlink's slots stop counting as receivers (the client repairs by
+            # publishing or opening a downlink again).
+            if leg is self.uplink:
+                self.uplink = None
+                self._room.publishing_changed(self)
+            elif leg is self.downlink:
+                self.downlink = None
+                for slot in leg.slots if isinstance(leg, Downlink) else []:
+                    slot.close()
+                self._room.downlink_changed(self)
 
     def _emit(self, event: MediaEvent) -> None:
         self._node.emit(event)
