@@ -45,6 +45,8 @@ _U16 = struct.Struct(">H")
 _EMPTY: tuple[Any, ...] = ()
 #: How far the audio sync point trails the newest packet forwarded (see Slot.write).
 _SYNC_TRAIL = 8192
+#: The most packets one NACK gets resent (libwebrtc asks for far fewer at once).
+_MAX_NACKED = 128
 
 
 @dataclass(slots=True)
@@ -355,7 +357,9 @@ class Slot:
         if transport is None or not self.video:
             return 0
         sent = 0
-        for seq in sequences:
+        # One NACK can list a sequence many times (a hostile or buggy receiver repeating an
+        # FCI): each packet is resent once, and at most _MAX_NACKED per NACK.
+        for seq in list(dict.fromkeys(sequences))[:_MAX_NACKED]:
             entry = self._history[seq & self._history_mask]
             if not entry or entry[0] != seq:
                 continue

@@ -297,3 +297,15 @@ def test_a_closed_slot_never_attaches_to_a_feed_again() -> None:
     slot.close()
     slot.assign(alice)
     assert alice.sinks == () and slot.assigned is None
+
+
+def test_a_nack_repeating_a_sequence_gets_it_resent_once() -> None:
+    out = FakeTransport()
+    slot = slot_with(out)
+    alice = feed("alice")
+    slot.assign(alice)
+    for i in range(5):
+        alice.deliver(packet(100 + i, 3000 * i, keyframe=i == 0, pid=i))
+    lost = out.sent[2]
+    out.sent.clear()
+    assert slot.retransmit([lost.seq] * 1000) == 1
