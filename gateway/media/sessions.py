@@ -294,22 +294,26 @@ class MediaSessions:
                 log.warning("media.renew_failed", error=type(exc).__name__)
 
     async def renew_all(self) -> None:
+        """Renew every lease, each node at once (a stalled node must not hold up the
+        others' renewals past their leases)."""
         by_node: dict[str, list[str]] = {}
         for ref in self._refs.values():
             by_node.setdefault(ref.node_id, []).append(ref.session_id)
-        for node_id, session_ids in by_node.items():
-            try:
-                reply: LeasesRenewed = await self._bus.request(
-                    subjects.media_rpc(node_id, RenewLeases.verb),
-                    RenewLeases(session_ids=session_ids, lease_s=self.lease_s),
-                    LeasesRenewed,
-                    timeout=self.rpc_timeout_s,
-                )
-            except (RpcFailed, RequestTimeout, NoResponders, BadReply) as exc:
-                log.warning("media.renew_unanswered", node_id=node_id, error=type(exc).__name__)
-                continue
-            self.renewals += 1
-            for session_id in reply.unknown:
-                if self.forget(session_id) is not None:
-                    self.lost += 1
-                    log.info("media.session_unknown_to_node", node_id=node_id)
+        await asyncio.gather(*(self._renew(n, ids) for n, ids in by_node.items()))
+
+    async def _renew(self, node_id: str, session_ids: list[str]) -> None:
+        try:
+            reply: LeasesRenewed = await self._bus.request(
+                subjects.media_rpc(node_id, RenewLeases.verb),
+                RenewLeases(session_ids=session_ids, lease_s=self.lease_s),
+                LeasesRenewed,
+                timeout=min(self.rpc_timeout_s, self.lease_s / 3),
+            )
+        except (RpcFailed, RequestTimeout, NoResponders, BadReply) as exc:
+            log.warning("media.renew_unanswered", node_id=node_id, error=type(exc).__name__)
+            return
+        self.renewals += 1
+        for session_id in reply.unknown:
+            if self.forget(session_id) is not None:
+                self.lost += 1
+                log.info("media.session_unknown_to_node", node_id=node_id)
