@@ -40,18 +40,31 @@ class SpeakerHistory:
 
     def update(self, levels: Mapping[str, float], now: float) -> bool:
         """Feed the current smoothed levels; True when the order changed."""
-        changed = False
+        speaking: list[tuple[float, str]] = []
         for pid, level in levels.items():
             if level <= self.speech_dbov:
                 self._speaking_since.pop(pid, None)
                 continue
             since = self._speaking_since.setdefault(pid, now)
-            if now - since >= self.speak_after_s and (not self.order or self.order[0] != pid):
-                if pid in self.order:
-                    self.order.remove(pid)
-                self.order.insert(0, pid)
-                changed = True
-        return changed
+            if now - since >= self.speak_after_s:
+                speaking.append((level, pid))
+        if not speaking:
+            return False
+        # The loudest of those speaking goes first; others speaking at the same time keep
+        # their place (or come in right behind it), so two people talking at once do not
+        # swap the front on every tick.
+        speaking.sort(key=lambda x: (-x[0], x[1]))
+        before = list(self.order)
+        loudest = speaking[0][1]
+        if loudest in self.order:
+            self.order.remove(loudest)
+        self.order.insert(0, loudest)
+        at = 1
+        for _, pid in speaking[1:]:
+            if pid not in self.order:
+                self.order.insert(at, pid)
+                at += 1
+        return self.order != before
 
     def remove(self, participant_id: str) -> None:
         self._speaking_since.pop(participant_id, None)

@@ -46,6 +46,17 @@ def test_a_speaker_moves_to_the_front_after_speaking_long_enough() -> None:
     assert history.order == ["a"]
 
 
+def test_two_speaking_at_once_put_the_louder_first_and_stop_changing() -> None:
+    history = SpeakerHistory(speech_dbov=-50, speak_after_s=0.1)
+    history.update({"a": -20.0, "b": -45.0}, now=0.0)
+    assert history.update({"a": -20.0, "b": -45.0}, now=0.15)
+    assert history.order == ["a", "b"]
+    for tick in range(1, 10):  # both still talking: nothing changes
+        assert not history.update({"a": -20.0, "b": -45.0}, now=0.15 + tick * 0.05)
+    assert history.update({"a": -48.0, "b": -20.0}, now=1.0)  # b is now the louder
+    assert history.order == ["b", "a"]
+
+
 def test_audio_slots_keep_a_speaker_until_it_has_been_quiet_a_while() -> None:
     audio = AudioSelector(speech_dbov=-50, displace_after_s=0.3)
     everyone = people(5)
