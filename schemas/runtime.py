@@ -26,6 +26,7 @@ from schemas import metrics, subjects, telemetry
 from schemas.bus import Bus
 from schemas.errors import BusUnavailable, SettingsError
 from schemas.heartbeat import ServiceHeartbeat, ServiceKind, ServiceLoad, ServiceState
+from schemas.js_retry import retry_transient
 from schemas.logs import configure_logging, get_logger
 from schemas.message import utc_now
 from schemas.provisioning import provision
@@ -197,6 +198,12 @@ async def _serve(service: Service[S], stop: asyncio.Event) -> int:
         return EXIT_FAILED
     try:
         await provision(bus.js, settings)
+        # A restarted server comes back without its memory streams (AUDIO_CHUNKS).
+        bus.on_reconnect(
+            lambda: retry_transient(
+                lambda: provision(bus.js, settings), what="provision", idempotent=True
+            )
+        )
         await heart.beat("starting")
         service.accepting = True
         await service.start(bus)
