@@ -177,6 +177,8 @@ class Bus:
         self._consumers: list[Consumer] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._mark_closing: Callable[[], None] = lambda: None
+        self._reconnect_hooks: list[Callable[[], Awaitable[object]]] = []
+        self._hook_tasks: set[asyncio.Task[None]] = set()
 
     # --- connection ---------------------------------------------------------------------
     @classmethod
@@ -199,8 +201,12 @@ class Bus:
             if not closing:
                 log.warning("bus.disconnected", servers=shown)
 
+        made: list[Bus] = []
+
         async def on_reconnected() -> None:
             log.info("bus.reconnected", servers=shown)
+            if made:
+                made[0]._after_reconnect()
 
         while True:
             attempt += 1
@@ -257,7 +263,30 @@ class Bus:
                 closing = True
 
             bus._mark_closing = mark_closing
+            made.append(bus)
             return bus
+
+    def on_reconnect(self, hook: Callable[[], Awaitable[object]]) -> None:
+        """Run ``hook`` after every reconnect (in a task, not inside nats-py's reconnect
+        loop): what a server restart loses, such as a memory stream, is made again."""
+        self._reconnect_hooks.append(hook)
+
+    def _after_reconnect(self) -> None:
+        for hook in self._reconnect_hooks:
+
+            async def run(hook: Callable[[], Awaitable[object]] = hook) -> None:
+                try:
+                    await hook()
+                except Exception as exc:
+                    log.warning(
+                        "bus.reconnect_hook_failed",
+                        error=type(exc).__name__,
+                        detail=str(exc)[:_MAX_REASON],
+                    )
+
+            task = asyncio.get_running_loop().create_task(run())
+            self._hook_tasks.add(task)
+            task.add_done_callback(self._hook_tasks.discard)
 
     @property
     def is_connected(self) -> bool:

@@ -26,6 +26,7 @@ from schemas import metrics, subjects, telemetry
 from schemas.bus import Bus
 from schemas.errors import BusUnavailable, SettingsError
 from schemas.heartbeat import ServiceHeartbeat, ServiceKind, ServiceLoad, ServiceState
+from schemas.js_retry import retry_transient
 from schemas.logs import configure_logging, get_logger
 from schemas.message import utc_now
 from schemas.permissions import SERVICE_ROLES
@@ -203,6 +204,12 @@ async def _serve(service: Service[S], stop: asyncio.Event) -> int:
         if role is not None and settings.effective_user() != role.name:
             role = None
         await provision(bus.js, settings, role)
+        # A restarted server comes back without its memory streams (AUDIO_CHUNKS).
+        bus.on_reconnect(
+            lambda: retry_transient(
+                lambda: provision(bus.js, settings, role), what="provision", idempotent=True
+            )
+        )
         await heart.beat("starting")
         service.accepting = True
         await service.start(bus)
