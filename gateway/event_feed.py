@@ -29,6 +29,9 @@ log = get_logger("gateway.event_feed")
 
 EventHandler = Callable[[AnyCallEvent], Awaitable[None]]
 
+#: How often the server says "still here" on an idle feed (see :meth:`EventFeed.start`).
+_IDLE_HEARTBEAT_S = 1.0
+
 #: Calls whose last seq is remembered for de-duplication (oldest forgotten first).
 _SEEN_CALLS = 20_000
 
@@ -55,6 +58,10 @@ class EventFeed:
             stream=subjects.CALL_EVENTS_STREAM,
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.NEW,
+            # nats-py rebuilds an ordered consumer after two missed idle heartbeats: with
+            # its 5 s default a gateway whose consumer went down with a cluster node heard
+            # no events for 10-20 s; 1 s brings that to about 2 s.
+            idle_heartbeat=_IDLE_HEARTBEAT_S,
             cb=self._on_message,
         )
         self.ready.set()

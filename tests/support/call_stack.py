@@ -1,9 +1,11 @@
 """A whole call system as real processes: gateways, mode selectors and media nodes on one NATS.
 
 :class:`CallStack` extends :class:`tests.support.gateways.GatewayCluster` (gateways with the
-test settings) with ``python -m gateway.selector`` and ``python -m media_node`` processes;
-:meth:`CallStack.start_all` returns once every gateway answers ``/readyz`` and every
-selector and media node has said ``service.ready``. Any process can be SIGKILLed by id.
+test settings) with ``python -m gateway.selector``, ``python -m media_node`` and (with
+``archive_env``) ``python -m gateway.archive`` processes; :meth:`CallStack.start_all`
+returns once every gateway answers ``/readyz`` and every other service has said
+``service.ready``. Any process can be SIGKILLed by id. ``common_env`` goes to every process
+(e.g. ``NATS_STREAM_REPLICAS=3`` on a cluster, whose comma-separated URL is ``nats_url``).
 """
 
 import os
@@ -58,12 +60,17 @@ class CallStack(GatewayCluster):
         env: Mapping[str, str] | None = None,
         selector_env: Mapping[str, str] | None = None,
         media_env: Mapping[str, str] | None = None,
+        archive_env: Mapping[str, str] | None = None,
+        common_env: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(nats_url, gateways, {**GATEWAY_MEDIA_ENV, **(env or {})})
+        common = dict(common_env or {})
+        super().__init__(nats_url, gateways, {**GATEWAY_MEDIA_ENV, **common, **(env or {})})
         self.selector_count = selectors
         self.media_count = media_nodes
-        self.selector_env = {**SELECTOR_ENV, **(selector_env or {})}
-        self.media_env = {**MEDIA_NODE_ENV, **(media_env or {})}
+        self.archive_count = 1 if archive_env is not None else 0
+        self.selector_env = {**SELECTOR_ENV, **common, **(selector_env or {})}
+        self.media_env = {**MEDIA_NODE_ENV, **common, **(media_env or {})}
+        self.archive_env = {**common, **(archive_env or {})}
         self.services: dict[str, ServiceProcess] = {}
         self._seq = 0
 
@@ -95,13 +102,14 @@ class CallStack(GatewayCluster):
         return service
 
     def add(self, kind: str, timeout: float = 40.0) -> ServiceProcess:
-        """Start one more selector (``selector``) or media node (``media_node``); returns
-        once it has logged ``service.ready`` (after connecting, provisioning, starting)."""
-        module, extra = (
-            ("gateway.selector", self.selector_env)
-            if kind == "selector"
-            else ("media_node", self.media_env)
-        )
+        """Start one more selector (``selector``), media node (``media_node``) or archive
+        (``archive``); returns once it has logged ``service.ready`` (after connecting,
+        provisioning, starting)."""
+        module, extra = {
+            "selector": ("gateway.selector", self.selector_env),
+            "media_node": ("media_node", self.media_env),
+            "archive": ("gateway.archive", self.archive_env),
+        }[kind]
         service = self._spawn_service(kind, module, extra)
         deadline = time.monotonic() + timeout
         while '"service.ready"' not in service.log_text():
@@ -116,6 +124,8 @@ class CallStack(GatewayCluster):
             self.add("media_node")
         for _ in range(self.selector_count):
             self.add("selector")
+        for _ in range(self.archive_count):
+            self.add("archive")
         return self
 
     def of_kind(self, kind: str) -> list[ServiceProcess]:
