@@ -29,8 +29,8 @@ from gateway.archive.documents import (
     ParticipantRecord,
     TranscriptionRecord,
 )
-from gateway.archive.projection import Folded, Sequenced
-from schemas.call_events import AnyCallEvent
+from gateway.archive.projection import Folded, LoggedCallEvent, Sequenced
+from schemas.call_events import AnyCallEvent, CallEventEnvelope
 from schemas.logs import get_logger
 
 log = get_logger("gateway.archive.repository")
@@ -89,6 +89,13 @@ def _fields(doc: msgspec.Struct) -> dict[str, Any]:
     return out
 
 
+def _utc_times(fields: Any, envelope: CallEventEnvelope) -> dict[str, Any]:
+    """An undecoded event's fields, with its time stored as a time (like decoded ones)."""
+    out: dict[str, Any] = dict(fields) if isinstance(fields, dict) else {}
+    out["occurred_at"] = envelope.occurred_at
+    return out
+
+
 def _utc(value: Any) -> Any:
     """Times are stored in UTC; some servers hand them back without a zone (nx-27017)."""
     if isinstance(value, datetime):
@@ -135,16 +142,33 @@ class ArchiveRepository:
             await self.db[collection].create_index(keys)
 
     # --- the event log --------------------------------------------------------------------
-    async def log_event(self, event: AnyCallEvent, stream_seq: int) -> bool:
-        """Keep the event; ``False`` when it was already logged (a redelivery or replay)."""
+    async def log_event(
+        self,
+        event: LoggedCallEvent,
+        stream_seq: int,
+        payload: bytes,
+        stored_at: datetime | None = None,
+    ) -> bool:
+        """Keep the event; ``False`` when it was already logged (a redelivery or replay).
+
+        An event known only by its envelope is kept as published (``payload``), so a later
+        version of the archive can fold it.
+        """
+        if isinstance(event, CallEventEnvelope):
+            kind = event.type
+            fields: dict[str, Any] = _utc_times(msgspec.json.decode(payload), event)
+        else:
+            kind = type(event).__struct_config__.tag  # type: ignore[assignment]
+            fields = _fields(event)
         logged = LoggedEvent(
             event_id=event.event_id,
             call_id=event.call_id,
             seq=event.seq,
             stream_seq=stream_seq,
-            type=type(event).__struct_config__.tag,  # type: ignore[arg-type]
+            type=kind,
             occurred_at=event.occurred_at,
-            event=_fields(event),
+            stored_at=stored_at,
+            event=fields,
         )
         try:
             await self.db[EVENTS].insert_one({"_id": logged.event_id, **_fields(logged)})
@@ -157,8 +181,20 @@ class ArchiveRepository:
         cursor = self.db[EVENTS].find({"call_id": call_id}).sort("stream_seq", ASCENDING)
         out: list[Sequenced] = []
         async for raw in cursor:
-            event: AnyCallEvent = msgspec.convert(_utc(raw["event"]), AnyCallEvent, strict=False)
-            out.append(Sequenced(int(raw["stream_seq"]), event))
+            fields = _utc(raw["event"])
+            event: LoggedCallEvent
+            try:
+                event = msgspec.convert(fields, AnyCallEvent, strict=False)
+            except msgspec.ValidationError:  # a type (or version) newer than this archive
+                event = msgspec.convert(fields, CallEventEnvelope, strict=False)
+            stored_at = raw.get("stored_at")
+            out.append(
+                Sequenced(
+                    int(raw["stream_seq"]),
+                    event,
+                    _utc(stored_at) if isinstance(stored_at, datetime) else None,
+                )
+            )
         return out
 
     # --- projected documents ------------------------------------------------------------
