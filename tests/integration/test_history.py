@@ -384,3 +384,89 @@ async def test_the_socketio_admin_ui_needs_its_login(stack: HistoryStack) -> Non
         finally:
             await sio.disconnect()
         assert connected is admitted, password
+
+
+async def test_who_left_the_call_or_the_conversation_reads_no_more_of_it(
+    stack: HistoryStack, nats_server: NatsServer
+) -> None:
+    """Transcript segments only from the reader's time in the call; a member who left the
+    conversation and a guest whose link was revoked (so removed) read nothing more, and a
+    live call that refuses someone never falls back to its archived view."""
+    from schemas.settings import BusSettings
+
+    uid = new_id()[:10]
+    g = stack.gateways
+    alice, bob = f"alice-{uid}", f"bob-{uid}"
+    group = f"grp-{uid}"
+    g.put_conversation(group, "GROUP", [alice, bob], {alice: "admin"})
+    t = {"alice": g.token(alice, name="Alice"), "bob": g.token(bob, name="Bob")}
+    bus = await Bus.connect(BusSettings(nats_url=nats_server.url), "history-access-test")
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
+        try:
+            started = await http.post(
+                "/api/calls", json={"conversationId": group}, headers=bearer(t["alice"])
+            )
+            call, alice_pid = started.json()["call"]["callId"], started.json()["participantId"]
+            bob_pid = (
+                await http.post(f"/api/calls/{call}/participants", headers=bearer(t["bob"]))
+            ).json()["participantId"]
+            link = (
+                await http.post(
+                    f"/api/conversations/{group}/share-links", json={}, headers=bearer(t["alice"])
+                )
+            ).json()
+            t["guest"] = (
+                await http.post("/api/guests", json={"link": link["token"], "displayName": "Gus"})
+            ).json()["token"]
+            entered = await http.post(f"/api/calls/{call}/participants", headers=bearer(t["guest"]))
+            assert entered.status_code == 201, entered.text
+
+            async def say(utterance: str, at: datetime) -> None:
+                await bus.publish(
+                    subjects.transcript_segment(call),
+                    TranscriptSegment(call_id=call, utterance_id=utterance,
+                                      participant_id=alice_pid, language="en", text="Hi.",
+                                      is_final=True, speech_ended_at=at, produced_at=at),
+                )  # fmt: skip
+                await bus.nc.flush()
+
+            await say(f"u1-{uid}", datetime.now(UTC))
+            left = await http.delete(
+                f"/api/calls/{call}/participants/{bob_pid}", headers=bearer(t["bob"])
+            )
+            assert left.status_code == 200, left.text
+            # Said well after bob left (past the clock slack): not his to read.
+            await say(f"u2-{uid}", datetime.now(UTC) + timedelta(seconds=30))
+            path = f"/api/calls/{call}/transcript"
+
+            async def heard(who: str) -> list[str]:
+                page = await http.get(path, headers=bearer(t[who]))
+                assert page.status_code == 200, page.text
+                return [s["utteranceId"] for s in page.json()["segments"]]
+
+            async def windows_apply() -> bool:
+                return await heard("guest") == [f"u1-{uid}", f"u2-{uid}"] and await heard(
+                    "bob"
+                ) == [f"u1-{uid}"]
+
+            await eventually(windows_apply, 30, step=0.1)
+
+            # bob leaves the conversation: the call runs on, he reads none of it any more.
+            g.put_conversation(group, "GROUP", [alice], {alice: "admin"})
+            refused = await http.get(path, headers=bearer(t["bob"]))
+            assert refused.status_code == 403, refused.text
+            view = await http.get(f"/api/calls/{call}", headers=bearer(t["bob"]))
+            assert view.status_code == 404, view.text  # not the archived view of a live call
+
+            revoked = await http.delete(
+                f"/api/share-links/{link['linkId']}", headers=bearer(t["alice"])
+            )
+            assert revoked.status_code == 204, revoked.text
+            for url in (path, f"/api/calls/{call}"):
+                shut = await http.get(url, headers=bearer(t["guest"]))
+                assert shut.status_code == 403, shut.text
+                assert shut.json()["error"]["code"] == "forbidden"
+            assert await heard("alice") == [f"u1-{uid}", f"u2-{uid}"]
+        finally:
+            await http.delete(f"/api/calls/{call}", headers=bearer(t["alice"]))
+            await bus.close()
