@@ -120,12 +120,21 @@ class ArchiveRepository:
 
     @classmethod
     def connect(cls, url: str, database: str, *, timeout_s: float = 5.0) -> "ArchiveRepository":
-        """A client (connections are made lazily; :meth:`ping` checks the server)."""
+        """A client (connections are made lazily; :meth:`ping` checks the server).
+
+        Every wait is bounded by ``timeout_s`` (``MONGO_TIMEOUT_S``): finding a server,
+        connecting, each socket read, and each operation as a whole (``timeoutMS``), so a
+        server that accepted a request and then stalls raises a timeout instead of holding
+        a consumer or a REST request for ever.
+        """
+        ms = max(1, int(timeout_s * 1000))
         client: Any = AsyncIOMotorClient(
             url,
             tz_aware=True,
-            serverSelectionTimeoutMS=int(timeout_s * 1000),
-            connectTimeoutMS=int(timeout_s * 1000),
+            serverSelectionTimeoutMS=ms,
+            connectTimeoutMS=ms,
+            socketTimeoutMS=ms,
+            timeoutMS=ms,
             appname="meeshy-calls",
         )
         return cls(client, database)

@@ -40,7 +40,7 @@ class ArchiveService(Service[ArchiveSettings]):
 
     async def _connect_mongo(self) -> ArchiveRepository:
         s = self.settings
-        repo = ArchiveRepository.connect(s.mongo_url, s.mongo_database)
+        repo = ArchiveRepository.connect(s.mongo_url, s.mongo_database, timeout_s=s.mongo_timeout_s)
         deadline = time.monotonic() + s.mongo_connect_deadline_s
         while True:
             try:

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TypeVar
 
 import msgspec
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from gateway.archive.documents import CaptionRecord, Doc, TranscriptionRecord
 from gateway.archive.projection import LoggedCallEvent, epoch_ms, fold
@@ -111,13 +111,16 @@ class ArchiveWriter:
         self.duplicates = 0
 
     async def _retrying(self, what: Callable[[], Awaitable[T]], msg: Incoming) -> T:
-        """Run a MongoDB step; while the server is unreachable, keep the message in hand."""
+        """Run a MongoDB step; while the server is unreachable or timing out (a stalled
+        server, ``MONGO_TIMEOUT_S``), keep the message in hand."""
         delay = 0.2
         warned = False
         while True:
             try:
                 return await what()
-            except ConnectionFailure as exc:
+            except PyMongoError as exc:
+                if not (isinstance(exc, ConnectionFailure) or exc.timeout):
+                    raise
                 if not self._accepting():
                     raise  # draining: let JetStream redeliver it to whoever runs next
                 if not warned:
