@@ -13,7 +13,7 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from motor.motor_asyncio import AsyncIOMotorClient
@@ -63,6 +63,13 @@ class InvalidCursor(ValueError):
     """A pagination cursor that this API did not hand out."""
 
 
+#: What a cursor holds: a time in ms that BSON can store (a signed 64-bit int: a larger one
+#: would fail in the driver, a 500), and an id of bounded length.
+_CursorFields = tuple[
+    Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)], Annotated[str, msgspec.Meta(max_length=256)]
+]
+
+
 @dataclass(frozen=True, slots=True)
 class Cursor:
     """Where a page ended: the last item's time (ms since the epoch) and id."""
@@ -78,8 +85,10 @@ class Cursor:
     def decode(cls, token: str) -> "Cursor":
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            at_ms, key = msgspec.json.decode(raw, type=tuple[int, str])
-        except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+            at_ms, key = msgspec.json.decode(raw, type=_CursorFields)
+        except msgspec.ValidationError as exc:
+            raise InvalidCursor(f"the cursor is not one this API returned ({exc})") from None
+        except (binascii.Error, ValueError, msgspec.DecodeError):
             raise InvalidCursor("the cursor is not one this API returned") from None
         return cls(at_ms, key)
 

@@ -6,6 +6,7 @@ access control; both processes serve ``/metrics`` and write their spans to files
 same calls check the named series and a trace across two service processes.
 """
 
+import base64
 import json
 import os
 import subprocess
@@ -243,6 +244,12 @@ async def test_history_lists_the_callers_calls_newest_first_with_missed(
         assert erin.json() == {"items": [], "nextCursor": None}
         bad = await http.get("/api/calls/history?cursor=nope", headers=bearer(t["alice"]))
         assert bad.status_code == 422 and bad.json()["error"]["code"] == "bad_request"
+        # A well-formed cursor with a time BSON cannot hold: refused, not a 500 from the driver.
+        huge = base64.urlsafe_b64encode(b'[99999999999999999999999,"x"]').decode().rstrip("=")
+        for page in ("/api/calls/history", f"/api/calls/{scenario.group_call}/transcript"):
+            crafted = await http.get(page, params={"cursor": huge}, headers=bearer(t["alice"]))
+            assert crafted.status_code == 422, crafted.text
+            assert "cursor" in crafted.json()["error"]["message"]
         anonymous = await http.get("/api/calls/history")
         assert anonymous.status_code == 401
 

@@ -1,10 +1,13 @@
 """The archive's MongoDB client never waits unbounded, and a timeout keeps the message."""
 
+import base64
 from typing import Any
 
+import msgspec
+import pytest
 from pymongo.errors import ExecutionTimeout
 
-from gateway.archive.repository import ArchiveRepository
+from gateway.archive.repository import ArchiveRepository, Cursor, InvalidCursor
 from gateway.archive.settings import ArchiveSettings
 from gateway.archive.writer import ArchiveWriter
 from gateway.settings import GatewaySettings
@@ -47,3 +50,20 @@ async def test_a_timed_out_write_is_retried_with_the_message_kept_in_hand() -> N
     msg: Any = _Msg()
     assert await writer._retrying(stalls_once, msg) == "written"
     assert len(attempts) == 2 and msg.progress == 1
+
+
+def crafted(fields: object) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(fields)).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "fields", [[2**63, "c1"], [2**70, "c1"], [-1, "c1"], [1, "k" * 300], [1.5, "c1"]]
+)
+def test_a_crafted_cursor_is_refused_with_its_reason(fields: object) -> None:
+    with pytest.raises(InvalidCursor, match="not one this API returned"):
+        Cursor.decode(crafted(fields))
+
+
+def test_a_cursor_round_trips_up_to_the_largest_bson_int() -> None:
+    last = Cursor(2**63 - 1, "call-z")
+    assert Cursor.decode(last.encode()) == last
