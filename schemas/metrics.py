@@ -178,7 +178,11 @@ _dynamic: dict[str, _Dynamic] = {}
 
 
 def dynamic(prefix: str, read: Callable[[], Mapping[str, float]]) -> None:
-    """Export every ``name: value`` that ``read()`` returns as ``meeshy_<prefix><name>``."""
+    """Export every ``name: value`` that ``read()`` returns as ``meeshy_<prefix><name>``.
+
+    ``read`` runs on the scrape thread, not the event loop: it must only hand back a
+    snapshot taken on the loop (see ``Heartbeater.take_load``), never walk live state.
+    """
     prefix = full_name(prefix)
     with _lock:
         old = _dynamic.pop(prefix, None)

@@ -331,7 +331,7 @@ async def test_the_metrics_endpoints_expose_the_named_series(
                 text = (await http.get(stack.gateway_metrics)).text
                 return _series(text).get("meeshy_gateway_sockets") == 1
 
-            await eventually(one_socket, 10, step=0.1)  # load figures are read at scrape
+            await eventually(one_socket, 10, step=0.1)  # load figures: as of the last beat
             gw = _series((await http.get(stack.gateway_metrics)).text)
             ar = _series((await http.get(stack.archive_metrics)).text)
     finally:
