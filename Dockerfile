@@ -32,7 +32,10 @@ RUN pip install --no-deps .
 COPY --from=web /web/dist ./web/dist
 ENV WEB_CLIENT_DIR=/app/web/dist
 
-RUN useradd --system --uid 10001 meeshy
+# A home of its own: the transcriber assembles its bundled base model under
+# XDG_CACHE_HOME (~/.cache), which a --system user without a home could not write.
+RUN useradd --system --uid 10001 --create-home --home-dir /home/meeshy meeshy
+ENV HOME=/home/meeshy XDG_CACHE_HOME=/home/meeshy/.cache
 USER meeshy
 # 8000: the gateway (REST, Socket.IO, web client); 9100: /metrics of every service.
 EXPOSE 8000 9100

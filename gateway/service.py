@@ -183,7 +183,9 @@ class GatewayService(Service[GatewaySettings]):
             )
         if settings.mongo_url:
             # Connections are made on first use: MongoDB being away never blocks calls.
-            self.history = ArchiveRepository.connect(settings.mongo_url, settings.mongo_database)
+            self.history = ArchiveRepository.connect(
+                settings.mongo_url, settings.mongo_database, timeout_s=settings.mongo_timeout_s
+            )
         self.media.start()
         self.app.state.ctx = GatewayContext(
             settings=settings,

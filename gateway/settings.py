@@ -127,6 +127,8 @@ class GatewaySettings(ServiceSettings, frozen=True, kw_only=True):
     #: endpoints answer 503.
     mongo_url: str = ""
     mongo_database: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,63}$")] = "meeshy_calls"
+    #: Every MongoDB wait of a history request gives up after this long (503, try again).
+    mongo_timeout_s: PositiveFloat = 5.0
     #: python-socketio's admin UI instrumentation (namespace ``/admin``), behind a login.
     socketio_admin_enabled: bool = False
     socketio_admin_user: str = "admin"

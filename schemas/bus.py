@@ -645,12 +645,15 @@ class Bus:
         max_deliver: int = 5,
         ack_wait_s: float = 30.0,
         batch: int = 32,
+        fallback: type[Any] | None = None,
     ) -> Consumer:
         """Run a durable pull consumer; instances sharing ``durable`` share the work.
 
         A message is acked after its handler returns. A handler exception naks it with a
         back-off; after ``max_deliver`` attempts it goes to the dead-letter subject. An
-        undecodable message goes there at once.
+        undecodable message goes there at once, unless it decodes as ``fallback`` (an
+        envelope of the fields every version of the message has): then the handler gets
+        the envelope instead, so a consumer older than its producers keeps its place.
         """
         config = ConsumerConfig(
             durable_name=durable,
@@ -662,14 +665,29 @@ class Bus:
             filter_subject, durable=durable, stream=stream, config=config
         )
         decoder = decoder_for(type_)
+        fallback_decoder: msgspec.json.Decoder[Any] | None = (
+            decoder_for(fallback) if fallback is not None else None
+        )
         expected = type_name(type_)
         stopping = asyncio.Event()
+
+        def decode(data: bytes) -> Any:
+            try:
+                return decoder.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                if fallback_decoder is None:
+                    raise
+                try:
+                    return fallback_decoder.decode(data)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    pass
+                raise  # the first error says best what is wrong
 
         async def handle(msg: Msg) -> None:
             self.stats.received += 1
             attempts = msg.metadata.num_delivered
             try:
-                value = decoder.decode(msg.data)
+                value = decode(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 await self._reject(
                     msg.subject, msg.data, expected, "decode", str(exc), attempts=attempts

@@ -370,6 +370,23 @@ AnyCallEvent = (
 """Every event on ``call.evt.>``; decode any of them with
 ``msgspec.json.decode(data, type=AnyCallEvent)`` and replay the stream to rebuild a call."""
 
+
+class CallEventEnvelope(msgspec.Struct, frozen=True, kw_only=True):
+    """The fields every call event carries, readable from any version of any event.
+
+    Not published: a consumer decodes it when an event does not decode as
+    :data:`AnyCallEvent` (a type newer than the consumer, during a rolling upgrade), so it
+    still knows which call and revision the event belongs to.
+    """
+
+    #: The event's type tag (``call.ended`` ...), possibly one this code does not know.
+    type: str
+    call_id: Id
+    event_id: Id
+    occurred_at: datetime
+    seq: int = 0
+
+
 CALL_EVENT_TYPES: tuple[type[CallEvent], ...] = (
     CallInitiated,
     CallRinging,

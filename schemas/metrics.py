@@ -3,13 +3,14 @@
 The service runtime (:mod:`schemas.runtime`) starts the endpoint when ``METRICS_PORT`` is
 set, and exports for every service:
 
-- ``meeshy_service_info{kind, service_id, version}`` (always 1) and ``meeshy_service_up``;
+- ``meeshy_service_info{kind, service_id, version}`` (always 1) and ``meeshy_service_state``
+  (0 starting, 1 ready, 2 draining, 3 stopped);
 - ``meeshy_bus_*_total``: messages published, received, undecodable, failed handlers,
   dead-lettered, timed-out requests (from the bus counters);
 - ``meeshy_rpc_errors_total{code}``: typed errors answered by this service's responders;
 - ``meeshy_in_flight`` and ``meeshy_handled_total``: work in hand and done;
 - ``meeshy_<kind>_<name>``: every load figure the service reports in its heartbeat
-  (``Service.load_extra``), e.g. ``meeshy_gateway_sockets``,
+  (``Service.load_extra``, as of the last heartbeat), e.g. ``meeshy_gateway_sockets``,
   ``meeshy_media_node_forwarded_streams``, ``meeshy_media_node_tap_dropped``.
 
 Adding a series anywhere (all names get the ``meeshy_`` prefix; the same name twice gives
@@ -178,7 +179,11 @@ _dynamic: dict[str, _Dynamic] = {}
 
 
 def dynamic(prefix: str, read: Callable[[], Mapping[str, float]]) -> None:
-    """Export every ``name: value`` that ``read()`` returns as ``meeshy_<prefix><name>``."""
+    """Export every ``name: value`` that ``read()`` returns as ``meeshy_<prefix><name>``.
+
+    ``read`` runs on the scrape thread, not the event loop: it must only hand back a
+    snapshot taken on the loop (see ``Heartbeater.take_load``), never walk live state.
+    """
     prefix = full_name(prefix)
     with _lock:
         old = _dynamic.pop(prefix, None)

@@ -113,10 +113,19 @@ class Heartbeater:
         self._task: asyncio.Task[None] | None = None
         #: Where ``/metrics`` is served (0: not served); operators find it in the heartbeat.
         self.metrics_port = 0
+        #: The service's load figures as of the last beat, taken on the event loop: the
+        #: Prometheus scrape thread reads this dict (replaced whole, never changed in place)
+        #: instead of calling into service state the loop may be changing meanwhile.
+        self.load_seen: dict[str, float] = {}
+
+    def take_load(self) -> dict[str, float]:
+        """The service's load figures now (call on the event loop); kept for scrapes."""
+        self.load_seen = dict(self.service.load_extra())
+        return self.load_seen
 
     def snapshot(self) -> ServiceHeartbeat:
         svc = self.service
-        extra = {**self.bus.stats.as_gauges(), **svc.load_extra()}
+        extra = {**self.bus.stats.as_gauges(), **self.take_load()}
         if self.metrics_port:
             extra["metrics_port"] = float(self.metrics_port)
         return ServiceHeartbeat(
@@ -285,7 +294,8 @@ def _start_metrics(
         ("requests_timed_out", "Requests that got no reply in time."),
     ):
         metrics.sampled(f"bus_{name}_total", doc, _stat_reader(bus, name))
-    metrics.dynamic(f"{kind}_", service.load_extra)
+    # As of the last heartbeat (the first, "starting", comes before the service starts).
+    metrics.dynamic(f"{kind}_", lambda: heart.load_seen)
     port = service.settings.metrics_port
     if port is None:
         return None

@@ -20,7 +20,7 @@ import asyncio
 import re
 import statistics
 import sys
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,6 +43,7 @@ from schemas.call_events import (
     TranscriptionChanged,
 )
 from schemas.codec import decoder_for, encode
+from schemas.errors import SettingsError
 from schemas.permissions import ANALYST
 from schemas.settings import BusSettings, redact_url
 
@@ -208,6 +209,30 @@ class Summary:
         yield f"switch time (ms)   p50 {ms['p50']}  p95 {ms['p95']}  max {ms['max']}"
 
 
+class Seen:
+    """The revisions already printed (or counted), bounded: the oldest are forgotten first.
+
+    A revision is ``(call_id, seq)``: a gateway that republishes a pending outbox entry
+    outside the stream's de-duplication window stores the same revision again under a new
+    event id. Advisory events (``seq`` 0) are keyed by their event id.
+    """
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self._keys: OrderedDict[tuple[str, int | str], None] = OrderedDict()
+        self.duplicates = 0
+
+    def first_time(self, event: AnyCallEvent) -> bool:
+        key: tuple[str, int | str] = (event.call_id, event.seq or event.event_id)
+        if key in self._keys:
+            self.duplicates += 1
+            return False
+        self._keys[key] = None
+        if len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
+        return True
+
+
 class Tap:
     """One replay (and optional follow) of ``CALL_EVENTS`` through a temporary consumer."""
 
@@ -219,6 +244,7 @@ class Tap:
         self.err = err
         self.undecodable = 0
         self.printed = 0
+        self.seen = Seen()
 
     def _config(self, filter_subject: str) -> ConsumerConfig:
         config = ConsumerConfig(
@@ -307,7 +333,7 @@ class Tap:
         async for _, event in self.events(subject, follow=follow):
             if a.until is not None and event.occurred_at > a.until and not follow:
                 break
-            if not selection.wants(event):
+            if not selection.wants(event) or not self.seen.first_time(event):
                 continue
             if summary is not None:
                 summary.add(event)
@@ -315,6 +341,11 @@ class Tap:
                 self.out.write(encode(event).decode() + "\n")
                 self.out.flush()
                 self.printed += 1
+        if self.seen.duplicates:
+            print(
+                f"tap: skipped {self.seen.duplicates} repeated revision(s) (same call and seq)",
+                file=self.err,
+            )
         if summary is not None:
             if a.json:
                 self.out.write(msgspec.json.encode(summary.as_dict()).decode() + "\n")
@@ -352,7 +383,11 @@ async def _quiet(_: Exception) -> None:
 
 
 async def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    settings = BusSettings.from_env()
+    try:
+        settings = BusSettings.from_env()
+    except SettingsError as exc:  # one clear line, not a traceback
+        print(f"tap: {exc}", file=err)
+        return EXIT_USAGE
     servers = [s.strip() for s in (args.nats or settings.nats_url).split(",") if s.strip()]
     try:
         nc = await asyncio.wait_for(

@@ -27,9 +27,11 @@ import msgspec
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from opentelemetry.trace import SpanKind
 
-from schemas import subjects
-from schemas.bus import Bus
+from schemas import subjects, telemetry
+from schemas.bus import Bus, continue_trace
+from schemas.captions import TranscriptSegment
 from schemas.codec import decoder_for, encode
 from schemas.dead_letter import DeadLetter, FailureKind
 from schemas.logs import get_logger
@@ -289,10 +291,21 @@ class TranscriberWorker:
                 segment = segment_for(
                     job, result, started_at=started_at, transcription_ms=busy * 1000
                 )
-                await self.bus.publish(subjects.transcript_segment(job.chunk.call_id), segment)
+                await self._publish(job, segment)
                 self.stats.segments_published += 1
             await job.message.ack()
         log.debug("worker.batch_done", size=len(jobs), audio_s=round(audio_s, 2), busy_s=busy)
+
+    async def _publish(self, job: Job[Msg], segment: TranscriptSegment) -> None:
+        """Publish a segment in the trace its chunk came with (from the media node's audio
+        tap), so one trace follows an utterance on to the bridge and the caption. Chunks of
+        one batch may come from different utterances: each gets its own consumer span."""
+        subject = subjects.transcript_segment(job.chunk.call_id)
+        if telemetry.STATE.active:
+            with continue_trace(job.message, "process", SpanKind.CONSUMER):
+                await self.bus.publish(subject, segment)
+        else:
+            await self.bus.publish(subject, segment)
 
     async def _keep_alive(self, messages: list[Msg]) -> None:
         """Tell JetStream the batch is still being worked on (a long utterance on a slow

@@ -69,6 +69,9 @@ class CallSession(Doc, kw_only=True):
     #: for a missing revision.
     seq: int = 0
     pending_events: int = 0
+    #: Revisions the fold gave up waiting for (the call ended, or the gap deadline passed)
+    #: and went on without; empty when every revision arrived.
+    missing_revisions: list[int] = []
     conversation_id: str
     conversation_type: ConversationType
     media: MediaKind
@@ -189,5 +192,7 @@ class LoggedEvent(msgspec.Struct, frozen=True, kw_only=True):
     stream_seq: int
     type: str
     occurred_at: datetime
+    #: When the stream stored it (how long a gap behind it has been waited for).
+    stored_at: datetime | None = None
     #: The event itself, field for field as published.
     event: dict[str, object]

@@ -7,11 +7,23 @@ wait in the log (``pending_events``) until the gap fills. Events with ``seq`` 0 
 ``seq`` 0 on every event: it is folded in stream order instead. Duplicates never reach the
 fold (the log is keyed by event id, and a revision counts once), so folding the same log
 twice, or in any arrival order, gives the same documents.
+
+An event this archive cannot decode (a type newer than it, during a rolling upgrade) is
+logged as its :class:`CallEventEnvelope`: a revision that changes nothing, so the fold goes
+on past it (and once the archive is upgraded, refolding the log reads the event itself).
+
+Gap policy: a missing revision is not waited for for ever. Once the call's ``call.ended`` is
+in the log, or once the stream stored an event ``gap_deadline_s`` after the first event
+waiting behind the gap (``now``: the stream time of the event being folded in; times are the
+stream's, so a replay folds exactly as the first pass did), the fold skips the missing
+revisions and records them in ``CallSession.missing_revisions``; if one arrives later, the
+next fold puts it in its place.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from gateway.archive.documents import (
     CallSession,
@@ -25,6 +37,7 @@ from schemas.call_events import (
     AnyCallEvent,
     CallEnded,
     CallEvent,
+    CallEventEnvelope,
     CallInitiated,
     CallModeChanged,
     CallRinging,
@@ -49,12 +62,18 @@ def epoch_ms(at: datetime) -> int:
 ADVISORY: tuple[type[CallEvent], ...] = (ActiveSpeakerChanged,)
 
 
+#: A logged event: decoded, or (a type this archive does not know) its envelope only.
+LoggedCallEvent = AnyCallEvent | CallEventEnvelope
+
+
 @dataclass(frozen=True, slots=True)
 class Sequenced:
     """An event and where the stream stored it."""
 
     stream_seq: int
-    event: AnyCallEvent
+    event: LoggedCallEvent
+    #: When the stream stored it; ``None``: unknown (logged before this field).
+    stored_at: datetime | None = None
 
 
 @dataclass
@@ -66,28 +85,63 @@ class Folded:
     history: list[HistoryEntry] = field(default_factory=list)
     applied: int = 0
     pending: int = 0
+    skipped: list[int] = field(default_factory=list)
 
 
-def in_order(log: Sequence[Sequenced]) -> tuple[list[AnyCallEvent], int]:
-    """The events to fold, in order, and how many wait for a missing revision."""
+class Ordered(NamedTuple):
+    """The events to fold in order, how many wait behind a gap, the revisions skipped."""
+
+    events: list[LoggedCallEvent]
+    pending: int
+    skipped: list[int]
+
+
+def in_order(
+    log: Sequence[Sequenced],
+    *,
+    now: datetime | None = None,
+    gap_deadline_s: float | None = None,
+) -> Ordered:
+    """The events to fold, in order, under the gap policy (see the module's docstring)."""
     stateful = [s for s in log if not isinstance(s.event, ADVISORY)]
     revised = [s for s in stateful if s.event.seq > 0]
     if not revised:
-        return [s.event for s in sorted(stateful, key=lambda s: s.stream_seq)], 0
-    by_seq: dict[int, AnyCallEvent] = {}
+        return Ordered([s.event for s in sorted(stateful, key=lambda s: s.stream_seq)], 0, [])
+    by_seq: dict[int, Sequenced] = {}
     for s in sorted(revised, key=lambda s: s.stream_seq):
-        by_seq.setdefault(s.event.seq, s.event)  # a revision counts once
-    ordered: list[AnyCallEvent] = []
+        by_seq.setdefault(s.event.seq, s)  # a revision counts once
+    ended = any(isinstance(s.event, CallEnded) for s in by_seq.values())
+    top = max(by_seq)
+    ordered: list[LoggedCallEvent] = []
+    skipped: list[int] = []
     expected = 1
-    while expected in by_seq:
-        ordered.append(by_seq[expected])
-        expected += 1
-    return ordered, len(by_seq) - len(ordered)
+    while expected <= top:
+        if expected in by_seq:
+            ordered.append(by_seq[expected].event)
+            expected += 1
+            continue
+        waiting = by_seq[min(k for k in by_seq if k > expected)]
+        since = waiting.stored_at or waiting.event.occurred_at
+        overdue = (
+            now is not None
+            and gap_deadline_s is not None
+            and (now - since).total_seconds() >= gap_deadline_s
+        )
+        if not (ended or overdue):
+            break
+        skipped.extend(range(expected, waiting.event.seq))
+        expected = waiting.event.seq
+    return Ordered(ordered, len(by_seq) - len(ordered), skipped)
 
 
-def fold(log: Sequence[Sequenced]) -> Folded:
+def fold(
+    log: Sequence[Sequenced],
+    *,
+    now: datetime | None = None,
+    gap_deadline_s: float | None = None,
+) -> Folded:
     """Fold a call's whole log; ``version`` of every document is the log's length."""
-    events, pending = in_order(log)
+    events, pending, skipped = in_order(log, now=now, gap_deadline_s=gap_deadline_s)
     version = len(log)
     builder: _Builder | None = None
     for event in events:
@@ -98,14 +152,16 @@ def fold(log: Sequence[Sequenced]) -> Folded:
             continue
         builder.apply(event)
     if builder is None:
-        return Folded(session=None, pending=pending)
+        return Folded(session=None, pending=pending, skipped=skipped)
     builder.session.pending_events = pending
+    builder.session.missing_revisions = skipped
     return Folded(
         session=builder.session,
         participants=list(builder.participants.values()),
         history=builder.history(),
         applied=len(events),
         pending=pending,
+        skipped=skipped,
     )
 
 
@@ -126,7 +182,7 @@ class _Builder:
         )
         self.participants: dict[str, ParticipantRecord] = {}
 
-    def apply(self, event: AnyCallEvent) -> None:
+    def apply(self, event: LoggedCallEvent) -> None:
         s = self.session
         s.seq = max(s.seq, event.seq)
         match event:

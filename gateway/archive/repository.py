@@ -13,7 +13,7 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from motor.motor_asyncio import AsyncIOMotorClient
@@ -29,8 +29,8 @@ from gateway.archive.documents import (
     ParticipantRecord,
     TranscriptionRecord,
 )
-from gateway.archive.projection import Folded, Sequenced
-from schemas.call_events import AnyCallEvent
+from gateway.archive.projection import Folded, LoggedCallEvent, Sequenced
+from schemas.call_events import AnyCallEvent, CallEventEnvelope
 from schemas.logs import get_logger
 
 log = get_logger("gateway.archive.repository")
@@ -63,6 +63,13 @@ class InvalidCursor(ValueError):
     """A pagination cursor that this API did not hand out."""
 
 
+#: What a cursor holds: a time in ms that BSON can store (a signed 64-bit int: a larger one
+#: would fail in the driver, a 500), and an id of bounded length.
+_CursorFields = tuple[
+    Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)], Annotated[str, msgspec.Meta(max_length=256)]
+]
+
+
 @dataclass(frozen=True, slots=True)
 class Cursor:
     """Where a page ended: the last item's time (ms since the epoch) and id."""
@@ -78,14 +85,23 @@ class Cursor:
     def decode(cls, token: str) -> "Cursor":
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            at_ms, key = msgspec.json.decode(raw, type=tuple[int, str])
-        except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+            at_ms, key = msgspec.json.decode(raw, type=_CursorFields)
+        except msgspec.ValidationError as exc:
+            raise InvalidCursor(f"the cursor is not one this API returned ({exc})") from None
+        except (binascii.Error, ValueError, msgspec.DecodeError):
             raise InvalidCursor("the cursor is not one this API returned") from None
         return cls(at_ms, key)
 
 
 def _fields(doc: msgspec.Struct) -> dict[str, Any]:
     out: dict[str, Any] = msgspec.to_builtins(doc, builtin_types=(datetime,))
+    return out
+
+
+def _utc_times(fields: Any, envelope: CallEventEnvelope) -> dict[str, Any]:
+    """An undecoded event's fields, with its time stored as a time (like decoded ones)."""
+    out: dict[str, Any] = dict(fields) if isinstance(fields, dict) else {}
+    out["occurred_at"] = envelope.occurred_at
     return out
 
 
@@ -113,12 +129,21 @@ class ArchiveRepository:
 
     @classmethod
     def connect(cls, url: str, database: str, *, timeout_s: float = 5.0) -> "ArchiveRepository":
-        """A client (connections are made lazily; :meth:`ping` checks the server)."""
+        """A client (connections are made lazily; :meth:`ping` checks the server).
+
+        Every wait is bounded by ``timeout_s`` (``MONGO_TIMEOUT_S``): finding a server,
+        connecting, each socket read, and each operation as a whole (``timeoutMS``), so a
+        server that accepted a request and then stalls raises a timeout instead of holding
+        a consumer or a REST request for ever.
+        """
+        ms = max(1, int(timeout_s * 1000))
         client: Any = AsyncIOMotorClient(
             url,
             tz_aware=True,
-            serverSelectionTimeoutMS=int(timeout_s * 1000),
-            connectTimeoutMS=int(timeout_s * 1000),
+            serverSelectionTimeoutMS=ms,
+            connectTimeoutMS=ms,
+            socketTimeoutMS=ms,
+            timeoutMS=ms,
             appname="meeshy-calls",
         )
         return cls(client, database)
@@ -135,16 +160,33 @@ class ArchiveRepository:
             await self.db[collection].create_index(keys)
 
     # --- the event log --------------------------------------------------------------------
-    async def log_event(self, event: AnyCallEvent, stream_seq: int) -> bool:
-        """Keep the event; ``False`` when it was already logged (a redelivery or replay)."""
+    async def log_event(
+        self,
+        event: LoggedCallEvent,
+        stream_seq: int,
+        payload: bytes,
+        stored_at: datetime | None = None,
+    ) -> bool:
+        """Keep the event; ``False`` when it was already logged (a redelivery or replay).
+
+        An event known only by its envelope is kept as published (``payload``), so a later
+        version of the archive can fold it.
+        """
+        if isinstance(event, CallEventEnvelope):
+            kind = event.type
+            fields: dict[str, Any] = _utc_times(msgspec.json.decode(payload), event)
+        else:
+            kind = type(event).__struct_config__.tag  # type: ignore[assignment]
+            fields = _fields(event)
         logged = LoggedEvent(
             event_id=event.event_id,
             call_id=event.call_id,
             seq=event.seq,
             stream_seq=stream_seq,
-            type=type(event).__struct_config__.tag,  # type: ignore[arg-type]
+            type=kind,
             occurred_at=event.occurred_at,
-            event=_fields(event),
+            stored_at=stored_at,
+            event=fields,
         )
         try:
             await self.db[EVENTS].insert_one({"_id": logged.event_id, **_fields(logged)})
@@ -157,8 +199,20 @@ class ArchiveRepository:
         cursor = self.db[EVENTS].find({"call_id": call_id}).sort("stream_seq", ASCENDING)
         out: list[Sequenced] = []
         async for raw in cursor:
-            event: AnyCallEvent = msgspec.convert(_utc(raw["event"]), AnyCallEvent, strict=False)
-            out.append(Sequenced(int(raw["stream_seq"]), event))
+            fields = _utc(raw["event"])
+            event: LoggedCallEvent
+            try:
+                event = msgspec.convert(fields, AnyCallEvent, strict=False)
+            except msgspec.ValidationError:  # a type (or version) newer than this archive
+                event = msgspec.convert(fields, CallEventEnvelope, strict=False)
+            stored_at = raw.get("stored_at")
+            out.append(
+                Sequenced(
+                    int(raw["stream_seq"]),
+                    event,
+                    _utc(stored_at) if isinstance(stored_at, datetime) else None,
+                )
+            )
         return out
 
     # --- projected documents ------------------------------------------------------------

@@ -17,7 +17,7 @@ from gateway.archive.settings import ArchiveSettings
 from gateway.archive.writer import ArchiveWriter
 from schemas import subjects
 from schemas.bus import Bus, Consumer
-from schemas.call_events import AnyCallEvent
+from schemas.call_events import AnyCallEvent, CallEventEnvelope
 from schemas.captions import Caption, TranscriptSegment
 from schemas.logs import get_logger
 from schemas.runtime import Service
@@ -40,7 +40,7 @@ class ArchiveService(Service[ArchiveSettings]):
 
     async def _connect_mongo(self) -> ArchiveRepository:
         s = self.settings
-        repo = ArchiveRepository.connect(s.mongo_url, s.mongo_database)
+        repo = ArchiveRepository.connect(s.mongo_url, s.mongo_database, timeout_s=s.mongo_timeout_s)
         deadline = time.monotonic() + s.mongo_connect_deadline_s
         while True:
             try:
@@ -59,7 +59,11 @@ class ArchiveService(Service[ArchiveSettings]):
 
     async def start(self, bus: Bus) -> None:
         self.repo = await self._connect_mongo()
-        self.writer = ArchiveWriter(self.repo, accepting=lambda: self.accepting)
+        self.writer = ArchiveWriter(
+            self.repo,
+            accepting=lambda: self.accepting,
+            gap_deadline_s=self.settings.archive_gap_deadline_s,
+        )
         durable = self.settings.archive_durable
         self.consumers = [
             await bus.consume(
@@ -67,6 +71,8 @@ class ArchiveService(Service[ArchiveSettings]):
                 durable=f"{durable}-events",
                 filter_subject=subjects.ALL_CALL_EVENTS,
                 type_=AnyCallEvent,
+                # A type newer than this archive still folds, as a revision changing nothing.
+                fallback=CallEventEnvelope,
                 handler=self.writer.on_event,
             ),
             await bus.consume(

@@ -24,3 +24,10 @@ class ArchiveSettings(ServiceSettings, frozen=True, kw_only=True):
     mongo_connect_deadline_s: PositiveFloat = 30.0
     #: The durable consumers' name prefix: instances sharing it share the work.
     archive_durable: DurableName = "archive"
+    #: A missing revision of a live call is skipped (recorded in the session's
+    #: ``missing_revisions``) once the stream holds an event of the call this much later
+    #: than the first event waiting behind it; once ``call.ended`` is logged, at once.
+    archive_gap_deadline_s: PositiveFloat = 120.0
+    #: Every MongoDB wait (server selection, connect, socket read, whole operation) gives
+    #: up after this long; the archive then keeps the message in hand and retries.
+    mongo_timeout_s: PositiveFloat = 10.0

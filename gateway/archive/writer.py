@@ -15,16 +15,16 @@ from datetime import datetime
 from typing import TypeVar
 
 import msgspec
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from gateway.archive.documents import CaptionRecord, Doc, TranscriptionRecord
-from gateway.archive.projection import epoch_ms, fold
+from gateway.archive.projection import LoggedCallEvent, epoch_ms, fold
 from gateway.archive.repository import ArchiveRepository
 from schemas import metrics
 from schemas.bus import Incoming
 from schemas.call_events import (
-    AnyCallEvent,
     CallEnded,
+    CallEventEnvelope,
     CallInitiated,
     CallModeChanged,
     CallStatusChanged,
@@ -43,6 +43,15 @@ EVENTS = metrics.counter(
 WRITES = metrics.counter("archive_documents_written_total", "Documents written.", ("collection",))
 PENDING = metrics.gauge(
     "archive_pending_events", "Events waiting for a missing revision of their call."
+)
+SKIPPED = metrics.counter(
+    "archive_revisions_skipped_total",
+    "Missing revisions the fold stopped waiting for (the call ended, or the gap deadline).",
+)
+UNKNOWN = metrics.counter(
+    "archive_events_not_understood_total",
+    "Call events of a type (or version) this archive cannot decode, logged as no-op revisions.",
+    ("type",),
 )
 WRITE_SECONDS = metrics.histogram(
     "archive_write_seconds", "Time to log, fold and write one call event."
@@ -84,23 +93,34 @@ CACHE_CALLS = 2048
 class ArchiveWriter:
     """Handlers for the archive's three durable consumers."""
 
-    def __init__(self, repo: ArchiveRepository, *, accepting: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        repo: ArchiveRepository,
+        *,
+        accepting: Callable[[], bool],
+        gap_deadline_s: float | None = None,
+    ) -> None:
         self.repo = repo
+        self.gap_deadline_s = gap_deadline_s
         self._accepting = accepting
         # call id -> (event ids folded, {doc key: encoded doc}) as last written by us.
         self._written: OrderedDict[str, tuple[frozenset[str], dict[str, bytes]]] = OrderedDict()
         self._pending: dict[str, int] = {}
+        self._skipped: dict[str, list[int]] = {}
         self.events_logged = 0
         self.duplicates = 0
 
     async def _retrying(self, what: Callable[[], Awaitable[T]], msg: Incoming) -> T:
-        """Run a MongoDB step; while the server is unreachable, keep the message in hand."""
+        """Run a MongoDB step; while the server is unreachable or timing out (a stalled
+        server, ``MONGO_TIMEOUT_S``), keep the message in hand."""
         delay = 0.2
         warned = False
         while True:
             try:
                 return await what()
-            except ConnectionFailure as exc:
+            except PyMongoError as exc:
+                if not (isinstance(exc, ConnectionFailure) or exc.timeout):
+                    raise
                 if not self._accepting():
                     raise  # draining: let JetStream redeliver it to whoever runs next
                 if not warned:
@@ -116,21 +136,45 @@ class ArchiveWriter:
         return len(known[0]) if known is not None else 0
 
     # --- call events --------------------------------------------------------------------
-    async def on_event(self, event: AnyCallEvent, msg: Incoming) -> None:
+    async def on_event(self, event: LoggedCallEvent, msg: Incoming) -> None:
         with WRITE_SECONDS.time():
             stream_seq = int(msg.metadata.sequence.stream)
-            new = await self._retrying(lambda: self.repo.log_event(event, stream_seq), msg)
+            # The stream's clock, not ours: a replay folds exactly as the first pass did.
+            stored_at = msg.metadata.timestamp
+            new = await self._retrying(
+                lambda: self.repo.log_event(event, stream_seq, msg.data, stored_at), msg
+            )
             EVENTS.labels(outcome="new" if new else "duplicate").inc()
             if new:
                 self.events_logged += 1
+                if isinstance(event, CallEventEnvelope):
+                    UNKNOWN.labels(type=event.type[:64]).inc()
+                    log.warning(
+                        "archive.event_not_understood",
+                        call_id=event.call_id,
+                        event_type=event.type,
+                        seq=event.seq,
+                    )
             else:
                 self.duplicates += 1
             call_log = await self._retrying(lambda: self.repo.call_log(event.call_id), msg)
-            folded = fold(call_log)
+            folded = fold(call_log, now=stored_at, gap_deadline_s=self.gap_deadline_s)
             self._pending[event.call_id] = folded.pending
             if folded.pending == 0:
                 self._pending.pop(event.call_id, None)
             PENDING.set(sum(self._pending.values()))
+            if folded.skipped and self._skipped.get(event.call_id) != folded.skipped:
+                log.warning(
+                    "archive.revisions_skipped",
+                    call_id=event.call_id,
+                    missing=folded.skipped,
+                    pending=folded.pending,
+                )
+                SKIPPED.inc(len(folded.skipped))
+            if folded.skipped:
+                self._skipped[event.call_id] = folded.skipped
+            else:
+                self._skipped.pop(event.call_id, None)
             docs = ArchiveRepository.documents(folded)
             ids = frozenset(s.event.event_id for s in call_log)
             changed = self._changed(event.call_id, event.event_id, ids, docs)
@@ -168,7 +212,7 @@ class ArchiveWriter:
             self._written.popitem(last=False)
 
     @staticmethod
-    def _observe(event: AnyCallEvent, created_at: datetime | None) -> None:
+    def _observe(event: LoggedCallEvent, created_at: datetime | None) -> None:
         """Business metrics, once per event (never on a redelivery)."""
         match event:
             case CallInitiated():

@@ -6,11 +6,17 @@ stream). ``GET /api/calls/{id}`` answers the live state while the call is still 
 alone once it is gone from the bucket.
 
 Access: a person sees the calls they took part in or were rung for; the transcript only of
-calls they took part in (a guest: the call it joined, by the guest id of its token).
+calls they took part in (a guest: the call it joined, by the guest id of its token), and only
+while they still may be in the conversation: a guest whose share link was revoked, or who
+was removed from the call, and a member who left the conversation read nothing more. The
+transcript holds only what was said while the reader was in the call (each of their
+presence windows, joined to left). Someone the live call refuses is never shown its
+archived view while it still runs.
 """
 
 import asyncio
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -20,8 +26,10 @@ from gateway import state_machine as sm
 from gateway.api_models import CallView, ErrorResponse, InviteeView, Model, ParticipantView
 from gateway.archive.documents import CallSession, HistoryEntry, ParticipantRecord
 from gateway.archive.repository import ArchiveRepository, Cursor, InvalidCursor
-from gateway.context import Caller, Ctx
+from gateway.context import Caller, Ctx, GatewayContext
+from gateway.conversations import may_take_part
 from gateway.errors import CallError
+from gateway.tokens import Principal
 from schemas.logs import get_logger
 
 log = get_logger("gateway.history")
@@ -34,6 +42,9 @@ router = APIRouter(prefix="/api/calls", tags=["history"], responses=ERRORS)
 
 #: How long a live call's view waits for its archived history before answering without it.
 LIVE_HISTORY_TIMEOUT_S = 1.0
+#: Clocks of the transcriber and the gateway differ a little: a segment that ended this
+#: close to a presence window still counts as heard in it.
+PRESENCE_SLACK = timedelta(seconds=2)
 
 
 class HistoryItem(Model):
@@ -201,8 +212,34 @@ def _item(e: HistoryEntry) -> HistoryItem:
     )
 
 
+async def _guest_still_welcome(ctx: GatewayContext, who: Principal) -> None:
+    """A guest whose share link was revoked (or is gone) reads nothing more (403)."""
+    if who.kind == "guest":
+        await ctx.guests.admit(who)
+
+
+def _refuse_removed(who: Principal, participants: Sequence[ParticipantRecord]) -> None:
+    """A guest removed from the call (by a moderator, or with its link) reads nothing more."""
+    if who.kind == "guest" and any(
+        p.principal_id == who.principal_id and p.leave_reason == "removed" for p in participants
+    ):
+        raise CallError("forbidden", "you were removed from this call")
+
+
+async def _still_in_conversation(ctx: GatewayContext, who: Principal, conversation_id: str) -> None:
+    """A member who left the conversation (or a guest of another) reads its calls no more."""
+    if not may_take_part(await ctx.conversations.get(conversation_id), who):
+        raise CallError("forbidden", "you are no longer in this conversation")
+
+
+async def _still_live(ctx: GatewayContext, call_id: str) -> bool:
+    entry = await ctx.calls.store.get(call_id)
+    return entry is not None and entry.value.status != "ended"
+
+
 @router.get("/{call_id}", summary="A call: live state while it runs, then from the archive")
 async def get_call(call_id: str, ctx: Ctx, who: Caller) -> CallDetail:
+    await _guest_still_welcome(ctx, who)
     live: CallView | None = None
     try:
         state = await ctx.calls.view(who, call_id)
@@ -210,6 +247,8 @@ async def get_call(call_id: str, ctx: Ctx, who: Caller) -> CallDetail:
     except CallError as exc:
         if exc.code != "not_found" or ctx.history is None:
             raise
+        if await _still_live(ctx, call_id):
+            raise  # the live call refuses this caller: its archive must not show it either
     if live is None:
         archived = await _archived(ctx, who.principal_id, call_id, required=True)
     else:
@@ -220,6 +259,8 @@ async def get_call(call_id: str, ctx: Ctx, who: Caller) -> CallDetail:
             )
         except TimeoutError:
             archived = None
+    if archived is not None:
+        _refuse_removed(who, archived[1])
     if live is not None:
         history = _history_view(*archived) if archived is not None else None
         return CallDetail(**live.model_dump(), source="live", history=history)
@@ -333,16 +374,24 @@ async def transcript(
 ) -> TranscriptView:
     repo = _repo(ctx)
     after = _cursor(cursor)
+    await _guest_still_welcome(ctx, who)
     try:
         entry = await repo.history_entry(who.principal_id, call_id)
         if entry is None:
             raise CallError("not_found", "no such call")
         if not entry.took_part:
             raise CallError("forbidden", "only people who were in the call may read its transcript")
+        participants = await repo.participants(call_id)
+        _refuse_removed(who, participants)
+        await _still_in_conversation(ctx, who, entry.conversation_id)
         segments, captions = await repo.transcript(call_id, after=after, limit=limit)
-        names = {p.participant_id: p.display_name for p in await repo.participants(call_id)}
     except PyMongoError as exc:
         raise _unavailable(exc) from None
+    names = {p.participant_id: p.display_name for p in participants}
+    # The page (and its cursor) is the archive's; what the reader gets of it, their own.
+    page_end = segments[-1] if len(segments) == limit else None
+    windows = _presence(who, participants)
+    segments = [s for s in segments if _heard(s.speech_ended_at, windows)]
     wanted = lang.lower() if lang else None
     by_utterance: dict[str, list[CaptionView]] = {}
     for c in sorted(captions, key=lambda c: c.language):
@@ -372,6 +421,32 @@ async def transcript(
         for s in segments
     ]
     next_cursor = None
-    if len(segments) == limit:
-        next_cursor = Cursor(segments[-1].spoken_ms, segments[-1].utterance_id).encode()
+    if page_end is not None:
+        next_cursor = Cursor(page_end.spoken_ms, page_end.utterance_id).encode()
     return TranscriptView(call_id=call_id, segments=views, next_cursor=next_cursor)
+
+
+Window = tuple[datetime, datetime | None]
+
+
+def _utc(at: datetime) -> datetime:
+    """Times are stored in UTC; nx-27017 may hand some back without a zone."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+def _presence(who: Principal, participants: Sequence[ParticipantRecord]) -> list[Window]:
+    """When the reader was in the call: one window per time they joined (a rejoin is a new
+    participant), open while they are still there."""
+    return [
+        (_utc(p.joined_at), None if p.left_at is None else _utc(p.left_at))
+        for p in participants
+        if p.principal_id == who.principal_id
+    ]
+
+
+def _heard(at: datetime, windows: Sequence[Window]) -> bool:
+    at = _utc(at)
+    return any(
+        joined - PRESENCE_SLACK <= at and (left is None or at <= left + PRESENCE_SLACK)
+        for joined, left in windows
+    )

@@ -11,6 +11,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import msgspec
 import pytest
 
 from gateway.archive import repository as r
@@ -246,22 +247,59 @@ async def test_a_missing_revision_holds_back_later_ones(
     nats_server: NatsServer, mongo_server: MongoServer, bus: Bus, repo: ArchiveRepository, uid: str
 ) -> None:
     rec = recorded_call(uid)
-    gap = rec.revised[4]  # revision 5 arrives last
-    await publish(bus, [e for e in rec.events if e is not gap])
+    gap = rec.revised[4]  # revision 5 arrives last, with the end (which ends the wait)
+    end = rec.revised[-1]
+    assert end.subject_name == "ended"
+    await publish(bus, [e for e in rec.events if e is not gap and e is not end])
     archive = RunningArchive(settings(nats_server, mongo_server, f"db-{uid}", f"g-{uid}"))
     try:
 
         async def waiting() -> bool:
             s = await repo.session(rec.call_id)
-            return s is not None and s.seq == 4 and s.pending_events == len(rec.revised) - 5
+            return s is not None and s.seq == 4 and s.pending_events == len(rec.revised) - 6
 
         await eventually(waiting, 30, step=0.1)
-        await publish(bus, [gap])
+        await publish(bus, [gap, end])
 
         async def filled() -> bool:
             s = await repo.session(rec.call_id)
             return s is not None and s.status == "ended" and s.pending_events == 0
 
         await eventually(filled, 30, step=0.1)
+    finally:
+        assert await archive.close() == 0
+
+
+async def test_an_event_type_newer_than_the_archive_does_not_freeze_the_call(
+    nats_server: NatsServer, mongo_server: MongoServer, bus: Bus, repo: ArchiveRepository, uid: str
+) -> None:
+    """A newer gateway's event (unknown type) folds as a revision changing nothing, and a
+    revision lost for good is skipped once the call ended."""
+    rec = recorded_call(uid)
+    fifth, sixth = rec.revised[4], rec.revised[5]
+    newer = msgspec.json.encode(
+        {**msgspec.to_builtins(fifth), "type": "call.something_newer", "extra": [1, 2]}
+    )
+    others = [e for e in rec.events if e is not fifth and e is not sixth]  # sixth: lost
+    await publish(bus, others[:4])
+    await bus.js.publish(
+        subjects.call_event(rec.call_id, "something_newer"),
+        newer,
+        headers={"Nats-Msg-Id": fifth.event_id},
+    )
+    await publish(bus, others[4:])
+    archive = RunningArchive(settings(nats_server, mongo_server, f"db-{uid}", f"g-{uid}"))
+    try:
+
+        async def ended() -> bool:
+            s = await repo.session(rec.call_id)
+            return s is not None and s.status == "ended" and s.pending_events == 0
+
+        await eventually(ended, 30, step=0.1)
+        session = await repo.session(rec.call_id)
+        assert session is not None and session.missing_revisions == [sixth.seq]
+        logged = [e for e in await repo.dump(r.EVENTS) if e["_id"] == fifth.event_id]
+        assert logged and logged[0]["type"] == "call.something_newer"
+        assert logged[0]["event"]["extra"] == [1, 2]  # kept as published, for a later fold
     finally:
         assert await archive.close() == 0

@@ -5,7 +5,9 @@ in memory. nats-py runs each subscription callback in its own task, so a consume
 can only find its parent through the message headers.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import msgspec
 import pytest
@@ -17,10 +19,14 @@ from opentelemetry.trace import SpanKind, StatusCode
 from schemas import subjects, telemetry
 from schemas.bus import Bus, Incoming, RpcFailure
 from schemas.call_events import CallEnded
+from schemas.captions import TranscriptSegment
 from schemas.ids import new_id
+from schemas.media import AudioChunk
 from schemas.metrics import REGISTRY
 from schemas.settings import BusSettings
 from tests.support.waiting import Collector, eventually
+from transcriber.engine import SpeechToText, SttCapabilities, SttRequest, SttResult
+from transcriber.worker import TranscriberWorker, WorkerConfig
 
 
 class Ping(msgspec.Struct, frozen=True, kw_only=True, tag="test.ping"):
@@ -148,3 +154,58 @@ async def test_without_an_exporter_no_header_is_added(bus: Bus, uid: str) -> Non
     await bus.publish(subject, Ping(n=1))
     await eventually(lambda: len(seen) == 1, 5)
     assert not seen[0] or telemetry.TRACEPARENT not in seen[0]
+
+
+class _Heard(SpeechToText):
+    """A stand-in recogniser (the tracing path is under test, not Whisper)."""
+
+    def __init__(self) -> None:
+        self.capabilities = SttCapabilities(languages=frozenset({"en"}), batching=True)
+
+    def load(self) -> None:
+        pass
+
+    def transcribe(self, requests: Sequence[SttRequest]) -> list[SttResult]:
+        return [SttResult("Hello everyone.", None, None, "stand-in") for _ in requests]
+
+
+async def test_an_utterance_keeps_its_trace_through_the_transcriber(
+    spans: InMemorySpanExporter, bus: Bus, bus_settings: BusSettings, uid: str
+) -> None:
+    """The audio tap's chunk (media node) -> transcriber -> the segment's readers (bridge,
+    archive): one trace, the segment's publish a child of the chunk's delivery."""
+    reader = await Bus.connect(bus_settings, f"bridge-{uid}")
+    worker = TranscriberWorker(
+        bus=bus,
+        engine=_Heard(),
+        executor=ThreadPoolExecutor(1),
+        config=WorkerConfig(durable=f"tr-{uid}"),
+        service_id=f"transcriber-{uid}",
+    )
+    call, speaker = f"call-{uid}", f"p-{uid}"
+    got: Collector[TranscriptSegment] = Collector()
+    segments = subjects.transcript_segment(call)
+    chunks = subjects.audio_chunk(call, speaker)
+    await reader.subscribe(segments, TranscriptSegment, got)
+    await worker.start()
+    try:
+        chunk = AudioChunk(
+            call_id=call, participant_id=speaker, utterance_id=f"u-{uid}", sequence=0,
+            is_final=True, start_s=0.0, end_s=1.0, started_at=datetime.now(UTC),
+            speech_end_s=0.9, pcm=bytes(32000),
+        )  # fmt: skip
+        with telemetry.tracer().start_as_current_span("an utterance") as root:
+            await bus.publish(chunks, chunk)
+        await got.wait_count(1, timeout=20)
+        await eventually(lambda: len(by_kind(spans, SpanKind.CONSUMER, segments)) == 1, 5)
+        [tapped] = by_kind(spans, SpanKind.PRODUCER, chunks)
+        [picked] = by_kind(spans, SpanKind.CONSUMER, chunks)
+        [published] = by_kind(spans, SpanKind.PRODUCER, segments)
+        [read] = by_kind(spans, SpanKind.CONSUMER, segments)
+        assert child_of(picked, tapped) and child_of(published, picked)
+        assert child_of(read, published)
+        assert read.context is not None
+        assert read.context.trace_id == root.get_span_context().trace_id
+    finally:
+        await worker.stop()
+        await reader.close()

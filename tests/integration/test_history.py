@@ -6,6 +6,7 @@ access control; both processes serve ``/metrics`` and write their spans to files
 same calls check the named series and a trace across two service processes.
 """
 
+import base64
 import json
 import os
 import subprocess
@@ -243,6 +244,12 @@ async def test_history_lists_the_callers_calls_newest_first_with_missed(
         assert erin.json() == {"items": [], "nextCursor": None}
         bad = await http.get("/api/calls/history?cursor=nope", headers=bearer(t["alice"]))
         assert bad.status_code == 422 and bad.json()["error"]["code"] == "bad_request"
+        # A well-formed cursor with a time BSON cannot hold: refused, not a 500 from the driver.
+        huge = base64.urlsafe_b64encode(b'[99999999999999999999999,"x"]').decode().rstrip("=")
+        for page in ("/api/calls/history", f"/api/calls/{scenario.group_call}/transcript"):
+            crafted = await http.get(page, params={"cursor": huge}, headers=bearer(t["alice"]))
+            assert crafted.status_code == 422, crafted.text
+            assert "cursor" in crafted.json()["error"]["message"]
         anonymous = await http.get("/api/calls/history")
         assert anonymous.status_code == 401
 
@@ -324,7 +331,7 @@ async def test_the_metrics_endpoints_expose_the_named_series(
                 text = (await http.get(stack.gateway_metrics)).text
                 return _series(text).get("meeshy_gateway_sockets") == 1
 
-            await eventually(one_socket, 10, step=0.1)  # load figures are read at scrape
+            await eventually(one_socket, 10, step=0.1)  # load figures: as of the last beat
             gw = _series((await http.get(stack.gateway_metrics)).text)
             ar = _series((await http.get(stack.archive_metrics)).text)
     finally:
@@ -384,3 +391,89 @@ async def test_the_socketio_admin_ui_needs_its_login(stack: HistoryStack) -> Non
         finally:
             await sio.disconnect()
         assert connected is admitted, password
+
+
+async def test_who_left_the_call_or_the_conversation_reads_no_more_of_it(
+    stack: HistoryStack, nats_server: NatsServer
+) -> None:
+    """Transcript segments only from the reader's time in the call; a member who left the
+    conversation and a guest whose link was revoked (so removed) read nothing more, and a
+    live call that refuses someone never falls back to its archived view."""
+    from schemas.settings import BusSettings
+
+    uid = new_id()[:10]
+    g = stack.gateways
+    alice, bob = f"alice-{uid}", f"bob-{uid}"
+    group = f"grp-{uid}"
+    g.put_conversation(group, "GROUP", [alice, bob], {alice: "admin"})
+    t = {"alice": g.token(alice, name="Alice"), "bob": g.token(bob, name="Bob")}
+    bus = await Bus.connect(BusSettings(nats_url=nats_server.url), "history-access-test")
+    async with httpx.AsyncClient(base_url=stack.url, timeout=10) as http:
+        try:
+            started = await http.post(
+                "/api/calls", json={"conversationId": group}, headers=bearer(t["alice"])
+            )
+            call, alice_pid = started.json()["call"]["callId"], started.json()["participantId"]
+            bob_pid = (
+                await http.post(f"/api/calls/{call}/participants", headers=bearer(t["bob"]))
+            ).json()["participantId"]
+            link = (
+                await http.post(
+                    f"/api/conversations/{group}/share-links", json={}, headers=bearer(t["alice"])
+                )
+            ).json()
+            t["guest"] = (
+                await http.post("/api/guests", json={"link": link["token"], "displayName": "Gus"})
+            ).json()["token"]
+            entered = await http.post(f"/api/calls/{call}/participants", headers=bearer(t["guest"]))
+            assert entered.status_code == 201, entered.text
+
+            async def say(utterance: str, at: datetime) -> None:
+                await bus.publish(
+                    subjects.transcript_segment(call),
+                    TranscriptSegment(call_id=call, utterance_id=utterance,
+                                      participant_id=alice_pid, language="en", text="Hi.",
+                                      is_final=True, speech_ended_at=at, produced_at=at),
+                )  # fmt: skip
+                await bus.nc.flush()
+
+            await say(f"u1-{uid}", datetime.now(UTC))
+            left = await http.delete(
+                f"/api/calls/{call}/participants/{bob_pid}", headers=bearer(t["bob"])
+            )
+            assert left.status_code == 200, left.text
+            # Said well after bob left (past the clock slack): not his to read.
+            await say(f"u2-{uid}", datetime.now(UTC) + timedelta(seconds=30))
+            path = f"/api/calls/{call}/transcript"
+
+            async def heard(who: str) -> list[str]:
+                page = await http.get(path, headers=bearer(t[who]))
+                assert page.status_code == 200, page.text
+                return [s["utteranceId"] for s in page.json()["segments"]]
+
+            async def windows_apply() -> bool:
+                return await heard("guest") == [f"u1-{uid}", f"u2-{uid}"] and await heard(
+                    "bob"
+                ) == [f"u1-{uid}"]
+
+            await eventually(windows_apply, 30, step=0.1)
+
+            # bob leaves the conversation: the call runs on, he reads none of it any more.
+            g.put_conversation(group, "GROUP", [alice], {alice: "admin"})
+            refused = await http.get(path, headers=bearer(t["bob"]))
+            assert refused.status_code == 403, refused.text
+            view = await http.get(f"/api/calls/{call}", headers=bearer(t["bob"]))
+            assert view.status_code == 404, view.text  # not the archived view of a live call
+
+            revoked = await http.delete(
+                f"/api/share-links/{link['linkId']}", headers=bearer(t["alice"])
+            )
+            assert revoked.status_code == 204, revoked.text
+            for url in (path, f"/api/calls/{call}"):
+                shut = await http.get(url, headers=bearer(t["guest"]))
+                assert shut.status_code == 403, shut.text
+                assert shut.json()["error"]["code"] == "forbidden"
+            assert await heard("alice") == [f"u1-{uid}", f"u2-{uid}"]
+        finally:
+            await http.delete(f"/api/calls/{call}", headers=bearer(t["alice"]))
+            await bus.close()

@@ -3,6 +3,7 @@ hold, a replay exits on its own, and the summary counts what happened."""
 
 import asyncio
 import json
+import os
 import sys
 
 import msgspec
@@ -89,3 +90,36 @@ async def test_bad_arguments_and_no_server_are_clear_errors(nats_server: NatsSer
     )  # fmt: skip
     _, err_b = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 3 and b"no NATS server" in err_b and b"Traceback" not in err_b
+
+
+async def test_a_republished_revision_is_printed_and_counted_once(
+    nats_server: NatsServer, bus: Bus, uid: str
+) -> None:
+    rec = recorded_call(f"d{uid}")
+    await publish(bus, rec)
+    # A gateway republishing its outbox past the de-duplication window: same revisions,
+    # new event ids, so the stream keeps them twice.
+    again = [msgspec.structs.replace(e, event_id=f"again-{i}") for i, e in enumerate(rec.revised)]
+    for e in again:
+        await bus.js_publish(subjects.call_event(e.call_id, e.subject_name), e, msg_id=e.event_id)
+    code, lines, err = await tap(nats_server, "--call", rec.call_id)
+    assert code == 0, err
+    assert [e.event_id for e in events(lines)] == [e.event_id for e in rec.events]
+    assert f"skipped {len(again)} repeated" in err
+    code, lines, err = await tap(nats_server, "--call", rec.call_id, "--summary", "--json")
+    assert code == 0, err
+    summary = json.loads(lines[-1])
+    assert summary["calls_started"] == 1 and summary["calls_completed"] == 1
+    assert summary["participants"]["signed_in"] == 2
+
+
+async def test_a_bad_setting_is_one_clear_line(nats_server: NatsServer) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "schemas", "tap", "--nats", nats_server.url,
+        env={**os.environ, "NATS_CONNECT_DEADLINE_S": "soon"}, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2, err
+    assert err.decode().strip().splitlines() == [
+        "tap: environment variable NATS_CONNECT_DEADLINE_S: Expected `float`, got `str`"
+    ]

@@ -1,19 +1,22 @@
 """The archive's fold: pure, ordered by revision, indifferent to arrival order and repeats."""
 
 import random
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
 
 import msgspec
 
-from gateway.archive.projection import Folded, Sequenced, fold, in_order
-from schemas.call_events import AnyCallEvent, RingEnded
+from gateway.archive.projection import Folded, LoggedCallEvent, Sequenced, fold, in_order
+from schemas.call_events import AnyCallEvent, CallEnded, CallEventEnvelope, RingEnded
 from tests.support.recorded_call import recorded_call
 
 
-def log_of(events: list[AnyCallEvent]) -> list[Sequenced]:
+def log_of(events: Sequence[LoggedCallEvent]) -> list[Sequenced]:
     return [Sequenced(i + 1, e) for i, e in enumerate(events)]
 
 
-def plain(folded: Folded) -> object:
+def plain(folded: Folded) -> list[Any]:
     """The documents, without ``version`` (the log's length, which a repeat changes)."""
     participants = sorted(folded.participants, key=lambda p: p.participant_id)
     history = sorted(folded.history, key=lambda h: h.principal_id)
@@ -46,13 +49,72 @@ def test_a_revision_counts_once_and_a_gap_holds_back_the_rest() -> None:
         *(msgspec.structs.replace(e, event_id=f"x{i}") for i, e in enumerate(events[3:6])),
     ]
     assert plain(fold(log_of(replayed))) == plain(fold(log_of(events)))
-    missing = [e for e in events if e.seq != 5]
-    ordered, pending = in_order(log_of(missing))
+    # A live call (its end not logged yet) waits for the missing revision.
+    missing = [e for e in events if e.seq != 5 and not isinstance(e, CallEnded)]
+    ordered, pending, skipped = in_order(log_of(missing))
     assert [e.seq for e in ordered] == [1, 2, 3, 4]
-    assert pending == len(rec.revised) - 5
+    assert pending == len(rec.revised) - 6 and skipped == []
     folded = fold(log_of(missing))
     assert folded.session is not None and folded.session.status == "ringing"
     assert folded.session.pending_events == pending
+
+
+def test_once_the_call_ended_a_missing_revision_is_skipped_and_recorded() -> None:
+    rec = recorded_call("ended-gap")
+    complete = plain(fold(log_of(rec.events)))
+    missing = [e for e in rec.events if e.seq != 5]
+    folded = fold(log_of(missing))
+    assert folded.session is not None and folded.session.status == "ended"
+    assert folded.skipped == [5] and folded.session.missing_revisions == [5]
+    assert folded.pending == 0 and folded.session.pending_events == 0
+    # The revision arriving after all puts it in its place: the documents of a whole log.
+    late = fold(log_of([*missing, next(e for e in rec.events if e.seq == 5)]))
+    assert late.skipped == [] and plain(late) == complete
+
+
+def test_a_live_call_skips_a_gap_after_the_deadline() -> None:
+    rec = recorded_call("deadline")
+    live = [e for e in rec.events if e.seq != 5 and not isinstance(e, CallEnded)]
+    waiting = next(e for e in live if e.seq == 6)
+    before = waiting.occurred_at + timedelta(seconds=59)
+    after = waiting.occurred_at + timedelta(seconds=60)
+    held = fold(log_of(live), now=before, gap_deadline_s=60)
+    assert held.skipped == [] and held.pending == len(live) - 4 - _advisory(live)
+    moved = fold(log_of(live), now=after, gap_deadline_s=60)
+    assert moved.skipped == [5] and moved.pending == 0
+    assert moved.session is not None and moved.session.seq == max(e.seq for e in live)
+    # The wait counts in stream time (when the stream stored the event), not when it
+    # happened at its producer.
+    logged = [Sequenced(i + 1, e, stored_at=before) for i, e in enumerate(live)]
+    assert fold(logged, now=after, gap_deadline_s=60).skipped == []
+    assert fold(logged, now=before + timedelta(seconds=60), gap_deadline_s=60).skipped == [5]
+
+
+def test_an_event_type_the_archive_does_not_know_is_a_revision_that_changes_nothing() -> None:
+    rec = recorded_call("newer")
+    complete = fold(log_of(rec.events))
+    fifth = next(e for e in rec.events if e.seq == 5)
+    # A newer gateway's event as revision 5 (the later ones move up by one).
+    unknown = CallEventEnvelope(
+        type="call.something_new",
+        call_id=rec.call_id,
+        event_id="newer-5",
+        occurred_at=fifth.occurred_at,
+        seq=5,
+    )
+    shifted = [msgspec.structs.replace(e, seq=e.seq + 1) if e.seq >= 5 else e for e in rec.events]
+    folded = fold(log_of([*shifted, unknown]))
+    assert folded.session is not None and folded.session.status == "ended"
+    assert folded.pending == 0 and folded.skipped == []
+    assert complete.session is not None and folded.session.seq == complete.session.seq + 1
+    assert plain(folded)[1:] == plain(complete)[1:]  # participants and history unchanged
+    # Decoding the same event's fields as an envelope is what the bus falls back to.
+    raw = msgspec.json.encode({**msgspec.to_builtins(fifth), "type": "call.something_new"})
+    assert msgspec.json.decode(raw, type=CallEventEnvelope).seq == 5
+
+
+def _advisory(events: Sequence[AnyCallEvent]) -> int:
+    return sum(1 for e in events if e.seq == 0)
 
 
 def test_events_without_revisions_fold_in_stream_order() -> None:

@@ -219,6 +219,8 @@ def _exported() -> tuple[set[str], set[str]]:
         in_flight=SimpleNamespace(count=0, total=0),
         settings=SimpleNamespace(metrics_port=None),
         load_extra=dict,
+        take_load=dict,
+        load_seen={},
     )
     runtime._start_metrics(cast(Any, fake), cast(Any, SimpleNamespace()), cast(Any, fake))
     names = {m.name for m in metrics.REGISTRY.collect()}
