@@ -9,9 +9,12 @@ published; a worker that dies leaves its chunks unacknowledged and JetStream off
 to another worker after ``ack_wait`` (delivery is at least once: a worker dying between
 publishing and acknowledging makes a duplicate segment, same utterance id and revision).
 
-Bad chunks (undecodable, wrong rate, empty, a language no model knows) are parked on
+Bad chunks (undecodable, wrong rate, empty) are parked on
 ``dlq.audio.chunk.<call>.<participant>`` with the reason and acknowledged at once: they
-never block or crash the worker.
+never block or crash the worker. A chunk in a language this worker has no model for is not
+bad: another host may have that model (``TRANSCRIBER_MODELS`` differs per host), so it is
+handed back (``nak`` with a short delay) for another worker to take, and dead-lettered
+(``unsupported_language``) only on its last delivery (``max_deliver``).
 """
 
 import asyncio
@@ -36,7 +39,13 @@ from schemas.logs import get_logger
 from schemas.media import AudioChunk
 from schemas.message import utc_now
 from schemas.runtime import InFlight
-from transcriber.engine import SpeechToText, SttError, SttRequest, SttResult
+from transcriber.engine import (
+    SpeechToText,
+    SttError,
+    SttRequest,
+    SttResult,
+    UnsupportedLanguage,
+)
 from transcriber.jobs import (
     Job,
     Progress,
@@ -62,6 +71,8 @@ class WorkerStats:
     chunks_transcribed: int = 0
     chunks_superseded: int = 0
     chunks_rejected: int = 0
+    #: Chunks handed back for another worker (a language this one has no model for).
+    chunks_deferred: int = 0
     chunks_failed: int = 0
     segments_published: int = 0
     batches: int = 0
@@ -96,6 +107,7 @@ class WorkerStats:
             "chunks_transcribed": float(self.chunks_transcribed),
             "chunks_superseded": float(self.chunks_superseded),
             "chunks_rejected": float(self.chunks_rejected),
+            "chunks_deferred": float(self.chunks_deferred),
             "chunks_failed": float(self.chunks_failed),
             "segments_published": float(self.segments_published),
             "batches": float(self.batches),
@@ -112,6 +124,8 @@ class WorkerConfig:
     batch_size: int = 4
     ack_wait_s: float = 5.0
     max_deliver: int = 3
+    #: How long a chunk handed back for another worker waits before it is offered again.
+    defer_s: float = 0.5
 
 
 def consumer_config(config: WorkerConfig) -> ConsumerConfig:
@@ -242,13 +256,20 @@ class TranscriberWorker:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             await self._reject(msg, "decode", "undecodable", str(exc))
             return None
+        attempts = msg.metadata.num_delivered
         try:
             request = to_request(chunk)
             self.engine.check(request)
+        except UnsupportedLanguage as exc:
+            if attempts < self.config.max_deliver:
+                await self._defer(msg, chunk, attempts)
+            else:
+                reason = f"{exc} on any worker that took it ({attempts} deliveries)"
+                await self._reject(msg, "handler", exc.code, reason, chunk)
+            return None
         except SttError as exc:
             await self._reject(msg, "handler", exc.code, str(exc), chunk)
             return None
-        attempts = msg.metadata.num_delivered
         if attempts > 1:
             # Its first worker died or stalled past ack_wait before acknowledging it.
             log.info(
@@ -259,6 +280,19 @@ class TranscriberWorker:
                 attempt=attempts,
             )
         return Job(chunk=chunk, request=request, message=msg, queued_at=_stored_at(msg))
+
+    async def _defer(self, msg: Msg, chunk: AudioChunk, attempts: int) -> None:
+        """Hand a chunk back for a worker that has its language's model."""
+        self.stats.chunks_deferred += 1
+        log.info(
+            "worker.language_deferred",
+            call_id=chunk.call_id,
+            participant_id=chunk.participant_id,
+            utterance_id=chunk.utterance_id,
+            language=chunk.language,
+            attempt=attempts,
+        )
+        await msg.nak(delay=self.config.defer_s)
 
     async def _transcribe(self, jobs: list[Job[Msg]]) -> None:
         loop = asyncio.get_running_loop()
