@@ -303,12 +303,17 @@ class TranscriberWorker:
         keepalive = loop.create_task(self._keep_alive([j.message for j in jobs]))
         try:
             results: list[SttResult] = await work
-        except SttError as exc:
-            # check() passed each chunk, so this is the engine's own trouble: retry later.
-            await self._retry(jobs, exc)
-            return
         except Exception as exc:
-            log.exception("worker.engine_failed", error=type(exc).__name__, size=len(jobs))
+            keepalive.cancel()
+            if len(jobs) > 1:
+                # One bad utterance fails the whole batch: find it by trying each alone,
+                # so only the one that still fails is retried or dead-lettered.
+                log.warning("worker.batch_failed", error=type(exc).__name__, size=len(jobs))
+                await self._one_by_one(jobs)
+                return
+            if not isinstance(exc, SttError):
+                log.exception("worker.engine_failed", error=type(exc).__name__, size=1)
+            # check() passed the chunk, so this is the engine's own trouble: retry later.
             await self._retry(jobs, exc)
             return
         finally:
@@ -327,6 +332,17 @@ class TranscriberWorker:
                 self.stats.segments_published += 1
             await job.message.ack()
         log.debug("worker.batch_done", size=len(jobs), audio_s=round(audio_s, 2), busy_s=busy)
+
+    async def _one_by_one(self, jobs: list[Job[Msg]]) -> None:
+        """Transcribe the jobs of a failed batch one at a time (those waiting their turn
+        are kept from being redelivered meanwhile)."""
+        loop = asyncio.get_running_loop()
+        waiting = loop.create_task(self._keep_alive([j.message for j in jobs]))
+        try:
+            for job in jobs:
+                await self._transcribe([job])
+        finally:
+            waiting.cancel()
 
     async def _keep_alive(self, messages: list[Msg]) -> None:
         """Tell JetStream the batch is still being worked on (a long utterance on a slow

@@ -161,3 +161,31 @@ async def test_a_language_no_worker_has_is_dead_lettered_on_its_last_delivery(
     assert letter.reason.startswith("unsupported_language")
     assert letter.delivery_attempts == CONFIG.max_deliver
     assert worker.stats.chunks_deferred == CONFIG.max_deliver - 1
+
+
+async def test_one_failing_utterance_does_not_fail_the_others_in_its_batch(
+    bus: Bus, workers: list[TranscriberWorker], uid: str
+) -> None:
+    call_id = f"c-{uid}"
+    segments, letters = await watch(bus, call_id)
+    engine = FakeEngine("base", {"en"})
+    # Stored before the worker starts, so its first pull takes all three as one batch.
+    await store(
+        bus,
+        [
+            chunk(call_id, "alice", "en"),
+            chunk(call_id, "bruno", "en", samples=POISON_SAMPLES),
+            chunk(call_id, "chloe", "en"),
+        ],
+    )
+    worker = await start(bus, engine, workers, "tr-a")
+    await letters.wait_count(1, 10)
+    await segments.wait_count(2, 10)
+    assert engine.batches[0] == [16000, POISON_SAMPLES, 16000], "the batch did not form"
+    assert {s.participant_id for s in segments.items} == {"alice", "chloe"}
+    letter = letters.items[0]
+    assert letter.reason.startswith("engine_failed")
+    assert letter.delivery_attempts == CONFIG.max_deliver
+    # Only the failing chunk was handed back for another try; the others on first delivery.
+    assert worker.stats.chunks_failed == CONFIG.max_deliver - 1
+    assert worker.stats.chunks_transcribed == 2
