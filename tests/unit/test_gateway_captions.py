@@ -209,6 +209,11 @@ def test_a_caption_goes_out_once_per_revision_never_backwards() -> None:
     assert revisions.claim(caption("es", rev=2))
     assert not revisions.claim(caption("es", rev=1))  # late and older
     assert revisions.claim(caption("fr", rev=1))  # each language on its own
+    # At one revision the translation replaces the original text, never the reverse.
+    untranslated = msgspec.structs.replace(caption("de", rev=4), translated=False)
+    translated = msgspec.structs.replace(untranslated, translated=True)
+    assert revisions.claim(untranslated) and revisions.claim(translated)
+    assert not revisions.claim(untranslated) and not revisions.claim(translated)
     payload = caption_payload(caption("fr", rev=1))
     assert payload["utteranceId"] == "u-1" and payload["revision"] == 1
     assert set(payload) == {

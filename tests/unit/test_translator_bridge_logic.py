@@ -174,3 +174,27 @@ def test_bridge_settings_keep_the_api_key_secret() -> None:
         {"TRANSLATOR_BACKEND": "libretranslate", "TRANSLATOR_API_KEY": "k-very-secret"}
     )
     assert "k-very-secret" not in repr(s) and s.translator_backend == "libretranslate"
+
+
+def test_at_one_revision_a_translation_replaces_the_original_text_never_the_reverse() -> None:
+    from translator_bridge.bridge import Revisions
+
+    def caption(revision: int, translated: bool) -> Caption:
+        return Caption(
+            call_id="c1",
+            utterance_id="u1",
+            speaker_participant_id="p1",
+            language="es",
+            text="hola" if translated else "hello",
+            source_language="en",
+            source_text="hello",
+            is_final=True,
+            revision=revision,
+            translated=translated,
+        )
+
+    revisions = Revisions()
+    assert revisions.claim(caption(3, False)) and revisions.claim(caption(3, True))
+    assert not revisions.claim(caption(3, False))  # a timeout after the translation
+    assert revisions.claim(caption(3, True))  # the same again (the gateways drop it)
+    assert not revisions.claim(caption(2, True)) and revisions.claim(caption(4, False))
