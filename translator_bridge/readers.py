@@ -111,7 +111,18 @@ class CallReaders:
             return None
         if entry.value is None:
             return None
-        return self._store(call_id, entry.value)
+        try:
+            state = self._decoder.decode(entry.value)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("readers.undecodable_entry", call_id=call_id)
+            return None
+        # The watch may have stored a newer state while the read was in flight: a late
+        # read must not put the call's older languages back.
+        newer = self.calls.get(call_id)
+        if newer is not None and newer.seq > state.seq:
+            return newer
+        self.calls[call_id] = state
+        return state
 
     async def stop(self) -> None:
         if self._task is not None:

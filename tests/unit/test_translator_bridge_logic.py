@@ -198,3 +198,35 @@ def test_at_one_revision_a_translation_replaces_the_original_text_never_the_reve
     assert not revisions.claim(caption(3, False))  # a timeout after the translation
     assert revisions.claim(caption(3, True))  # the same again (the gateways drop it)
     assert not revisions.claim(caption(2, True)) and revisions.claim(caption(4, False))
+
+
+async def test_a_late_direct_read_never_replaces_a_newer_state_the_watch_stored() -> None:
+    from types import SimpleNamespace
+    from typing import cast
+
+    import msgspec
+    from nats.js.kv import KeyValue
+
+    from translator_bridge.readers import CallReaders
+
+    older = msgspec.structs.replace(call_state("c1", {"a": ("en", None)}), seq=4)
+    newer = msgspec.structs.replace(call_state("c1", {"a": ("en", None), "b": ("fr", None)}), seq=5)
+    readers: CallReaders
+
+    class Kv:
+        async def get(self, key: str) -> SimpleNamespace:
+            # While the read is in flight the watch shows the call's next change.
+            readers.calls[key] = newer
+            return SimpleNamespace(value=msgspec.json.encode(older))
+
+    readers = CallReaders(cast(KeyValue, Kv()))
+    assert await readers.get("c1") is newer and readers.calls["c1"] is newer
+
+    # With nothing stored meanwhile, the read is kept.
+    class Plain:
+        async def get(self, key: str) -> SimpleNamespace:
+            return SimpleNamespace(value=msgspec.json.encode(older))
+
+    fresh = CallReaders(cast(KeyValue, Plain()))
+    got = await fresh.get("c1")
+    assert got is not None and got.seq == 4 and fresh.calls["c1"].seq == 4
