@@ -136,7 +136,7 @@ class CaptionBridge:
         if not state.transcription:
             self.stats.segments_captions_off += 1
             return
-        languages = caption_languages(state, segment.language)
+        languages = caption_languages(state, segment.language, segment.participant_id)
         jobs: list[Awaitable[None]] = []
         for language in languages:
             if not needs_translation(segment.language, language):

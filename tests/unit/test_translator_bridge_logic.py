@@ -48,8 +48,13 @@ def test_languages_read_are_caption_languages_or_spoken_ones_and_the_speakers() 
         "c", {"a": ("en", None), "b": ("fr", "es"), "c": ("es", None), "d": ("it", "en")}
     )
     assert languages_read(state) == {"en", "es"}
-    assert caption_languages(state, "it") == ["it", "en", "es"]  # the speaker's own first
-    assert caption_languages(state, "en") == ["en", "es"]
+    assert caption_languages(state, "it", "d") == ["it", "en", "es"]  # the speaker's first
+    assert caption_languages(state, "en", "a") == ["en", "es"]
+    # A language only the speaker reads is not translated into: the speaker is shown its
+    # own words, and nobody else reads it.
+    alone = call_state("c", {"a": ("en", "de"), "b": ("fr", None)})
+    assert caption_languages(alone, "en", "a") == ["en", "fr"]
+    assert caption_languages(alone, "fr", "b") == ["fr", "de"]
 
 
 class Scripted(Translator):
