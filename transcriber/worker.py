@@ -8,6 +8,8 @@ starved by a busy one holding a backlog. A chunk is acknowledged after its segme
 published; a worker that dies leaves its chunks unacknowledged and JetStream offers them
 to another worker after ``ack_wait`` (delivery is at least once: a worker dying between
 publishing and acknowledging makes a duplicate segment, same utterance id and revision).
+A chunk no worker survives is dead-lettered once it runs out of deliveries
+(:mod:`transcriber.exhausted`).
 
 Bad chunks (undecodable, wrong rate, empty) are parked on
 ``dlq.audio.chunk.<call>.<participant>`` with the reason and acknowledged at once: they
@@ -46,6 +48,7 @@ from transcriber.engine import (
     SttResult,
     UnsupportedLanguage,
 )
+from transcriber.exhausted import ExhaustedChunks
 from transcriber.jobs import (
     Job,
     Progress,
@@ -85,6 +88,10 @@ class WorkerStats:
     in_hand: int = 0
     last_batch_size: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def count_rejected(self, reason: str) -> None:
+        self.chunks_rejected += 1
+        self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
 
     def record_batch(self, audio_s: float, busy_s: float, size: int) -> None:
         self.batches += 1
@@ -169,8 +176,15 @@ class TranscriberWorker:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._depth_task: asyncio.Task[None] | None = None
+        self._exhausted = ExhaustedChunks(
+            bus=bus,
+            durable=config.durable,
+            service_id=service_id,
+            on_dead_letter=lambda: self.stats.count_rejected("delivery_exhausted"),
+        )
 
     async def start(self) -> None:
+        await self._exhausted.start()
         self._psub = await self.bus.js.pull_subscribe(
             subjects.ALL_AUDIO_CHUNKS,
             durable=self.config.durable,
@@ -193,6 +207,7 @@ class TranscriberWorker:
         if self._psub is not None:
             with contextlib.suppress(Exception):
                 await self._psub.unsubscribe()
+        await self._exhausted.stop()
 
     # --- the loop -----------------------------------------------------------------------
     async def _run(self) -> None:
@@ -373,8 +388,7 @@ class TranscriberWorker:
         chunk: AudioChunk | None = None,
     ) -> None:
         """Park a chunk as a dead letter (JetStream ``DEAD_LETTERS``) and acknowledge it."""
-        self.stats.chunks_rejected += 1
-        self.stats.rejected_by_reason[code] = self.stats.rejected_by_reason.get(code, 0) + 1
+        self.stats.count_rejected(code)
         log.warning(
             "worker.chunk_rejected",
             subject=msg.subject,

@@ -5,6 +5,7 @@ The module has a NATS server of its own: the ``AUDIO_CHUNKS`` work queue allows 
 consumer, and other modules publish audio chunks that are not for these workers.
 """
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -189,3 +190,53 @@ async def test_one_failing_utterance_does_not_fail_the_others_in_its_batch(
     # Only the failing chunk was handed back for another try; the others on first delivery.
     assert worker.stats.chunks_failed == CONFIG.max_deliver - 1
     assert worker.stats.chunks_transcribed == 2
+
+
+async def test_a_chunk_that_crashed_every_worker_is_dead_lettered_not_left_behind(
+    bus: Bus, uid: str
+) -> None:
+    """Workers that die on a chunk never acknowledge it; after the last delivery the
+    server's advisory makes a transcriber read it back and park it with its audio."""
+    import nats.js.errors
+
+    from transcriber.exhausted import ExhaustedChunks
+    from transcriber.worker import consumer_config
+
+    call_id = f"c-{uid}"
+    _, letters = await watch(bus, call_id)
+    config = WorkerConfig(durable="transcribers", ack_wait_s=0.3, max_deliver=2)
+    stream = subjects.AUDIO_CHUNKS_STREAM
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await bus.js.delete_consumer(stream, config.durable)
+    exhausted = ExhaustedChunks(bus=bus, durable=config.durable, service_id="tr-x")
+    await exhausted.start()
+    psub = await bus.js.pull_subscribe(
+        subjects.ALL_AUDIO_CHUNKS,
+        durable=config.durable,
+        stream=stream,
+        config=consumer_config(config),
+    )
+    try:
+        poison = chunk(call_id, "p", "en")
+        await store(bus, [poison])
+        for attempt in (1, 2):  # each "worker" takes it and dies without acknowledging
+            (taken,) = await psub.fetch(1, timeout=5)
+            assert taken.metadata.num_delivered == attempt
+
+        async def keep_pulling() -> None:
+            # Workers keep pulling; the chunk is offered to nobody any more.
+            while not letters.items:
+                with contextlib.suppress(TimeoutError):
+                    assert not await psub.fetch(1, timeout=0.5)
+
+        await asyncio.wait_for(keep_pulling(), 10)
+    finally:
+        await exhausted.stop()
+        await psub.unsubscribe()
+        await bus.js.delete_consumer(stream, config.durable)
+    letter = letters.items[0]
+    assert letter.reason.startswith("delivery_exhausted") and letter.delivery_attempts == 2
+    assert letter.original_subject == subjects.audio_chunk(call_id, "p")
+    from schemas.codec import decoder_for
+
+    assert decoder_for(AudioChunk).decode(letter.payload) == poison
