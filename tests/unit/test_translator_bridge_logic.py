@@ -63,10 +63,15 @@ class Scripted(Translator):
     name = "scripted"
     chains = True
 
-    def __init__(self, fail: Exception | None = None, delay: float = 0.0) -> None:
+    def __init__(
+        self, fail: Exception | None = None, delay: float = 0.0, gate: asyncio.Event | None = None
+    ) -> None:
         super().__init__()
         self.fail = fail
         self.delay = delay
+        #: When given, every translation waits for it (and ``entered`` says one is waiting).
+        self.gate = gate
+        self.entered = asyncio.Event()
         self.calls = 0
         self.up = True
 
@@ -83,6 +88,9 @@ class Scripted(Translator):
 
     async def _translate(self, text: str, route: Route) -> str:
         self.calls += 1
+        if self.gate is not None:
+            self.entered.set()
+            await self.gate.wait()
         await asyncio.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
@@ -129,14 +137,20 @@ async def test_failures_are_not_cached_and_reach_every_waiter() -> None:
 
 
 async def test_the_guard_bounds_concurrency_and_time() -> None:
-    backend = Scripted(delay=0.2)
+    """One slot: while "a" holds it (its backend call waits on a gate), "b" waits for the
+    slot and runs out of time there, never reaching the backend; then "a" completes."""
+    gate = asyncio.Event()
+    backend = Scripted(gate=gate)
     await backend.start()
-    guard = GuardedTranslator(backend, concurrency=1, timeout_s=0.3)
-    outcomes = await asyncio.gather(
-        guard.translate("a", "en", "es"), guard.translate("b", "en", "es"), return_exceptions=True
-    )
-    assert outcomes[0] == "es:a" and isinstance(outcomes[1], TranslationTimeout)
-    assert guard.timeouts == 1
+    guard = GuardedTranslator(backend, concurrency=1, timeout_s=30)
+    first = asyncio.create_task(guard.translate("a", "en", "es"))
+    await asyncio.wait_for(backend.entered.wait(), 5)
+    guard.timeout_s = 0.05  # read per call: only "b" has the short deadline
+    with pytest.raises(TranslationTimeout):
+        await guard.translate("b", "en", "es")
+    assert backend.calls == 1 and guard.timeouts == 1 and not first.done()
+    gate.set()
+    assert await asyncio.wait_for(first, 5) == "es:a"
 
 
 def segment(**kw: object) -> TranscriptSegment:
