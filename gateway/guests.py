@@ -20,7 +20,7 @@ from gateway.conversations import Conversations, is_moderator
 from gateway.errors import CallError
 from gateway.settings import GatewaySettings
 from gateway.tokens import Principal, TokenService, new_guest_id
-from gateway.validation import check_display_name, check_lang, valid_id
+from gateway.validation import check_caption_language, check_display_name, valid_id
 from schemas.call_state import ShareLinkRecord
 from schemas.errors import RevisionMismatch
 from schemas.ids import new_id
@@ -126,7 +126,7 @@ class Guests:
     ) -> tuple[str, Principal]:
         """A guest token for the link's conversation; counts one use."""
         name = check_display_name(display_name)
-        lang = check_lang(language)
+        lang = check_caption_language(language)
         link_id, conversation_id = self._tokens.verify_link_token(link_token)
         conversation = await self._conversations.get(conversation_id)
         if conversation.type != "GROUP":

@@ -58,6 +58,7 @@ from schemas.call_state import (
     CallState,
     ConversationRecord,
 )
+from schemas.languages import is_readable, is_spoken
 
 _replace = msgspec.structs.replace
 
@@ -91,6 +92,9 @@ class Languages:
 
 
 NO_LANGUAGES = Languages()
+
+#: What a newcomer whose profile language cannot be transcribed is taken to speak.
+SPOKEN_DEFAULT = "en"
 
 
 @dataclass
@@ -200,18 +204,36 @@ def _new_participant(
     resume_token: str,
     languages: Languages = NO_LANGUAGES,
 ) -> CallParticipantState:
+    spoken, reads = _first_languages(who.language, languages)
     return CallParticipantState(
         participant_id=participant_id,
         kind=who.kind,
         principal_id=who.principal_id,
         user_id=who.user_id,
         display_name=who.display_name,
-        language=languages.language or who.language,
-        caption_language=languages.caption_language,
+        language=spoken,
+        caption_language=reads,
         joined_at=now,
         last_seen_at=now,
         resume_token_sha256=hash_token(resume_token),
     )
+
+
+def _first_languages(profile: str, asked: Languages) -> tuple[str, str | None]:
+    """A newcomer's languages: what it asked for, else its token's (profile) language.
+
+    A profile language speech recognition does not know (``eo``, ``ast``: a translator
+    writes them, Whisper does not hear them) would dead-letter every chunk: it becomes the
+    caption language and the participant speaks :data:`SPOKEN_DEFAULT` until it says what
+    it speaks (``call:set-language``); the call's state shows both. A code nobody knows
+    at all is dropped for the default.
+    """
+    if asked.language is not None or is_spoken(profile):
+        return asked.language or profile, asked.caption_language
+    reads = asked.caption_language
+    if reads is None and is_readable(profile):
+        reads = profile
+    return SPOKEN_DEFAULT, reads
 
 
 def _require_live(state: CallState) -> None:

@@ -85,5 +85,9 @@ class MediaNodeSettings(ServiceSettings, frozen=True, kw_only=True):
     #: During speech, the utterance so far is sent (interim captions) after this much new
     #: speech.
     media_node_utterance_interim_s: PositiveFloat = 1.0
-    #: Longest utterance: a final chunk is cut there and a new utterance begins.
-    media_node_utterance_max_s: Annotated[float, msgspec.Meta(gt=1, le=25)] = 15.0
+    #: Longest utterance: a final chunk is cut there and a new utterance begins. At most
+    #: 20 s because a chunk is one NATS message: 16 kHz s16le PCM is 32,000 bytes a second,
+    #: base64 in JSON makes that 42,667, so 20 s is ~853 KB and fits NATS's default 1 MiB
+    #: ``max_payload`` with room for the other fields and headers (25 s did not: ~1.07 MB,
+    #: and every such chunk failed to publish).
+    media_node_utterance_max_s: Annotated[float, msgspec.Meta(gt=1, le=20)] = 15.0

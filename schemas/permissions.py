@@ -58,6 +58,8 @@ class Role:
     publishes: tuple[str, ...] = ()
     #: Application subjects (or patterns) it subscribes to with core NATS.
     subscribes: tuple[str, ...] = ()
+    #: Server advisories it follows (``$JS.EVENT.ADVISORY...``; never dead-lettered).
+    advisories: tuple[str, ...] = ()
     #: JetStream consumers it runs (durable pull consumers, ordered push consumers).
     consumes: tuple[Consumes, ...] = ()
     #: Streams it creates or updates at start (``schemas.provisioning``): those it writes.
@@ -113,7 +115,8 @@ class Role:
 
     def subscribe_allow(self) -> list[str]:
         """The nats-server ``subscribe.allow`` list."""
-        return list(dict.fromkeys([*self.subscribes, subjects.inboxes_of(self.name)]))
+        allowed = [*self.subscribes, *self.advisories, subjects.inboxes_of(self.name)]
+        return list(dict.fromkeys(allowed))
 
     def nats_permissions(self) -> dict[str, object]:
         """This role's ``permissions`` block of a nats-server user."""
@@ -216,7 +219,10 @@ TRANSCRIBER = Role(
     "transcriber",
     summary="audio chunks in (work queue), transcript segments out",
     publishes=(subjects.ALL_TRANSCRIPT_SEGMENTS, _heartbeat("transcriber")),
+    # A chunk that crashed every worker it reached is read back and dead-lettered.
+    advisories=(subjects.js_max_deliveries(subjects.AUDIO_CHUNKS_STREAM),),
     consumes=(Consumes(subjects.AUDIO_CHUNKS_STREAM, subjects.ALL_AUDIO_CHUNKS),),
+    gets_from=(subjects.AUDIO_CHUNKS_STREAM,),
     owns_streams=(
         subjects.AUDIO_CHUNKS_STREAM,
         subjects.TRANSCRIPTS_STREAM,

@@ -236,6 +236,14 @@ def js_consumer_create(stream: str) -> tuple[str, str, str]:
     )
 
 
+def js_max_deliveries(stream: str, consumer: str = "*") -> str:
+    """The server's advisory that a message of ``stream`` reached its consumer's
+    ``max_deliver`` without being acknowledged (JSON: ``stream_seq``, ``deliveries``)."""
+    name = _token(stream, "stream")
+    last = consumer if consumer == "*" else _token(consumer, "consumer")
+    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{name}.{last}"
+
+
 def js_acks(stream: str) -> str:
     """Acknowledgements of the messages one stream's consumers deliver."""
     return f"$JS.ACK.{_token(stream, 'stream')}.>"

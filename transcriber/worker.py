@@ -8,10 +8,15 @@ starved by a busy one holding a backlog. A chunk is acknowledged after its segme
 published; a worker that dies leaves its chunks unacknowledged and JetStream offers them
 to another worker after ``ack_wait`` (delivery is at least once: a worker dying between
 publishing and acknowledging makes a duplicate segment, same utterance id and revision).
+A chunk no worker survives is dead-lettered once it runs out of deliveries
+(:mod:`transcriber.exhausted`).
 
-Bad chunks (undecodable, wrong rate, empty, a language no model knows) are parked on
+Bad chunks (undecodable, wrong rate, empty) are parked on
 ``dlq.audio.chunk.<call>.<participant>`` with the reason and acknowledged at once: they
-never block or crash the worker.
+never block or crash the worker. A chunk in a language this worker has no model for is not
+bad: another host may have that model (``TRANSCRIBER_MODELS`` differs per host), so it is
+handed back (``nak`` with a short delay) for another worker to take, and dead-lettered
+(``unsupported_language``) only on its last delivery (``max_deliver``).
 """
 
 import asyncio
@@ -38,7 +43,14 @@ from schemas.logs import get_logger
 from schemas.media import AudioChunk
 from schemas.message import utc_now
 from schemas.runtime import InFlight
-from transcriber.engine import SpeechToText, SttError, SttRequest, SttResult
+from transcriber.engine import (
+    SpeechToText,
+    SttError,
+    SttRequest,
+    SttResult,
+    UnsupportedLanguage,
+)
+from transcriber.exhausted import ExhaustedChunks
 from transcriber.jobs import (
     Job,
     Progress,
@@ -64,6 +76,8 @@ class WorkerStats:
     chunks_transcribed: int = 0
     chunks_superseded: int = 0
     chunks_rejected: int = 0
+    #: Chunks handed back for another worker (a language this one has no model for).
+    chunks_deferred: int = 0
     chunks_failed: int = 0
     segments_published: int = 0
     batches: int = 0
@@ -76,6 +90,10 @@ class WorkerStats:
     in_hand: int = 0
     last_batch_size: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def count_rejected(self, reason: str) -> None:
+        self.chunks_rejected += 1
+        self.rejected_by_reason[reason] = self.rejected_by_reason.get(reason, 0) + 1
 
     def record_batch(self, audio_s: float, busy_s: float, size: int) -> None:
         self.batches += 1
@@ -98,6 +116,7 @@ class WorkerStats:
             "chunks_transcribed": float(self.chunks_transcribed),
             "chunks_superseded": float(self.chunks_superseded),
             "chunks_rejected": float(self.chunks_rejected),
+            "chunks_deferred": float(self.chunks_deferred),
             "chunks_failed": float(self.chunks_failed),
             "segments_published": float(self.segments_published),
             "batches": float(self.batches),
@@ -114,6 +133,8 @@ class WorkerConfig:
     batch_size: int = 4
     ack_wait_s: float = 5.0
     max_deliver: int = 3
+    #: How long a chunk handed back for another worker waits before it is offered again.
+    defer_s: float = 0.5
 
 
 def consumer_config(config: WorkerConfig) -> ConsumerConfig:
@@ -157,8 +178,15 @@ class TranscriberWorker:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._depth_task: asyncio.Task[None] | None = None
+        self._exhausted = ExhaustedChunks(
+            bus=bus,
+            durable=config.durable,
+            service_id=service_id,
+            on_dead_letter=lambda: self.stats.count_rejected("delivery_exhausted"),
+        )
 
     async def start(self) -> None:
+        await self._exhausted.start()
         self._psub = await self.bus.js.pull_subscribe(
             subjects.ALL_AUDIO_CHUNKS,
             durable=self.config.durable,
@@ -181,6 +209,7 @@ class TranscriberWorker:
         if self._psub is not None:
             with contextlib.suppress(Exception):
                 await self._psub.unsubscribe()
+        await self._exhausted.stop()
 
     # --- the loop -----------------------------------------------------------------------
     async def _run(self) -> None:
@@ -244,13 +273,20 @@ class TranscriberWorker:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             await self._reject(msg, "decode", "undecodable", str(exc))
             return None
+        attempts = msg.metadata.num_delivered
         try:
             request = to_request(chunk)
             self.engine.check(request)
+        except UnsupportedLanguage as exc:
+            if attempts < self.config.max_deliver:
+                await self._defer(msg, chunk, attempts)
+            else:
+                reason = f"{exc} on any worker that took it ({attempts} deliveries)"
+                await self._reject(msg, "handler", exc.code, reason, chunk)
+            return None
         except SttError as exc:
             await self._reject(msg, "handler", exc.code, str(exc), chunk)
             return None
-        attempts = msg.metadata.num_delivered
         if attempts > 1:
             # Its first worker died or stalled past ack_wait before acknowledging it.
             log.info(
@@ -262,6 +298,19 @@ class TranscriberWorker:
             )
         return Job(chunk=chunk, request=request, message=msg, queued_at=_stored_at(msg))
 
+    async def _defer(self, msg: Msg, chunk: AudioChunk, attempts: int) -> None:
+        """Hand a chunk back for a worker that has its language's model."""
+        self.stats.chunks_deferred += 1
+        log.info(
+            "worker.language_deferred",
+            call_id=chunk.call_id,
+            participant_id=chunk.participant_id,
+            utterance_id=chunk.utterance_id,
+            language=chunk.language,
+            attempt=attempts,
+        )
+        await msg.nak(delay=self.config.defer_s)
+
     async def _transcribe(self, jobs: list[Job[Msg]]) -> None:
         loop = asyncio.get_running_loop()
         started_at = utc_now()
@@ -271,12 +320,17 @@ class TranscriberWorker:
         keepalive = loop.create_task(self._keep_alive([j.message for j in jobs]))
         try:
             results: list[SttResult] = await work
-        except SttError as exc:
-            # check() passed each chunk, so this is the engine's own trouble: retry later.
-            await self._retry(jobs, exc)
-            return
         except Exception as exc:
-            log.exception("worker.engine_failed", error=type(exc).__name__, size=len(jobs))
+            keepalive.cancel()
+            if len(jobs) > 1:
+                # One bad utterance fails the whole batch: find it by trying each alone,
+                # so only the one that still fails is retried or dead-lettered.
+                log.warning("worker.batch_failed", error=type(exc).__name__, size=len(jobs))
+                await self._one_by_one(jobs)
+                return
+            if not isinstance(exc, SttError):
+                log.exception("worker.engine_failed", error=type(exc).__name__, size=1)
+            # check() passed the chunk, so this is the engine's own trouble: retry later.
             await self._retry(jobs, exc)
             return
         finally:
@@ -307,6 +361,17 @@ class TranscriberWorker:
         else:
             await self.bus.publish(subject, segment)
 
+    async def _one_by_one(self, jobs: list[Job[Msg]]) -> None:
+        """Transcribe the jobs of a failed batch one at a time (those waiting their turn
+        are kept from being redelivered meanwhile)."""
+        loop = asyncio.get_running_loop()
+        waiting = loop.create_task(self._keep_alive([j.message for j in jobs]))
+        try:
+            for job in jobs:
+                await self._transcribe([job])
+        finally:
+            waiting.cancel()
+
     async def _keep_alive(self, messages: list[Msg]) -> None:
         """Tell JetStream the batch is still being worked on (a long utterance on a slow
         host must not be redelivered to another worker meanwhile)."""
@@ -336,8 +401,7 @@ class TranscriberWorker:
         chunk: AudioChunk | None = None,
     ) -> None:
         """Park a chunk as a dead letter (JetStream ``DEAD_LETTERS``) and acknowledge it."""
-        self.stats.chunks_rejected += 1
-        self.stats.rejected_by_reason[code] = self.stats.rejected_by_reason.get(code, 0) + 1
+        self.stats.count_rejected(code)
         log.warning(
             "worker.chunk_rejected",
             subject=msg.subject,

@@ -62,20 +62,27 @@ class BridgeStats:
 
 
 class Revisions:
-    """The newest revision published per (call, utterance, language), bounded (LRU)."""
+    """The newest revision published per (call, utterance, language), bounded (LRU).
+
+    Ranked by ``(revision, translated)``: at one revision an untranslated caption (a
+    timeout) never goes out after a translated one, while a translation may follow the
+    original text (a duplicate segment translated the second time). An equal rank may go
+    out again (the gateways drop duplicates).
+    """
 
     def __init__(self, size: int = 20_000) -> None:
         self._size = size
-        self._newest: OrderedDict[tuple[str, str, str], int] = OrderedDict()
+        self._newest: OrderedDict[tuple[str, str, str], tuple[int, bool]] = OrderedDict()
 
     def claim(self, caption: Caption) -> bool:
-        """Whether ``caption`` is newer than anything published for its utterance and
+        """Whether ``caption`` is not older than anything published for its utterance and
         language (and so may go out); records it if so."""
         key = (caption.call_id, caption.utterance_id, caption.language)
+        rank = (caption.revision, caption.translated)
         newest = self._newest.get(key)
-        if newest is not None and caption.revision < newest:
+        if newest is not None and rank < newest:
             return False
-        self._newest[key] = caption.revision
+        self._newest[key] = rank
         self._newest.move_to_end(key)
         while len(self._newest) > self._size:
             self._newest.popitem(last=False)
@@ -129,7 +136,7 @@ class CaptionBridge:
         if not state.transcription:
             self.stats.segments_captions_off += 1
             return
-        languages = caption_languages(state, segment.language)
+        languages = caption_languages(state, segment.language, segment.participant_id)
         jobs: list[Awaitable[None]] = []
         for language in languages:
             if not needs_translation(segment.language, language):

@@ -21,19 +21,23 @@ log = get_logger("translator_bridge.readers")
 _DELETE_OPS = {"DEL", "PURGE"}
 
 
-def languages_read(state: CallState) -> set[str]:
+def languages_read(state: CallState, *, besides: str | None = None) -> set[str]:
     """Every language somebody in the call reads captions in (a participant's
-    ``caption_language``, or the language they speak when they chose none)."""
-    return {p.caption_language or p.language for p in state.participants}
+    ``caption_language``, or the language they speak when they chose none), leaving out
+    the participant ``besides``."""
+    return {
+        p.caption_language or p.language for p in state.participants if p.participant_id != besides
+    }
 
 
-def caption_languages(state: CallState, spoken: str) -> list[str]:
-    """The languages one segment becomes captions in: every language read in the call,
-    and the speaker's own (the speaker sees their own words), each once, source first.
-    A reader's regional variant of the spoken language (``en-gb`` for ``en``) gets its
-    own subject with the original text."""
+def caption_languages(state: CallState, spoken: str, speaker: str) -> list[str]:
+    """The languages one segment of ``speaker`` becomes captions in: every language the
+    *others* in the call read, and the spoken one (the speaker sees their own words, never
+    a translation of them: a language only the speaker reads is not translated into),
+    each once, source first. A reader's regional variant of the spoken language (``en-gb``
+    for ``en``) gets its own subject with the original text."""
     out = [spoken]
-    for language in sorted(languages_read(state)):
+    for language in sorted(languages_read(state, besides=speaker)):
         if language != spoken:
             out.append(language)
     return out
@@ -111,7 +115,18 @@ class CallReaders:
             return None
         if entry.value is None:
             return None
-        return self._store(call_id, entry.value)
+        try:
+            state = self._decoder.decode(entry.value)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("readers.undecodable_entry", call_id=call_id)
+            return None
+        # The watch may have stored a newer state while the read was in flight: a late
+        # read must not put the call's older languages back.
+        newer = self.calls.get(call_id)
+        if newer is not None and newer.seq > state.seq:
+            return newer
+        self.calls[call_id] = state
+        return state
 
     async def stop(self) -> None:
         if self._task is not None:

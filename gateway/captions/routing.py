@@ -11,8 +11,9 @@ for and gives each socket only its own:
 - nobody receives captions while the call's transcription is off (a caption in flight
   when it was turned off is dropped here).
 
-Per utterance and language only a higher revision goes out (:class:`Revisions`): delivery
-on the bus is at least once, and a late lower revision must not replace a newer caption on
+Per utterance and language only a higher revision goes out, or at the same revision a
+translation of a caption that went out untranslated (:class:`Revisions`): delivery on the
+bus is at least once, and a late lower revision must not replace a newer caption on
 anyone's screen.
 """
 
@@ -52,20 +53,26 @@ def caption_payload(caption: Caption) -> dict[str, Any]:
 
 
 class Revisions:
-    """The newest revision delivered per (call, utterance, language), bounded (LRU)."""
+    """The newest revision delivered per (call, utterance, language), bounded (LRU).
+
+    At one revision a translated caption is newer than an untranslated one: a duplicate
+    segment (delivery is at least once) may be translated the second time where the first
+    timed out, and the translation must then replace the original text, never the reverse.
+    """
 
     def __init__(self, size: int = 50_000) -> None:
         self._size = size
-        self._newest: OrderedDict[tuple[str, str, str], int] = OrderedDict()
+        self._newest: OrderedDict[tuple[str, str, str], tuple[int, bool]] = OrderedDict()
 
     def claim(self, caption: Caption) -> bool:
         """Whether ``caption`` is newer than what went out for its utterance and language
         (a duplicate or an older revision is not); records it if so."""
         key = (caption.call_id, caption.utterance_id, caption.language)
+        rank = (caption.revision, caption.translated)
         newest = self._newest.get(key)
-        if newest is not None and caption.revision <= newest:
+        if newest is not None and rank <= newest:
             return False
-        self._newest[key] = caption.revision
+        self._newest[key] = rank
         self._newest.move_to_end(key)
         while len(self._newest) > self._size:
             self._newest.popitem(last=False)

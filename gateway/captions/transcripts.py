@@ -52,22 +52,36 @@ class ClientRevisions:
         at_s: float,
     ) -> tuple[int, float] | None:
         """The revision to publish and the utterance's start (seconds since joining), or
-        ``None`` when ``revision`` is not above the last one published."""
+        ``None`` when ``revision`` is not above the last one published.
+
+        Nothing is recorded: :meth:`published` does once the segment is out, so a
+        transcript whose publish failed can be sent again with the same revision.
+        """
+        last = self._last.get((call_id, participant_id, utterance_id))
+        if last is None:
+            return (0 if revision is None else revision), at_s
+        chosen = last.revision + 1 if revision is None else revision
+        if chosen <= last.revision:
+            return None
+        return chosen, last.started_s
+
+    def published(
+        self,
+        call_id: str,
+        participant_id: str,
+        utterance_id: str,
+        revision: int,
+        started_s: float,
+    ) -> None:
+        """Record a revision as published (what :meth:`next` compares with)."""
         key = (call_id, participant_id, utterance_id)
         last = self._last.get(key)
-        if last is None:
-            chosen = 0 if revision is None else revision
-            started = at_s
-        else:
-            chosen = last.revision + 1 if revision is None else revision
-            if chosen <= last.revision:
-                return None
-            started = last.started_s
-        self._last[key] = _Utterance(chosen, started)
+        if last is not None and last.revision >= revision:
+            return  # a concurrent, newer one was published first
+        self._last[key] = _Utterance(revision, started_s)
         self._last.move_to_end(key)
         while len(self._last) > self._size:
             self._last.popitem(last=False)
-        return chosen, started
 
 
 def scoped_utterance_id(participant_id: str, utterance_id: str) -> str:

@@ -169,6 +169,7 @@ class CaptionSignaling:
                 error=type(exc).__name__,
             )
             raise CallError("unavailable", "the transcript could not be passed on; retry") from None
+        self.revisions.published(req.call_id, pid, req.utterance_id, revision, started_s)
         self.transcripts_published += 1
         return ok(utteranceId=utterance_id, revision=revision, published=True)
 

@@ -72,6 +72,23 @@ async def test_a_guest_joins_a_group_call_by_link(
         await asyncio.gather(a.close(), g.close())
 
 
+async def test_a_guest_language_must_be_one_captions_can_be_shown_in(
+    cluster: GatewayCluster, http: httpx.AsyncClient, uid: str
+) -> None:
+    host, conv = f"host-{uid}", f"grp-{uid}"
+    cluster.put_conversation(conv, "GROUP", [host])
+    link = await http.post(
+        f"/api/conversations/{conv}/share-links", json={}, headers=bearer(cluster.token(host))
+    )
+    redeem = {"link": link.json()["token"], "displayName": "Gus"}
+    refused = await http.post("/api/guests", json={**redeem, "language": "xx"})
+    assert refused.status_code == 422 and "unknown language" in refused.text
+    # Esperanto is read (a translator writes it) though nobody is transcribed in it: the
+    # guest is admitted, and reads it while speaking the default (the state machine).
+    admitted = await http.post("/api/guests", json={**redeem, "language": "eo"})
+    assert admitted.status_code == 201, admitted.text
+
+
 async def test_guest_token_is_scoped_to_its_conversation(
     cluster: GatewayCluster, http: httpx.AsyncClient, uid: str
 ) -> None:

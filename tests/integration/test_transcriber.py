@@ -6,6 +6,7 @@ The module has a NATS server of its own: the work queue allows one shared consum
 other modules' media-node tests publish audio chunks that are not for these workers.
 """
 
+import asyncio
 from collections.abc import Iterator
 
 import numpy as np
@@ -62,8 +63,22 @@ def transcriber(nats_here: NatsServer) -> Iterator[ServiceProcess]:
     assert not any("Traceback" in line for line in proc.lines)
 
 
+async def _provision(url: str) -> None:
+    from schemas.provisioning import provision
+
+    settings = BusSettings(nats_url=url, nats_connect_deadline_s=5)
+    bus = await Bus.connect(settings, "test-provision")
+    try:
+        await provision(bus.js, settings)
+    finally:
+        await bus.close()
+
+
 @pytest.fixture(scope="module")
 def bridge(nats_here: NatsServer, apertium: ApyServer) -> Iterator[ServiceProcess]:
+    # The bridge waits for the gateway's ``calls`` bucket; module fixtures start before
+    # the per-test ``bus`` that provisions it, so provision this module's server first.
+    asyncio.run(_provision(nats_here.url))
     proc = ServiceProcess(
         "translator_bridge",
         {

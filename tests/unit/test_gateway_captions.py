@@ -209,6 +209,11 @@ def test_a_caption_goes_out_once_per_revision_never_backwards() -> None:
     assert revisions.claim(caption("es", rev=2))
     assert not revisions.claim(caption("es", rev=1))  # late and older
     assert revisions.claim(caption("fr", rev=1))  # each language on its own
+    # At one revision the translation replaces the original text, never the reverse.
+    untranslated = msgspec.structs.replace(caption("de", rev=4), translated=False)
+    translated = msgspec.structs.replace(untranslated, translated=True)
+    assert revisions.claim(untranslated) and revisions.claim(translated)
+    assert not revisions.claim(untranslated) and not revisions.claim(translated)
     payload = caption_payload(caption("fr", rev=1))
     assert payload["utteranceId"] == "u-1" and payload["revision"] == 1
     assert set(payload) == {
@@ -233,11 +238,21 @@ def test_a_browser_transcript_becomes_a_scoped_client_segment() -> None:
     speaker = sm.find_participant(state, "p-a")
     assert speaker is not None
     revisions = ClientRevisions()
-    assert revisions.next("call-1", "p-a", "u1", None, 10.0) == (0, 10.0)
-    assert revisions.next("call-1", "p-a", "u1", None, 11.0) == (1, 10.0)
-    assert revisions.next("call-1", "p-a", "u1", 1, 11.5) is None  # not above the last
-    assert revisions.next("call-1", "p-a", "u1", 5, 12.0) == (5, 10.0)
-    assert revisions.next("call-1", "p-b", "u1", None, 3.0) == (0, 3.0)  # per participant
+
+    def publish(pid: str, revision: int | None, at_s: float) -> tuple[int, float] | None:
+        turn = revisions.next("call-1", pid, "u1", revision, at_s)
+        if turn is not None:
+            revisions.published("call-1", pid, "u1", *turn)
+        return turn
+
+    assert publish("p-a", None, 10.0) == (0, 10.0)
+    assert publish("p-a", None, 11.0) == (1, 10.0)
+    assert publish("p-a", 1, 11.5) is None  # not above the last
+    assert publish("p-a", 5, 12.0) == (5, 10.0)
+    assert publish("p-b", None, 3.0) == (0, 3.0)  # per participant
+    # Not published (its publish failed): the same revision may be sent again.
+    assert revisions.next("call-1", "p-a", "u1", 6, 13.0) == (6, 10.0)
+    assert revisions.next("call-1", "p-a", "u1", 6, 13.5) == (6, 10.0)
     segment = client_segment(
         call_id="call-1",
         speaker=speaker,
@@ -271,3 +286,48 @@ def test_language_codes_are_checked_against_what_can_be_transcribed_and_read() -
             check(bad)
         assert refused.value.code == "bad_request"
         assert not bad or bad not in refused.value.message  # never echoes the value
+
+
+async def test_a_browser_transcript_whose_publish_failed_can_be_sent_again() -> None:
+    """The revision is recorded once the segment is out, not before: the retry the
+    ``unavailable`` refusal asks for is published, not dropped as stale."""
+    from typing import cast
+
+    from gateway.calls import CallService
+    from gateway.captions.router import CaptionRouter
+    from gateway.delivery import SocketSession
+    from gateway.media.sessions import MediaSessions
+    from gateway.settings import GatewaySettings
+    from gateway.sockets.captions import CaptionSignaling
+    from schemas.captions import TranscriptSegment
+
+    state = msgspec.structs.replace(group_call(), transcription=True)
+
+    class Calls:
+        async def current(self, call_id: str, fresh: bool = False) -> CallState:
+            return state
+
+    sent: list[TranscriptSegment] = []
+    failures = [ConnectionError("no NATS")]
+
+    async def publish(segment: TranscriptSegment) -> None:
+        if failures:
+            raise failures.pop()
+        sent.append(segment)
+
+    signaling = CaptionSignaling(
+        GatewaySettings.from_env({}),
+        cast(CallService, Calls()),
+        cast(MediaSessions, None),
+        cast(CaptionRouter, None),
+        publish,
+    )
+    session = SocketSession(sid="s1", principal_id="alice", call_id="call-1", participant_id="p-a")
+    said = {"callId": "call-1", "utteranceId": "u1", "text": "hello", "isFinal": True}
+    with pytest.raises(CallError) as refused:
+        await signaling.transcription(session, ALICE, {**said, "revision": 3})
+    assert refused.value.code == "unavailable" and not sent
+    again = await signaling.transcription(session, ALICE, {**said, "revision": 3})
+    assert again["published"] is True and [s.revision for s in sent] == [3]
+    stale = await signaling.transcription(session, ALICE, {**said, "revision": 3})
+    assert stale["published"] is False and len(sent) == 1

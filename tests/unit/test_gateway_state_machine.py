@@ -257,3 +257,31 @@ def test_media_toggle_is_an_event_and_a_notice_to_the_others() -> None:
     assert received_by(out, state, "bob") == ["call:media-toggled"]
     assert received_by(out, state, "alice") == []
     assert sm.set_media(out.state, alice.participant_id, video=False, now=T0 + 3) is None
+
+
+def test_a_profile_language_nobody_can_transcribe_is_read_not_spoken() -> None:
+    """A token's ``eo`` (Apertium writes it, Whisper does not hear it) would dead-letter
+    every chunk: the newcomer reads it and speaks the default until it says otherwise."""
+    state = start("GROUP", "alice", "bob", "eve", "xavi", "yann")
+    out = join(state, Principal("eve", "user", "Eve", "eo"))
+    eve = next(p for p in out.state.participants if p.principal_id == "eve")
+    assert (eve.language, eve.caption_language) == (sm.SPOKEN_DEFAULT, "eo")
+    # A code nobody knows at all: the default, reading what it speaks.
+    out = join(out.state, Principal("xavi", "user", "Xavi", "xx"))
+    xavi = next(p for p in out.state.participants if p.principal_id == "xavi")
+    assert (xavi.language, xavi.caption_language) == ("en", None)
+    # What the newcomer asks for wins; a spoken profile language is kept as it was.
+    asked = sm.join(
+        out.state,
+        Principal("yann", "user", "Yann", "ast"),
+        participant_id=pid(),
+        now=T0 + 2,
+        resume_token="tok",
+        max_participants=50,
+        may_join=True,
+        languages=sm.Languages(language="es"),
+    )
+    yann = next(p for p in asked.state.participants if p.principal_id == "yann")
+    assert (yann.language, yann.caption_language) == ("es", None)
+    alice = next(p for p in asked.state.participants if p.principal_id == "alice")
+    assert (alice.language, alice.caption_language) == ("en", None)

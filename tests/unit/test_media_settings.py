@@ -40,3 +40,30 @@ def test_audio_chunk_subjects() -> None:
     )
     with pytest.raises(InvalidId):
         subjects.audio_chunks_of("a.b")
+
+
+def test_the_longest_utterance_fits_in_one_nats_message() -> None:
+    """A chunk of the longest utterance allowed is one message under NATS's default 1 MiB
+    ``max_payload``; a longer limit is refused at start, naming the variable."""
+    from datetime import UTC, datetime
+
+    from schemas.codec import encode
+    from schemas.media import AudioChunk
+
+    limit = MediaNodeSettings.from_env({"MEDIA_NODE_UTTERANCE_MAX_S": "20"})
+    seconds = limit.media_node_utterance_max_s
+    chunk = AudioChunk(
+        call_id="c" * 64,
+        participant_id="p" * 64,
+        utterance_id="u" * 64,
+        sequence=10_000,
+        is_final=True,
+        start_s=1e6,
+        end_s=1e6 + seconds,
+        started_at=datetime.now(UTC),
+        speech_end_s=1e6 + seconds,
+        pcm=b"\x7f" * int(seconds * 16000 * 2),
+    )
+    assert len(encode(chunk)) < 1024 * 1024 - 4096  # room for headers (trace context)
+    with pytest.raises(SettingsError, match="MEDIA_NODE_UTTERANCE_MAX_S"):
+        MediaNodeSettings.from_env({"MEDIA_NODE_UTTERANCE_MAX_S": "24"})

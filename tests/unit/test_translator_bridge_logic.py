@@ -48,8 +48,13 @@ def test_languages_read_are_caption_languages_or_spoken_ones_and_the_speakers() 
         "c", {"a": ("en", None), "b": ("fr", "es"), "c": ("es", None), "d": ("it", "en")}
     )
     assert languages_read(state) == {"en", "es"}
-    assert caption_languages(state, "it") == ["it", "en", "es"]  # the speaker's own first
-    assert caption_languages(state, "en") == ["en", "es"]
+    assert caption_languages(state, "it", "d") == ["it", "en", "es"]  # the speaker's first
+    assert caption_languages(state, "en", "a") == ["en", "es"]
+    # A language only the speaker reads is not translated into: the speaker is shown its
+    # own words, and nobody else reads it.
+    alone = call_state("c", {"a": ("en", "de"), "b": ("fr", None)})
+    assert caption_languages(alone, "en", "a") == ["en", "fr"]
+    assert caption_languages(alone, "fr", "b") == ["fr", "de"]
 
 
 class Scripted(Translator):
@@ -58,10 +63,15 @@ class Scripted(Translator):
     name = "scripted"
     chains = True
 
-    def __init__(self, fail: Exception | None = None, delay: float = 0.0) -> None:
+    def __init__(
+        self, fail: Exception | None = None, delay: float = 0.0, gate: asyncio.Event | None = None
+    ) -> None:
         super().__init__()
         self.fail = fail
         self.delay = delay
+        #: When given, every translation waits for it (and ``entered`` says one is waiting).
+        self.gate = gate
+        self.entered = asyncio.Event()
         self.calls = 0
         self.up = True
 
@@ -78,6 +88,9 @@ class Scripted(Translator):
 
     async def _translate(self, text: str, route: Route) -> str:
         self.calls += 1
+        if self.gate is not None:
+            self.entered.set()
+            await self.gate.wait()
         await asyncio.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
@@ -124,14 +137,20 @@ async def test_failures_are_not_cached_and_reach_every_waiter() -> None:
 
 
 async def test_the_guard_bounds_concurrency_and_time() -> None:
-    backend = Scripted(delay=0.2)
+    """One slot: while "a" holds it (its backend call waits on a gate), "b" waits for the
+    slot and runs out of time there, never reaching the backend; then "a" completes."""
+    gate = asyncio.Event()
+    backend = Scripted(gate=gate)
     await backend.start()
-    guard = GuardedTranslator(backend, concurrency=1, timeout_s=0.3)
-    outcomes = await asyncio.gather(
-        guard.translate("a", "en", "es"), guard.translate("b", "en", "es"), return_exceptions=True
-    )
-    assert outcomes[0] == "es:a" and isinstance(outcomes[1], TranslationTimeout)
-    assert guard.timeouts == 1
+    guard = GuardedTranslator(backend, concurrency=1, timeout_s=30)
+    first = asyncio.create_task(guard.translate("a", "en", "es"))
+    await asyncio.wait_for(backend.entered.wait(), 5)
+    guard.timeout_s = 0.05  # read per call: only "b" has the short deadline
+    with pytest.raises(TranslationTimeout):
+        await guard.translate("b", "en", "es")
+    assert backend.calls == 1 and guard.timeouts == 1 and not first.done()
+    gate.set()
+    assert await asyncio.wait_for(first, 5) == "es:a"
 
 
 def segment(**kw: object) -> TranscriptSegment:
@@ -174,3 +193,59 @@ def test_bridge_settings_keep_the_api_key_secret() -> None:
         {"TRANSLATOR_BACKEND": "libretranslate", "TRANSLATOR_API_KEY": "k-very-secret"}
     )
     assert "k-very-secret" not in repr(s) and s.translator_backend == "libretranslate"
+
+
+def test_at_one_revision_a_translation_replaces_the_original_text_never_the_reverse() -> None:
+    from translator_bridge.bridge import Revisions
+
+    def caption(revision: int, translated: bool) -> Caption:
+        return Caption(
+            call_id="c1",
+            utterance_id="u1",
+            speaker_participant_id="p1",
+            language="es",
+            text="hola" if translated else "hello",
+            source_language="en",
+            source_text="hello",
+            is_final=True,
+            revision=revision,
+            translated=translated,
+        )
+
+    revisions = Revisions()
+    assert revisions.claim(caption(3, False)) and revisions.claim(caption(3, True))
+    assert not revisions.claim(caption(3, False))  # a timeout after the translation
+    assert revisions.claim(caption(3, True))  # the same again (the gateways drop it)
+    assert not revisions.claim(caption(2, True)) and revisions.claim(caption(4, False))
+
+
+async def test_a_late_direct_read_never_replaces_a_newer_state_the_watch_stored() -> None:
+    from types import SimpleNamespace
+    from typing import cast
+
+    import msgspec
+    from nats.js.kv import KeyValue
+
+    from translator_bridge.readers import CallReaders
+
+    older = msgspec.structs.replace(call_state("c1", {"a": ("en", None)}), seq=4)
+    newer = msgspec.structs.replace(call_state("c1", {"a": ("en", None), "b": ("fr", None)}), seq=5)
+    readers: CallReaders
+
+    class Kv:
+        async def get(self, key: str) -> SimpleNamespace:
+            # While the read is in flight the watch shows the call's next change.
+            readers.calls[key] = newer
+            return SimpleNamespace(value=msgspec.json.encode(older))
+
+    readers = CallReaders(cast(KeyValue, Kv()))
+    assert await readers.get("c1") is newer and readers.calls["c1"] is newer
+
+    # With nothing stored meanwhile, the read is kept.
+    class Plain:
+        async def get(self, key: str) -> SimpleNamespace:
+            return SimpleNamespace(value=msgspec.json.encode(older))
+
+    fresh = CallReaders(cast(KeyValue, Plain()))
+    got = await fresh.get("c1")
+    assert got is not None and got.seq == 4 and fresh.calls["c1"].seq == 4
