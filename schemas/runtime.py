@@ -148,8 +148,10 @@ class Heartbeater:
         if state is not None:
             self.state = state
         try:
+            # No flush: nats-py sends its buffer by itself, and the close drains it. A flush
+            # that times out leaves its cancelled PONG future behind, and the late PONG then
+            # raises inside nats-py (InvalidStateError, seen while draining).
             await self.bus.publish(self.subject, self.snapshot(), trace=False)
-            await self.bus.nc.flush(timeout=2)
         except Exception as exc:  # a missed beat is not worth dying for
             log.warning("heartbeat.failed", error=type(exc).__name__)
 

@@ -49,6 +49,10 @@ def choose(nodes: Iterable[NodeLoad], *, needed: int, exclude: Sequence[str] = (
     return min(fits, key=load).node_id
 
 
+#: Node ids a table remembers having heard from (far more than a deployment has).
+_MAX_HEARD = 10_000
+
+
 class NodeTable:
     """The live media nodes, from their heartbeats (time is passed in)."""
 
@@ -57,12 +61,20 @@ class NodeTable:
         #: Until then the table may lack nodes that are alive (they have not reported yet).
         self.warm_at = started_at + expiry_s
         self._nodes: dict[str, NodeLoad] = {}
+        self._heard: set[str] = set()
 
     def warm(self, now: float) -> bool:
         """Whether every live node has had time to report since the table started."""
         return now >= self.warm_at
 
+    def heard_of(self, node_id: str | None) -> bool:
+        """Whether this table ever had a report from ``node_id`` (a node it heard from and
+        lost is known to be gone; one it never heard from may just not have reported yet)."""
+        return node_id is not None and node_id in self._heard
+
     def update(self, beat: MediaNodeHeartbeat, now: float) -> None:
+        if len(self._heard) < _MAX_HEARD:
+            self._heard.add(beat.node_id)
         self._nodes[beat.node_id] = NodeLoad(
             node_id=beat.node_id,
             ready=beat.state == "ready",

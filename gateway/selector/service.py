@@ -74,6 +74,13 @@ _ACK_WAIT_S = 30.0
 _FETCH = 64
 
 
+def _node_of(state: CallState) -> str | None:
+    """The node a call's media is on, or is moving to."""
+    if state.migration is not None and state.migration.node_id is not None:
+        return state.migration.node_id
+    return state.media_node_id
+
+
 def _needs_every_node(d: Decision) -> bool:
     """Decisions that take a node's silence for its death (wrong while the table fills)."""
     return d.kind == "no_node" or (
@@ -132,7 +139,11 @@ class ModeSelector:
         now = self._clock()
         since = hold_since(state, now)
         decision = decide(state, self.nodes.live(now), now=now, below_since=since, rules=self.rules)
-        if not self.nodes.warm(now) and _needs_every_node(decision):
+        if (
+            not self.nodes.warm(now)
+            and _needs_every_node(decision)
+            and not self.nodes.heard_of(_node_of(state))
+        ):
             # Just started: the nodes have not all reported yet, so a node unheard of may
             # well be alive. Look again once every node has had time to report.
             self.wake(state.call_id, self.nodes.warm_at)

@@ -55,6 +55,15 @@ class HistoryStack:
 
 
 @pytest.fixture(scope="module")
+def nats_server() -> Iterator[NatsServer]:
+    """This module's own server: the archive's latency metrics count every transcript on
+    the bus, and the session's server carries other modules' captions."""
+    server = NatsServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="module")
 def stack(nats_server: NatsServer, mongo_server: MongoServer) -> Iterator[HistoryStack]:
     run = Path(tempfile.mkdtemp(prefix="history-"))
     db = f"history-{new_id()[:8]}"

@@ -352,6 +352,23 @@ def test_the_hold_is_kept_in_the_call_so_every_selector_instance_agrees() -> Non
 def test_a_just_started_table_does_not_take_silence_for_death() -> None:
     table = NodeTable(6.0, started_at=T0)
     assert not table.warm(T0 + 1) and table.warm(T0 + 6)
+    assert not table.heard_of("m1") and not table.heard_of(None)
+    table.update(
+        MediaNodeHeartbeat(
+            node_id="m1",
+            state="ready",
+            calls=0,
+            participants=0,
+            capacity=50,
+            free=50,
+            published_tracks=0,
+            forwarded_streams=0,
+            cpu_percent=5,
+        ),
+        T0 + 1,
+    )
+    table.forget("m1")  # found dead: it is gone, not merely unheard of
+    assert table.heard_of("m1")
 
 
 # --- captions uplinks (a P2P call whose browser cannot transcribe) ------------------------
