@@ -310,6 +310,40 @@ export class CallMedia {
       console.info(`media: mode-changed of epoch ${ev.epoch} dropped (acted on ${this.ledger.acted}, settled ${this.ledger.settled})`);
       return;
     }
+    this.applyModeChange(ev);
+  }
+
+  /**
+   * Back after a socket drop: the resume's view says where the call is now. A migration
+   * that ended while we were away (its `call:mode-changed` lost) is applied as the view shows
+   * it: a mode with no migration is a completed move (or, the same mode, one that did not
+   * happen); a migration under way is told again by its `call:mode-switch`.
+   */
+  reconcile(view: Pick<CallView, "callId" | "mode" | "epoch" | "migration">): void {
+    const epoch = view.epoch ?? this.epoch;
+    const migration = view.migration ?? null;
+    if (!this.ledger.view(epoch, migration !== null)) {
+      console.info(`media: resume view of epoch ${epoch} older than ${this.ledger.acted}: kept what we have`);
+      return;
+    }
+    this.epoch = Math.max(this.epoch, epoch);
+    if (migration) {
+      this.migratingTo = migration.toMode;
+      this.host.changed();
+      return;
+    }
+    const pending = this.switching?.kind === "migration" ? this.switching.mode : null;
+    const to = this.migratingTo ?? pending;
+    if (view.mode === this.primary && to === null) return;
+    const ev: ModeChanged =
+      view.mode !== this.primary
+        ? { callId: view.callId, mode: view.mode, fromMode: this.primary, toMode: view.mode, epoch, outcome: "completed", reason: "resumed" }
+        : { callId: view.callId, mode: view.mode, fromMode: this.primary, toMode: to ?? view.mode, epoch, outcome: "failed", reason: "resumed" };
+    console.info(`media: resume shows ${view.mode} at epoch ${epoch}, migration over: applying ${ev.fromMode} → ${ev.toMode} ${ev.outcome}`);
+    this.applyModeChange(ev);
+  }
+
+  private applyModeChange(ev: ModeChanged): void {
     this.epoch = Math.max(this.epoch, ev.epoch);
     const switching = this.switching && this.switching.epoch === ev.epoch ? this.switching : null;
     // The session this epoch's switch brought up, as recorded then; never guessed.

@@ -49,6 +49,14 @@ export class EpochLedger {
     return true;
   }
 
+  /** A view of the call (a resume's ack): news unless older; settled when it shows no migration. */
+  view(epoch: number, migrating: boolean): boolean {
+    if (epoch < this.acted) return false;
+    this.acted = epoch;
+    if (!migrating) this.settled = Math.max(this.settled, epoch);
+    return true;
+  }
+
   noteSession(epoch: number, sessionId: string | null): void {
     this.switched.set(epoch, sessionId);
     for (const e of [...this.switched.keys()]) if (e < epoch - 4) this.switched.delete(e);
