@@ -15,7 +15,7 @@ import { CallSession, requireJoined } from "./call/callSession";
 import { byId, h } from "./dom";
 import { AppError, toAppError } from "./errors";
 import { LocalMedia } from "./media/localMedia";
-import { loadPrefs, type Prefs } from "./prefs";
+import { loadPrefs, setPrefsOwner, type Prefs } from "./prefs";
 import type { ConversationSummary, JoinedAck } from "./protocol";
 import { Signaling, type EarlyEvent } from "./signaling";
 import { callScreen, type CallScreen } from "./ui/callInterface";
@@ -79,6 +79,7 @@ export class App {
     this.signaling?.close();
     this.signaling = null;
     this.identity = null;
+    setPrefsOwner(null);
     this.api.setToken(null);
     forgetToken();
     this.showSignIn(message);
@@ -114,6 +115,7 @@ export class App {
 
   private signedIn(identity: Identity): void {
     this.identity = identity;
+    setPrefsOwner(identity.principalId);
     this.api.setToken(identity.token);
     this.renderWho();
     const signaling = this.connect(identity);
@@ -328,6 +330,7 @@ export class App {
 
   private guestAdmitted(identity: Identity): void {
     this.identity = identity;
+    setPrefsOwner(identity.principalId);
     this.api.setToken(identity.token);
     this.renderWho();
     this.connect(identity);
