@@ -199,7 +199,10 @@ export class App {
   ): void {
     const id = this.identity;
     const signaling = this.signaling;
-    if (!id || !signaling) return;
+    if (!id || !signaling) {
+      local.stop(); // signed out meanwhile: nobody will use this capture
+      return;
+    }
     hideBanner();
     const session = new CallSession(signaling, local, id, ack, {
       changed: () => this.callView?.refresh(),
@@ -373,7 +376,14 @@ export class App {
     const prefs = loadPrefs();
     const { media, warning } = await LocalMedia.acquire({ cameraId: prefs.cameraId, microphoneId: prefs.microphoneId });
     if (warning) showBanner(`${warning.readable}. You joined anyway.`, "error");
-    await waitConnected(signaling);
+    try {
+      await waitConnected(signaling);
+    } catch (err) {
+      // Not connected: give the camera and microphone back (the caller retries, and would
+      // otherwise hold one more capture per try).
+      media.stop();
+      throw err;
+    }
     const capture = signaling.capture();
     try {
       const ack = await signaling.request<"call:join", JoinedAck>("call:join", { callId });
