@@ -168,7 +168,9 @@ export class CallSession {
     });
     this.on("call:participant-left", ({ participantId, reason }) => {
       if (participantId === this.state.selfId) {
-        this.finish(reason === "removed" ? "You were removed from the call." : "You left the call.", "info");
+        // The call ending: call:ended (on its way) says why; otherwise say why we are out.
+        if (reason === "call_ended") this.finishUnlessTold(model.selfLeaveText(reason));
+        else this.finish(model.selfLeaveText(reason), ["left", "removed", "declined"].includes(reason) ? "info" : "error");
         return;
       }
       const who = model.find(this.state, participantId);
