@@ -23,6 +23,8 @@ export interface CaptionLine {
   own: boolean;
   /** The final text last announced to screen readers for this line (null: none yet). */
   announced: string | null;
+  /** The store's version when this line last changed: the order captions arrived in. */
+  seq: number;
 }
 
 export const MAX_LINES = 60;
@@ -57,6 +59,7 @@ export class CaptionStore {
       revision: ev.revision,
       own,
       announced: existing?.announced ?? null,
+      seq: this.version + 1,
     };
     if (existing) this.lines[i] = line;
     else this.lines.push(line);
