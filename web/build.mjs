@@ -52,6 +52,9 @@ async function buildTests() {
     target: "node18",
     outdir: out,
     outExtension: { ".js": ".mjs" },
+    // npm packages load from node_modules at test time (socket.io-client's node build
+    // requires fs dynamically, which an ESM bundle cannot).
+    packages: "external",
     logLevel: "warning",
   });
 }

@@ -70,11 +70,19 @@ def final_lines(person: Person, language: str) -> Locator:
     )
 
 
-def utterance_ids(person: Person) -> set[str]:
-    ids = person.page.locator("#captions-panel li.caption").evaluate_all(
-        "els => els.map((e) => e.dataset.utteranceId)"
+def revisions(person: Person) -> dict[str, int]:
+    """The revision each caption line shows now, by utterance id."""
+    pairs = person.page.locator("#captions-panel li.caption").evaluate_all(
+        "els => els.map((e) => [e.dataset.utteranceId, Number(e.dataset.revision)])"
     )
-    return set(ids)
+    return {utterance: revision for utterance, revision in pairs}
+
+
+def came_after(line: tuple[str, str, int], before: dict[str, int]) -> bool:
+    """A caption received after ``before`` was read: a new utterance, or a seen one revised
+    (a final can be revised by a continuation, docs/socket-protocol.md)."""
+    utterance, _, revision = line
+    return utterance not in before or revision > before[utterance]
 
 
 def normalised(text: str) -> str:
@@ -141,16 +149,34 @@ def test_captions_in_the_readers_language_switched_mid_call(
     bob.screenshot("captions-spanish")
 
     # Bob switches to French: the next caption is French, and no Spanish after it.
-    seen = utterance_ids(bob)
+    seen = revisions(bob)
     panel.get_by_label("Captions in").select_option("fr")
     french = final_lines(bob, "fr").first
     expect(french).to_be_visible(timeout=CAPTION_TIMEOUT_MS)
-    assert french.get_attribute("data-utterance-id") not in seen
-    lines = bob.page.locator("#captions-panel li.caption:not(.own)").evaluate_all(
-        "els => els.map((e) => [e.dataset.utteranceId, e.dataset.language])"
+    assert came_after(
+        (
+            french.get_attribute("data-utterance-id") or "",
+            "fr",
+            int(french.get_attribute("data-revision") or -1),
+        ),
+        seen,
     )
-    first_fr = next(i for i, (_, language) in enumerate(lines) if language == "fr")
-    assert all(language == "fr" for _, language in lines[first_fr:]), lines
+    lines: list[tuple[str, str, int]] = sorted(
+        (
+            (utterance, language, seq)
+            for utterance, language, seq in bob.page.locator(
+                "#captions-panel li.caption:not(.own)"
+            ).evaluate_all(
+                "els => els.map((e) => [e.dataset.utteranceId, e.dataset.language,"
+                " Number(e.dataset.seq)])"
+            )
+        ),
+        key=lambda line: line[2],
+    )
+    # In the order they arrived (a line revised in place moves to its revision's place):
+    # after the first French caption, only French.
+    first_fr = next(i for i, (_, language, _) in enumerate(lines) if language == "fr")
+    assert all(language == "fr" for _, language, _ in lines[first_fr:]), lines
     french_text = french.locator(".text").inner_text()
     assert normalised(french_text) not in (normalised(shown), normalised(source))
     bob.screenshot("captions-french")

@@ -15,7 +15,7 @@ import { CallSession, requireJoined } from "./call/callSession";
 import { byId, h } from "./dom";
 import { AppError, toAppError } from "./errors";
 import { LocalMedia } from "./media/localMedia";
-import { loadPrefs, type Prefs } from "./prefs";
+import { loadPrefs, setPrefsOwner, type Prefs } from "./prefs";
 import type { ConversationSummary, JoinedAck } from "./protocol";
 import { Signaling, type EarlyEvent } from "./signaling";
 import { callScreen, type CallScreen } from "./ui/callInterface";
@@ -79,6 +79,7 @@ export class App {
     this.signaling?.close();
     this.signaling = null;
     this.identity = null;
+    setPrefsOwner(null);
     this.api.setToken(null);
     forgetToken();
     this.showSignIn(message);
@@ -114,6 +115,7 @@ export class App {
 
   private signedIn(identity: Identity): void {
     this.identity = identity;
+    setPrefsOwner(identity.principalId);
     this.api.setToken(identity.token);
     this.renderWho();
     const signaling = this.connect(identity);
@@ -197,7 +199,10 @@ export class App {
   ): void {
     const id = this.identity;
     const signaling = this.signaling;
-    if (!id || !signaling) return;
+    if (!id || !signaling) {
+      local.stop(); // signed out meanwhile: nobody will use this capture
+      return;
+    }
     hideBanner();
     const session = new CallSession(signaling, local, id, ack, {
       changed: () => this.callView?.refresh(),
@@ -328,6 +333,7 @@ export class App {
 
   private guestAdmitted(identity: Identity): void {
     this.identity = identity;
+    setPrefsOwner(identity.principalId);
     this.api.setToken(identity.token);
     this.renderWho();
     this.connect(identity);
@@ -370,7 +376,14 @@ export class App {
     const prefs = loadPrefs();
     const { media, warning } = await LocalMedia.acquire({ cameraId: prefs.cameraId, microphoneId: prefs.microphoneId });
     if (warning) showBanner(`${warning.readable}. You joined anyway.`, "error");
-    await waitConnected(signaling);
+    try {
+      await waitConnected(signaling);
+    } catch (err) {
+      // Not connected: give the camera and microphone back (the caller retries, and would
+      // otherwise hold one more capture per try).
+      media.stop();
+      throw err;
+    }
     const capture = signaling.capture();
     try {
       const ack = await signaling.request<"call:join", JoinedAck>("call:join", { callId });

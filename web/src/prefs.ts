@@ -1,4 +1,6 @@
-// Choices remembered on this device (localStorage): devices, languages, caption size.
+// Choices remembered on this device (localStorage): devices, languages, caption size. Kept
+// per signed-in principal: two people sharing a browser never get each other's languages or
+// devices (nor a guest those of the account it shares a browser with).
 
 export interface Prefs {
   cameraId: string;
@@ -12,6 +14,18 @@ export interface Prefs {
 }
 
 const KEY = "meeshy.prefs";
+/** Whose choices are read and written: the signed-in principal (null: nobody yet). */
+let owner: string | null = null;
+
+/** Choices are read and saved for this principal from now on (null on sign-out). */
+export function setPrefsOwner(principalId: string | null): void {
+  owner = principalId;
+}
+
+/** The storage key of one principal's choices (before sign-in: a key of its own). */
+export function prefsKey(principalId: string | null = owner): string {
+  return principalId ? `${KEY}:${encodeURIComponent(principalId)}` : `${KEY}:anonymous`;
+}
 
 const DEFAULTS: Prefs = {
   cameraId: "",
@@ -41,7 +55,7 @@ export function languageName(code: string): string {
 
 export function loadPrefs(): Prefs {
   try {
-    const raw = localStorage.getItem(KEY);
+    const raw = localStorage.getItem(prefsKey());
     const parsed: unknown = raw ? JSON.parse(raw) : {};
     return { ...DEFAULTS, ...(parsed && typeof parsed === "object" ? parsed : {}) };
   } catch {
@@ -52,7 +66,7 @@ export function loadPrefs(): Prefs {
 export function savePrefs(change: Partial<Prefs>): Prefs {
   const next = { ...loadPrefs(), ...change };
   try {
-    localStorage.setItem(KEY, JSON.stringify(next));
+    localStorage.setItem(prefsKey(), JSON.stringify(next));
   } catch {
     // Private mode or a full quota: the choice holds for this page only.
   }

@@ -27,6 +27,8 @@ export class Signaling {
   private stateValue: ConnectionState = "connecting";
   private readonly stateListeners = new Set<(s: ConnectionState, err?: AppError) => void>();
   private everConnected = false;
+  private closed = false;
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(token: string, url: string = location.origin) {
     this.socket = io(url, {
@@ -62,7 +64,11 @@ export class Signaling {
       } else if (!this.socket.active) {
         // The server refused for a passing reason (starting, NATS away): retry ourselves.
         this.setState(this.everConnected ? "reconnecting" : "connecting", error);
-        setTimeout(() => this.socket.connect(), 1_000);
+        if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = null;
+          if (!this.closed) this.socket.connect();
+        }, 1_000);
       } else {
         this.setState(this.everConnected ? "reconnecting" : "connecting", error);
       }
@@ -139,6 +145,10 @@ export class Signaling {
   }
 
   close(): void {
+    // A pending retry would connect again after close (a signed-out socket coming back).
+    this.closed = true;
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     this.socket.disconnect();
   }
 }

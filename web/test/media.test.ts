@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { ArrivalLog, carriesEveryone, FrameClock, P2P, sfuPath } from "../src/media/arrivals";
+import { EpochLedger } from "../src/media/epochs";
 import { SlotMap } from "../src/media/slotMap";
 import { afterModeChange, meshOffers, offerToNewcomer } from "../src/media/switchRules";
 import type { SlotInfo } from "../src/protocol";
@@ -109,4 +110,49 @@ test("after a migration: drop the old path when it completed, the new one when i
     { ...ctx, primarySession: "s1", newSession: { sessionId: "s2", prewarmed: false } },
   );
   assert.deepEqual([nodeMove.primary, nodeMove.closeSessions, nodeMove.offerTo], ["sfu", ["s2"], []], "the old node's session stays");
+});
+
+test("a completed move to the SFU never guesses which session to keep", () => {
+  const sessions = [
+    { sessionId: "s-new", prewarmed: false },
+    { sessionId: "s-old", prewarmed: true }, // the last one held is not the migration's
+  ];
+  const base = { selfId: "p-a", others: ["p-b"], linked: new Set<string>(), sessions, primarySession: null };
+  const known = afterModeChange(
+    { outcome: "completed", fromMode: "p2p", toMode: "sfu" },
+    { ...base, newSession: { sessionId: "s-new", prewarmed: false } },
+  );
+  assert.deepEqual(known.closeSessions, ["s-old"]);
+  const unknown = afterModeChange({ outcome: "completed", fromMode: "p2p", toMode: "sfu" }, { ...base, newSession: null });
+  assert.deepEqual([unknown.primary, unknown.closeSessions], ["sfu", []], "unknown: close none");
+  const onPrimary = afterModeChange(
+    { outcome: "completed", fromMode: "sfu", toMode: "sfu" },
+    { ...base, newSession: null, primarySession: "s-new" },
+  );
+  assert.deepEqual(onPrimary.closeSessions, ["s-old"], "unknown new session: keep the one the call is on");
+});
+
+test("the epoch ledger drops migration events older than the one acted on", () => {
+  const l = new EpochLedger(2, false); // a call at epoch 2, no migration under way
+  assert.equal(l.switch(2, "migration"), false, "epoch 2's migration is over");
+  assert.equal(l.switch(2, "attach"), true, "joining the call as it is now");
+  assert.equal(l.started(3), true);
+  assert.equal(l.switch(3, "migration"), true);
+  assert.equal(l.started(3), true, "told again: still news until it ends");
+  assert.equal(l.changed(3), true);
+  assert.equal(l.changed(3), false, "a mode change is acted on once");
+  assert.equal(l.started(3), false, "a late start of a finished migration");
+  assert.equal(l.switch(3, "migration"), false, "a late switch of a finished migration");
+  assert.equal(l.switch(3, "attach"), true, "a new session of the call's current epoch");
+  assert.equal(l.switch(5, "migration"), true);
+  assert.equal(l.changed(4), false, "older than the switch acted on");
+  assert.equal(l.started(4), false);
+  assert.equal(l.switch(4, "attach"), false);
+  assert.deepEqual([l.acted, l.settled], [5, 3]);
+
+  const migrating = EpochLedger.fromView({ epoch: 7, migration: { epoch: 7, fromMode: "p2p", toMode: "sfu" } });
+  assert.equal(migrating.switch(7, "migration"), true, "joined mid-migration: its switch is news");
+  migrating.noteSession(7, "s7");
+  assert.equal(migrating.sessionOf(7), "s7");
+  assert.equal(migrating.sessionOf(6), undefined, "no switch acted on: unknown, not guessed");
 });

@@ -101,6 +101,26 @@ export function endReasonText(reason: string, endedBySelf = false): string {
   }
 }
 
+/** Why this person is no longer in the call (their own `call:participant-left`). */
+export function selfLeaveText(reason: string): string {
+  switch (reason) {
+    case "left":
+      return "You left the call.";
+    case "removed":
+      return "You were removed from the call.";
+    case "declined":
+      return "You declined the call.";
+    case "connection_lost":
+      return "Your connection was lost for too long: you are no longer in the call.";
+    case "heartbeat_timeout":
+      return "Your connection went silent: you are no longer in the call.";
+    case "call_ended":
+      return "The call has ended.";
+    default:
+      return `You are no longer in the call (${reason}).`;
+  }
+}
+
 export function leaveReasonText(reason: string): string {
   switch (reason) {
     case "left":

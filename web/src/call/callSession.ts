@@ -168,7 +168,9 @@ export class CallSession {
     });
     this.on("call:participant-left", ({ participantId, reason }) => {
       if (participantId === this.state.selfId) {
-        this.finish(reason === "removed" ? "You were removed from the call." : "You left the call.", "info");
+        // The call ending: call:ended (on its way) says why; otherwise say why we are out.
+        if (reason === "call_ended") this.finishUnlessTold(model.selfLeaveText(reason));
+        else this.finish(model.selfLeaveText(reason), ["left", "removed", "declined"].includes(reason) ? "info" : "error");
         return;
       }
       const who = model.find(this.state, participantId);
@@ -272,6 +274,12 @@ export class CallSession {
       this.state = next;
       for (const pid of removed) this.media.participantLeft(pid);
       this.selfConnection = "connected";
+      // A migration or a captions switch may have ended while we were away (its event lost):
+      // the view says where the call is now.
+      this.media.reconcile(ack.call);
+      this.state = { ...this.state, mode: this.media.primary };
+      this.captions.modeChanged(this.media.primary);
+      this.captions.reconcile(this.state.transcription);
       // Whoever arrived while we were away expects an offer from those already in.
       this.media.resumed(added);
       // The server keeps media states across a resume; re-assert ours in case a toggle was lost.

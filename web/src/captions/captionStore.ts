@@ -1,6 +1,8 @@
 // Captions of the call, one line per utterance: interim text replaced in place by later
-// revisions and then by the final text; a final is announced to screen readers once.
-// Fed by `call:caption`.
+// revisions and then by the final text. A final can itself be revised by a continuation
+// (same utteranceId, higher revision: the transcriber heard more of the sentence), so any
+// higher revision replaces the line; a final is announced to screen readers once per text
+// (a repeated or identical final is not read out again). Fed by `call:caption`.
 
 import type { CaptionEvent } from "../protocol";
 
@@ -19,6 +21,10 @@ export interface CaptionLine {
   revision: number;
   /** The listener's own words. */
   own: boolean;
+  /** The final text last announced to screen readers for this line (null: none yet). */
+  announced: string | null;
+  /** The store's version when this line last changed: the order captions arrived in. */
+  seq: number;
 }
 
 export const MAX_LINES = 60;
@@ -35,8 +41,8 @@ export class CaptionStore {
   ): { changed: boolean; announce: string | null } {
     const i = this.lines.findIndex((l) => l.utteranceId === ev.utteranceId);
     const existing = i >= 0 ? this.lines[i] : undefined;
-    if (existing && (existing.isFinal || ev.revision <= existing.revision)) {
-      // Out of order or after the final: the line already says more.
+    if (existing && ev.revision <= existing.revision) {
+      // Out of order or repeated: the line already says as much or more.
       return { changed: false, announce: null };
     }
     const own = ev.speakerParticipantId === selfId;
@@ -52,12 +58,18 @@ export class CaptionStore {
       isFinal: ev.isFinal,
       revision: ev.revision,
       own,
+      announced: existing?.announced ?? null,
+      seq: this.version + 1,
     };
     if (existing) this.lines[i] = line;
     else this.lines.push(line);
     if (this.lines.length > MAX_LINES) this.lines.splice(0, this.lines.length - MAX_LINES);
     this.version += 1;
-    const announce = line.isFinal && !own && line.text.trim() ? `${line.speakerName}: ${line.text}` : null;
+    let announce: string | null = null;
+    if (line.isFinal && !own && line.text.trim() && line.text !== line.announced) {
+      announce = `${line.speakerName}: ${line.text}`;
+      line.announced = line.text;
+    }
     return { changed: true, announce };
   }
 

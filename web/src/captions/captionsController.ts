@@ -78,7 +78,17 @@ export class CaptionsController {
     this.host.changed();
   }
 
-  onCaption(ev: CaptionEvent): void {
+  /** Back after a drop: the call's view says whether captions are on (a change may be lost). */
+  reconcile(enabled: boolean): void {
+    if (enabled === this.enabled) return;
+    this.enabled = enabled;
+    this.uplinkFailed = false;
+    this.host.announce(`Captions were turned ${enabled ? "on" : "off"} for the call while you were away`);
+    this.update();
+    this.host.changed();
+  }
+
+    onCaption(ev: CaptionEvent): void {
     const names = (pid: string) => this.host.participants().find((p) => p.participantId === pid)?.displayName ?? "";
     const result = this.store.apply(ev, names, this.host.selfId);
     if (result.announce) this.host.announce(result.announce);

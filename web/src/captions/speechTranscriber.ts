@@ -44,6 +44,22 @@ export interface Transcribed {
 const FATAL = new Set(["network", "audio-capture", "not-allowed", "service-not-allowed", "language-not-supported", "bad-grammar"]);
 /** Interim revisions of one utterance go out at most this often. */
 const INTERIM_EVERY_MS = 300;
+/** `call:transcription` text is at most this many characters (docs/socket-protocol.md). */
+export const MAX_TEXT = 2_000;
+
+/**
+ * A recognition result as the gateway takes it: at most `max` characters (code points, as
+ * the gateway counts them; never half a surrogate pair). A longer result keeps its newest
+ * words, from a word boundary, after an ellipsis: live captions show what is being said now.
+ */
+export function capText(text: string, max = MAX_TEXT): string {
+  const chars = Array.from(text);
+  if (chars.length <= max) return text;
+  let tail = chars.slice(chars.length - (max - 1)).join("");
+  const space = tail.search(/\s/);
+  if (space >= 0 && space < 200) tail = tail.slice(space).trimStart();
+  return `…${tail}`;
+}
 
 function ctor(): RecognitionCtor | null {
   const w = window as unknown as { SpeechRecognition?: RecognitionCtor; webkitSpeechRecognition?: RecognitionCtor };
@@ -110,7 +126,7 @@ export class SpeechTranscriber {
     const now = performance.now();
     for (let i = ev.resultIndex; i < ev.results.length; i++) {
       const result = ev.results[i];
-      const text = result?.[0]?.transcript.trim() ?? "";
+      const text = capText(result?.[0]?.transcript.trim() ?? "");
       if (!result || !text) continue;
       let entry = this.revisions.get(i);
       if (!entry) {

@@ -19,6 +19,7 @@ import type {
 } from "../protocol";
 import type { Signaling } from "../signaling";
 import { ArrivalLog, carriesEveryone, FrameClock, P2P, sfuPath, type Expected, type PathKey } from "./arrivals";
+import { EpochLedger } from "./epochs";
 import { toRtcIceServers } from "./ice";
 import type { LocalMedia } from "./localMedia";
 import { P2PMesh } from "./p2pMesh";
@@ -82,6 +83,8 @@ export class CallMedia {
   private readonly mesh: P2PMesh;
   private readonly sessions = new Map<string, SfuSession>();
   private switching: Switching | null = null;
+  /** Which epochs were acted on: an older migration event is dropped, never acted on. */
+  private readonly ledger: EpochLedger;
   private readonly arrivals = new ArrivalLog();
   private readonly book = new StatsBook();
   private readonly stats = new Map<string, LinkStats>();
@@ -108,6 +111,7 @@ export class CallMedia {
     this.primary = view.mode;
     this.epoch = view.epoch ?? 0;
     this.migratingTo = view.migration?.toMode ?? null;
+    this.ledger = EpochLedger.fromView(view);
     this.mesh = new P2PMesh(
       local,
       iceServers,
@@ -185,6 +189,10 @@ export class CallMedia {
   }
 
   onMigrationStarted(ev: ServerEvents["call:migration-started"]): void {
+    if (!this.ledger.started(ev.epoch)) {
+      console.info(`media: migration-started of epoch ${ev.epoch} dropped (acted on ${this.ledger.acted})`);
+      return;
+    }
     this.epoch = Math.max(this.epoch, ev.epoch);
     this.migratingTo = ev.toMode;
     this.host.changed();
@@ -194,9 +202,20 @@ export class CallMedia {
     const sessionId = ms.mode === "sfu" ? (ms.sfu?.sessionId ?? null) : null;
     const same = this.switching;
     const stillThere = sessionId === null || this.sessions.has(sessionId);
-    if (same && stillThere && same.epoch === ms.epoch && same.mode === ms.mode && same.sessionId === sessionId) {
+    if (
+      same &&
+      stillThere &&
+      same.epoch === ms.epoch &&
+      same.mode === ms.mode &&
+      same.kind === ms.kind &&
+      same.sessionId === sessionId
+    ) {
       // Told again (after a resume): our report may have been lost.
       if (same.reported !== "no" && same.kind === "migration") void this.report(same, same.reported === "ok", "");
+      return;
+    }
+    if (!this.ledger.switch(ms.epoch, ms.kind)) {
+      console.info(`media: ${ms.kind} switch of epoch ${ms.epoch} dropped (acted on ${this.ledger.acted}, settled ${this.ledger.settled})`);
       return;
     }
     const servers = toRtcIceServers(ms.iceServers);
@@ -216,12 +235,17 @@ export class CallMedia {
       reported: "no",
     };
     this.switching = switching;
+    this.ledger.noteSession(ms.epoch, sessionId);
+    // Every await below may be overtaken by a newer switch, a mode change or close(): act
+    // after it only while this switch is still the current one.
+    const current = () => !this.closed && this.switching === switching;
     console.info(`media: switch to ${ms.mode} (${ms.kind}, epoch ${ms.epoch}${sessionId ? `, session ${sessionId}` : ""}${ms.prewarmed ? ", pre-warmed" : ""})`);
     if (ms.kind === "migration") this.migratingTo = ms.mode;
     try {
       if (ms.mode === "sfu") {
         if (!ms.sfu) throw new Error("the switch names no media session");
         await this.liveSession(ms.sfu);
+        if (!current()) return;
         if (ms.kind === "attach") this.attach(ms.sfu.sessionId);
       } else {
         const offerTo = ms.p2p?.offerTo ?? null;
@@ -233,6 +257,7 @@ export class CallMedia {
       }
     } catch (err) {
       console.warn("mode switch failed", err);
+      if (!current()) return;
       if (ms.kind === "migration") await this.report(switching, false, shortReason(err));
       else this.host.notice(`Could not connect to the media server: ${toAppError(err).readable}`, "error");
     }
@@ -281,9 +306,48 @@ export class CallMedia {
 
   onModeChanged(ev: ModeChanged): void {
     console.info(`media: migration ${ev.fromMode} → ${ev.toMode} (epoch ${ev.epoch}) ${ev.outcome}${ev.reason ? ` (${ev.reason})` : ""}`);
+    if (!this.ledger.changed(ev.epoch)) {
+      console.info(`media: mode-changed of epoch ${ev.epoch} dropped (acted on ${this.ledger.acted}, settled ${this.ledger.settled})`);
+      return;
+    }
+    this.applyModeChange(ev);
+  }
+
+  /**
+   * Back after a socket drop: the resume's view says where the call is now. A migration
+   * that ended while we were away (its `call:mode-changed` lost) is applied as the view shows
+   * it: a mode with no migration is a completed move (or, the same mode, one that did not
+   * happen); a migration under way is told again by its `call:mode-switch`.
+   */
+  reconcile(view: Pick<CallView, "callId" | "mode" | "epoch" | "migration">): void {
+    const epoch = view.epoch ?? this.epoch;
+    const migration = view.migration ?? null;
+    if (!this.ledger.view(epoch, migration !== null)) {
+      console.info(`media: resume view of epoch ${epoch} older than ${this.ledger.acted}: kept what we have`);
+      return;
+    }
+    this.epoch = Math.max(this.epoch, epoch);
+    if (migration) {
+      this.migratingTo = migration.toMode;
+      this.host.changed();
+      return;
+    }
+    const pending = this.switching?.kind === "migration" ? this.switching.mode : null;
+    const to = this.migratingTo ?? pending;
+    if (view.mode === this.primary && to === null) return;
+    const ev: ModeChanged =
+      view.mode !== this.primary
+        ? { callId: view.callId, mode: view.mode, fromMode: this.primary, toMode: view.mode, epoch, outcome: "completed", reason: "resumed" }
+        : { callId: view.callId, mode: view.mode, fromMode: this.primary, toMode: to ?? view.mode, epoch, outcome: "failed", reason: "resumed" };
+    console.info(`media: resume shows ${view.mode} at epoch ${epoch}, migration over: applying ${ev.fromMode} → ${ev.toMode} ${ev.outcome}`);
+    this.applyModeChange(ev);
+  }
+
+  private applyModeChange(ev: ModeChanged): void {
     this.epoch = Math.max(this.epoch, ev.epoch);
     const switching = this.switching && this.switching.epoch === ev.epoch ? this.switching : null;
-    const newId = switching?.mode === "sfu" ? switching.sessionId : ev.toMode === "sfu" ? ([...this.sessions.keys()].at(-1) ?? null) : null;
+    // The session this epoch's switch brought up, as recorded then; never guessed.
+    const newId = ev.toMode === "sfu" ? (this.ledger.sessionOf(ev.epoch) ?? null) : null;
     const newSession = newId ? this.sessions.get(newId) : undefined;
     const others = this.host.participants().filter((p) => p.participantId !== this.host.selfId).map((p) => p.participantId);
     const actions = afterModeChange(ev, {

@@ -59,7 +59,14 @@ export class SfuSession {
 
   /** Both legs at once; resolves when both are negotiated (media starts on connect). */
   open(): Promise<void> {
-    this.opened ??= Promise.all([this.publish(), this.openDownlink()]).then(() => undefined);
+    if (!this.opened) {
+      const opening = Promise.all([this.publish(), this.openDownlink()]).then(() => undefined);
+      this.opened = opening;
+      // A failed open is not kept: the next open() (a switch told again) tries afresh.
+      opening.catch(() => {
+        if (this.opened === opening) this.opened = null;
+      });
+    }
     return this.opened;
   }
 
@@ -69,11 +76,14 @@ export class SfuSession {
 
   private async publish(): Promise<void> {
     const old = this.uplink;
+    // Whether it sends is decided as it becomes this.uplink, with nothing awaited between:
+    // a startSending()/stopSending() during the negotiation below then reaches this uplink,
+    // never the old one (a pre-warmed session going live while it re-publishes stays live).
     const up = new SfuUplink(this.iceServers, this.local, ["audio", "video"], !this.prewarmed && (old?.isSending ?? true), (s) =>
       this.legState("uplink", s),
     );
-    await up.setVideoDemand(this.videoDemand);
     this.uplink = up;
+    await up.setVideoDemand(this.videoDemand);
     try {
       await up.negotiate(async (sdp) => {
         const ack = await this.signaling.request<"call:sfu-publish", SfuPublishAck>("call:sfu-publish", { callId: this.callId, sdp });

@@ -59,12 +59,14 @@ export function afterModeChange(
   const none: AfterModeChange = { primary: ev.fromMode, closeP2P: false, closeSessions: [], idleSessions: [], offerTo: [] };
   if (ev.outcome === "completed") {
     if (ev.toMode === "sfu") {
-      const keep = o.newSession?.sessionId ?? o.sessions.at(-1)?.sessionId ?? null;
+      // Keep the session this migration brought up (else the one the call was on); when
+      // neither is known, close none rather than guess: a later switch names the session.
+      const keep = o.newSession?.sessionId ?? o.primarySession ?? null;
       return {
         ...none,
         primary: "sfu",
         closeP2P: true,
-        closeSessions: o.sessions.filter((s) => s.sessionId !== keep).map((s) => s.sessionId),
+        closeSessions: keep === null ? [] : o.sessions.filter((s) => s.sessionId !== keep).map((s) => s.sessionId),
       };
     }
     return { ...none, primary: "p2p", closeSessions: o.sessions.map((s) => s.sessionId) };

@@ -7,6 +7,7 @@ import * as model from "../call/callModel";
 import { h } from "../dom";
 import { toAppError } from "../errors";
 import { loadPrefs } from "../prefs";
+import { callStatusText } from "./callStatus";
 import { CallControls } from "./callControls";
 import type { TileData } from "./participantTile";
 import { heading, type Screen } from "./screen";
@@ -30,6 +31,8 @@ export function callScreen(session: CallSession, api: Api, title: string): CallS
     setSpokenLanguage: (language) => void session.setLanguages({ language }),
   });
   const status = h("p", { class: "call-status", role: "status" });
+  // Not live: the clock ticks every second and must not be read out each time.
+  const duration = h("p", { class: "call-duration", role: "timer", "aria-live": "off", "aria-label": "Call duration", hidden: true });
   const badge = h("span", { class: "mode-badge" });
   const selfBanner = h("div", { class: "reconnecting-banner", role: "status", hidden: true });
   const shareBox = h("div", { class: "share-box", hidden: true });
@@ -117,14 +120,15 @@ export function callScreen(session: CallSession, api: Api, title: string): CallS
           : "Media path: peer-to-peer (P2P)",
     );
     if (startedAt === null && (s.status === "active" || others.length > 0)) startedAt = Date.now();
-    let text: string;
-    if (others.length === 0) {
-      text = s.status === "ringing" || s.status === "initiated" ? `Calling ${title}…` : "Waiting for others to join…";
-    } else {
-      const secs = startedAt ? Math.floor((Date.now() - startedAt) / 1000) : 0;
-      text = `In call with ${others.map((p) => p.displayName).join(", ")} · ${formatDuration(secs)}`;
-    }
-    if (status.textContent !== text) status.textContent = text;
+    const text = callStatusText({
+      status: s.status,
+      title,
+      others,
+      elapsedS: startedAt === null ? null : (Date.now() - startedAt) / 1000,
+    });
+    if (status.textContent !== text.status) status.textContent = text.status;
+    if (duration.textContent !== text.duration) duration.textContent = text.duration;
+    duration.hidden = text.duration === "";
     status.dataset["status"] = s.status;
     selfBanner.hidden = session.selfConnection !== "reconnecting";
     selfBanner.textContent = "Connection lost. Reconnecting… you stay in the call.";
@@ -159,7 +163,7 @@ export function callScreen(session: CallSession, api: Api, title: string): CallS
     name: "call",
     title: `Call · ${title}`,
     render(root) {
-      const top = h("header", { class: "call-header" }, heading(title), badge, status);
+      const top = h("header", { class: "call-header" }, heading(title), badge, h("div", { class: "call-status-row" }, status, duration));
       root.append(
         h(
           "section",
@@ -187,12 +191,3 @@ export function callScreen(session: CallSession, api: Api, title: string): CallS
   };
 }
 
-
-function formatDuration(total: number): string {
-  const m = Math.floor(total / 60);
-  const s = total % 60;
-  const hours = Math.floor(m / 60);
-  const mm = String(m % 60).padStart(2, "0");
-  const ss = String(s).padStart(2, "0");
-  return hours ? `${hours}:${mm}:${ss}` : `${mm}:${ss}`;
-}

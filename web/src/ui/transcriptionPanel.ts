@@ -119,6 +119,8 @@ export class TranscriptionPanel {
             "data-utterance-id": l.utteranceId,
             "data-language": l.language,
             "data-final": l.isFinal ? "true" : "false",
+            "data-revision": String(l.revision),
+            "data-seq": String(l.seq),
             lang: l.language,
           },
           h("span", { class: "speaker" }, `${l.speakerName}: `),
