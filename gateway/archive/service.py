@@ -64,21 +64,21 @@ class ArchiveService(Service[ArchiveSettings]):
         self.consumers = [
             await bus.consume(
                 stream=subjects.CALL_EVENTS_STREAM,
-                durable=f"{durable}-events",
+                durable=subjects.archive_consumer(durable, subjects.ARCHIVE_EVENTS),
                 filter_subject=subjects.ALL_CALL_EVENTS,
                 type_=AnyCallEvent,
                 handler=self.writer.on_event,
             ),
             await bus.consume(
                 stream=subjects.TRANSCRIPTS_STREAM,
-                durable=f"{durable}-segments",
+                durable=subjects.archive_consumer(durable, subjects.ARCHIVE_SEGMENTS),
                 filter_subject=subjects.ALL_TRANSCRIPT_SEGMENTS,
                 type_=TranscriptSegment,
                 handler=self.writer.on_segment,
             ),
             await bus.consume(
                 stream=subjects.TRANSCRIPTS_STREAM,
-                durable=f"{durable}-captions",
+                durable=subjects.archive_consumer(durable, subjects.ARCHIVE_CAPTIONS),
                 filter_subject=subjects.ALL_CAPTIONS,
                 type_=Caption,
                 handler=self.writer.on_caption,

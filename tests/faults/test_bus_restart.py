@@ -61,7 +61,7 @@ def stack(server: NatsServer, mongo_server: MongoServer) -> Iterator[CallStack]:
         archive_env={
             "MONGO_URL": mongo_server.url,
             "MONGO_DATABASE": "bus-restart",
-            "ARCHIVE_DURABLE": "bus-restart",
+            "ARCHIVE_DURABLE": "archive-bus-restart",
         },
     ).start_all()
     yield calls

@@ -19,6 +19,7 @@ import nats.errors
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from devstack.binaries import nats_server_path
 from schemas import permissions, subjects
@@ -241,4 +242,83 @@ async def test_under_its_role_a_service_provisions_only_what_it_owns() -> None:
         # It never even tried what its user may not do.
         assert server.violations() == []
     finally:
+        server.cleanup()
+
+
+async def test_no_role_pulls_acknowledges_redefines_or_deletes_another_roles_consumer() -> None:
+    """The reviewer's probe: the analyst pulled from the archive's durable, acknowledged
+    what it took (lost to the archive), and deleted it. Now each request is refused, and
+    the archive's consumer still holds every event for the archive."""
+    server = NatsServer().start()
+    clients: list[Client] = []
+
+    async def connect(role: str) -> tuple[Client, list[Exception]]:
+        errors: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(exc)
+
+        user, password = server.credentials(role)
+        nc = await nats.connect(
+            server.url, user=user, password=password, error_cb=on_error,
+            inbox_prefix=subjects.inbox_prefix(user), allow_reconnect=False,
+        )  # fmt: skip
+        clients.append(nc)
+        return nc, errors
+
+    stream = subjects.CALL_EVENTS_STREAM
+    durable = subjects.archive_consumer(subjects.ARCHIVE_DURABLE, subjects.ARCHIVE_EVENTS)
+    try:
+        admin = await Bus.connect(BusSettings(nats_url=server.url), "test-admin")
+        await provision(admin.js, BusSettings(nats_url=server.url))
+        archive, archive_errors = await connect("archive")
+        owned = await archive.jetstream().pull_subscribe(
+            subjects.ALL_CALL_EVENTS,
+            durable=durable,
+            stream=stream,
+            config=ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT),
+        )
+        for name in ("initiated", "ended"):
+            await admin.js.publish(subjects.call_event("c1", name), b"{}")
+
+        analyst, analyst_errors = await connect("analyst")
+        ajs = analyst.jetstream(timeout=1)
+        stolen = await ajs.pull_subscribe_bind(durable, stream=stream)
+        with pytest.raises(nats.errors.TimeoutError):
+            await stolen.fetch(1, timeout=1)
+        await _violation(analyst_errors, subjects.js_consumer_api("MSG.NEXT", stream, durable))
+        with pytest.raises(nats.errors.TimeoutError):
+            await ajs.delete_consumer(stream, durable)
+        await _violation(analyst_errors, f"$JS.API.CONSUMER.DELETE.{stream}.{durable}")
+        # Redefining it through the server-named create (the name in the body) is refused.
+        with pytest.raises(nats.errors.TimeoutError):
+            await ajs.add_consumer(stream, ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
+        await _violation(analyst_errors, subjects.js_ephemeral_create(stream))
+        ack = f"{subjects.js_acks(stream, durable)[:-2]}.1.1.1.0.0"
+        await analyst.publish(ack, b"+ACK")
+        await _violation(analyst_errors, ack)
+
+        # Another service cannot pull from the selector's durable either.
+        transcriber, transcriber_errors = await connect("transcriber")
+        await transcriber.publish(
+            subjects.js_consumer_api("MSG.NEXT", stream, subjects.SELECTOR_DURABLE), b"1"
+        )
+        await _violation(transcriber_errors, subjects.SELECTOR_DURABLE)
+
+        # Nothing was taken from the archive: both events are still its own to read.
+        got: list[Msg] = []
+        while len(got) < 2:  # a fetch may hand over fewer than it asked for
+            got += await owned.fetch(2 - len(got), timeout=5)
+        assert [m.subject for m in got] == [
+            subjects.call_event("c1", "initiated"),
+            subjects.call_event("c1", "ended"),
+        ]
+        for msg in got:
+            await msg.ack_sync()
+        assert (await admin.js.consumer_info(stream, durable)).num_ack_pending == 0
+        assert archive_errors == []
+        await admin.close()
+    finally:
+        for nc in clients:
+            await nc.close()
         server.cleanup()
