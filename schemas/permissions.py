@@ -68,8 +68,13 @@ class Role:
     subscribes: tuple[str, ...] = ()
     #: JetStream consumers it runs (its durable pull consumers, ordered push consumers).
     consumes: tuple[Consumes, ...] = ()
-    #: Streams it creates or updates at start (``schemas.provisioning``): those it writes.
+    #: Streams it creates or updates at start (``schemas.provisioning``). Each stream has
+    #: one owner kind, so no service can change another's retention or limits: the
+    #: gateway owns the durable ones, the media nodes and transcribers ``AUDIO_CHUNKS``.
     owns_streams: tuple[str, ...] = ()
+    #: Streams it publishes into without owning them: it looks them up (``INFO``) and
+    #: waits at start until their owner made them.
+    writes_into: tuple[str, ...] = ()
     #: Streams it reads one message of (``get_last_msg``).
     gets_from: tuple[str, ...] = ()
     #: KV buckets it creates at start and writes.
@@ -91,7 +96,12 @@ class Role:
 
     def streams(self) -> tuple[str, ...]:
         """Every stream it touches (provisions, consumes or reads)."""
-        used = self.owns_streams + tuple(c.stream for c in self.consumes) + self.gets_from
+        used = (
+            self.owns_streams
+            + self.writes_into
+            + tuple(c.stream for c in self.consumes)
+            + self.gets_from
+        )
         return tuple(dict.fromkeys(used))
 
     def buckets(self) -> tuple[str, ...]:
@@ -230,7 +240,7 @@ SELECTOR = Role(
     consumes=(
         Consumes(subjects.CALL_EVENTS_STREAM, subjects.ALL_CALL_EVENTS, subjects.SELECTOR_DURABLE),
     ),
-    owns_streams=(subjects.CALL_EVENTS_STREAM, subjects.DEAD_LETTER_STREAM),
+    writes_into=(subjects.CALL_EVENTS_STREAM, subjects.DEAD_LETTER_STREAM),
     gets_from=(subjects.CALL_EVENTS_STREAM,),
     owns_buckets=(subjects.CALLS_BUCKET, subjects.CALL_CLAIMS_BUCKET),
 )
@@ -247,11 +257,8 @@ MEDIA_NODE = Role(
         _heartbeat("media_node"),
     ),
     subscribes=(subjects.ALL_MEDIA_RPC,),
-    owns_streams=(
-        subjects.CALL_EVENTS_STREAM,
-        subjects.AUDIO_CHUNKS_STREAM,
-        subjects.DEAD_LETTER_STREAM,
-    ),
+    owns_streams=(subjects.AUDIO_CHUNKS_STREAM,),
+    writes_into=(subjects.CALL_EVENTS_STREAM, subjects.DEAD_LETTER_STREAM),
     answers_requests=True,
 )
 
@@ -264,11 +271,8 @@ TRANSCRIBER = Role(
             subjects.AUDIO_CHUNKS_STREAM, subjects.ALL_AUDIO_CHUNKS, subjects.TRANSCRIBER_DURABLE
         ),
     ),
-    owns_streams=(
-        subjects.AUDIO_CHUNKS_STREAM,
-        subjects.TRANSCRIPTS_STREAM,
-        subjects.DEAD_LETTER_STREAM,
-    ),
+    owns_streams=(subjects.AUDIO_CHUNKS_STREAM,),
+    writes_into=(subjects.TRANSCRIPTS_STREAM, subjects.DEAD_LETTER_STREAM),
 )
 
 TRANSLATOR_BRIDGE = Role(
@@ -276,7 +280,7 @@ TRANSLATOR_BRIDGE = Role(
     summary="transcript segments in, captions per language out",
     publishes=(subjects.ALL_CAPTIONS, _heartbeat("translator_bridge")),
     subscribes=(subjects.ALL_TRANSCRIPT_SEGMENTS,),
-    owns_streams=(subjects.TRANSCRIPTS_STREAM, subjects.DEAD_LETTER_STREAM),
+    writes_into=(subjects.TRANSCRIPTS_STREAM, subjects.DEAD_LETTER_STREAM),
     reads_buckets=(subjects.CALLS_BUCKET,),
 )
 
@@ -285,7 +289,7 @@ ARCHIVE = Role(
     summary="call events, segments and captions into MongoDB (durable consumers)",
     publishes=(_heartbeat("archive"),),
     consumes=archive_consumes(subjects.ARCHIVE_DURABLE),
-    owns_streams=(subjects.DEAD_LETTER_STREAM,),
+    writes_into=(subjects.DEAD_LETTER_STREAM,),
 )
 
 SUPERVISOR = Role(

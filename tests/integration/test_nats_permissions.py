@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -212,8 +213,9 @@ def test_the_generated_configuration_is_valid_for_nats_server(tmp_path: Path) ->
 
 
 async def test_under_its_role_a_service_provisions_only_what_it_owns() -> None:
-    """On a fresh server: the translator bridge creates its own streams, does not try to
-    create the gateway's ``calls`` bucket, and names the resource it waited for in vain."""
+    """On a fresh server: the translator bridge owns no stream, so it creates none (not
+    the gateway's ``TRANSCRIPTS`` it publishes captions into, nor its ``calls`` bucket),
+    and names the resource it waited for in vain."""
     server = NatsServer().start()
     try:
         user, password = server.credentials("translator_bridge")
@@ -222,10 +224,11 @@ async def test_under_its_role_a_service_provisions_only_what_it_owns() -> None:
         )
         bus = await Bus.connect(settings, "test-provisioning-role")
         try:
-            with pytest.raises(ResourceMissing, match=subjects.kv_stream(subjects.CALLS_BUCKET)):
+            with pytest.raises(ResourceMissing, match=subjects.TRANSCRIPTS_STREAM):
                 await provision(bus.js, settings, permissions.TRANSLATOR_BRIDGE)
             for stream in (subjects.TRANSCRIPTS_STREAM, subjects.DEAD_LETTER_STREAM):
-                assert (await bus.js.stream_info(stream)).config.name == stream
+                with pytest.raises(nats.js.errors.NotFoundError):
+                    await bus.js.stream_info(stream)
         finally:
             await bus.close()
         # Once the owner (here the all-access test user) provisioned everything, it starts.
@@ -322,3 +325,36 @@ async def test_no_role_pulls_acknowledges_redefines_or_deletes_another_roles_con
         for nc in clients:
             await nc.close()
         server.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("role", "stream"),
+    [
+        ("media_node", subjects.CALL_EVENTS_STREAM),
+        ("selector", subjects.CALL_EVENTS_STREAM),
+        ("transcriber", subjects.TRANSCRIPTS_STREAM),
+        ("translator_bridge", subjects.TRANSCRIPTS_STREAM),
+        ("archive", subjects.DEAD_LETTER_STREAM),
+    ],
+)
+async def test_only_the_gateway_changes_the_durable_streams_settings(
+    connect_as: Connect, bus: Bus, role: str, stream: str
+) -> None:
+    """The reviewer's probe: a media node set ``CALL_EVENTS`` to keep one message. A
+    service may look a stream it writes into up, never change it; the gateway may."""
+    nc, errors = await connect_as(role)
+    js = nc.jetstream(timeout=1)
+    info = await js.stream_info(stream)  # allowed: it waits for the stream at start
+    kept = info.config.max_msgs
+    config = info.config
+    config.max_msgs = 1
+    with pytest.raises(nats.errors.TimeoutError):
+        await js.update_stream(config)
+    await _violation(errors, subjects.js_stream_api("UPDATE", stream))
+    test_nc, _ = await connect_as("test")
+    after = await test_nc.jetstream().stream_info(stream)
+    assert after.config.max_msgs == kept != 1
+    gateway, gateway_errors = await connect_as("gateway")
+    unchanged = (await gateway.jetstream().stream_info(stream)).config
+    await gateway.jetstream().update_stream(unchanged)  # the owner may (same settings)
+    assert gateway_errors == []

@@ -101,9 +101,7 @@ def test_only_the_gateway_runs_ordered_consumers_on_call_events() -> None:
     ``CALL_EVENTS``, where the selector's and the archive's durables are, only the
     gateway (its event feed) may send it; the analyst runs no consumer at all."""
     create = subjects.js_ephemeral_create(subjects.CALL_EVENTS_STREAM)
-    assert {r for r, role in ROLES.items() if allows(role.publish_allow(), create)} == {
-        "gateway"
-    }
+    assert {r for r, role in ROLES.items() if allows(role.publish_allow(), create)} == {"gateway"}
     analyst = ROLES["analyst"].publish_allow()
     assert not any(s.startswith(("$JS.API.CONSUMER.", "$JS.ACK.", "$JS.FC.")) for s in analyst)
     assert allows(analyst, subjects.js_stream_api("MSG.GET", subjects.CALL_EVENTS_STREAM))
@@ -198,3 +196,20 @@ def test_the_media_node_binds_its_ice_sockets_where_it_is_told() -> None:
         assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == ["127.0.0.1", "::1"]
     finally:
         aioice.ice.get_host_addresses = original
+
+
+def test_each_stream_has_one_owner_kind() -> None:
+    """Only the gateway creates or changes the durable streams; ``AUDIO_CHUNKS`` belongs
+    to its producers and its consumers (media nodes, transcribers)."""
+    owners = {
+        subjects.CALL_EVENTS_STREAM: {"gateway"},
+        subjects.TRANSCRIPTS_STREAM: {"gateway"},
+        subjects.DEAD_LETTER_STREAM: {"gateway"},
+        subjects.AUDIO_CHUNKS_STREAM: {"media_node", "transcriber"},
+    }
+    for stream, expected in owners.items():
+        for op in ("CREATE", "UPDATE"):
+            subject = subjects.js_stream_api(op, stream)
+            assert {r for r, role in ROLES.items() if allows(role.publish_allow(), subject)} == (
+                expected
+            ), subject
