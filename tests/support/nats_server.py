@@ -11,6 +11,7 @@ process itself). Services started by the test helpers connect as their own role
 permissions violation the server logs, and ``tests/conftest.py`` fails the test.
 """
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -47,6 +48,25 @@ def _test_roles() -> list[permissions.Role]:
     extra = tuple(c for p in TEST_ARCHIVE_DURABLES for c in permissions.archive_consumes(p))
     tested = dataclasses.replace(archive, consumes=archive.consumes + extra)
     return [tested if r is archive else r for r in permissions.ROLES.values()]
+
+
+def provision_everything(url: str) -> None:
+    """Provision every stream and bucket as the gateway would (from a sync fixture): for a
+    server of its own whose services start before any gateway, since each waits for the
+    streams and buckets it uses but does not own (``schemas/permissions.py``)."""
+    from schemas.bus import Bus
+    from schemas.provisioning import provision
+    from schemas.settings import BusSettings
+
+    async def run() -> None:
+        settings = BusSettings(nats_url=url)
+        bus = await Bus.connect(settings, "test-provisioning")
+        try:
+            await provision(bus.js, settings)
+        finally:
+            await bus.close()
+
+    asyncio.run(run())
 
 
 def free_port() -> int:
