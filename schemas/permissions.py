@@ -164,14 +164,18 @@ def _durable_ops(consumer: Consumes) -> list[str]:
 
 def _ordered_consumer_ops(stream: str) -> list[str]:
     """Running ordered consumers on one stream: the server-named ephemeral create (again
-    after a gap; the old one expires by itself) and flow-control replies. They acknowledge
-    nothing and never pull.
+    after a gap; the old one expires by itself), looking them up (read-only, any name: the
+    server draws it) and flow-control replies. They acknowledge nothing and never pull.
 
     The server also reads a ``name`` in the body of that request and then updates the
     consumer of that name, which no subject permission can prevent: so only the roles that
     need ordered consumers on a stream get this (on ``CALL_EVENTS`` the gateway alone; the
     analyst reads by message, see :data:`ANALYST`)."""
-    return [subjects.js_ephemeral_create(stream), subjects.js_flow_control(stream)]
+    return [
+        subjects.js_ephemeral_create(stream),
+        subjects.js_consumer_info_any(stream),
+        subjects.js_flow_control(stream),
+    ]
 
 
 def archive_consumes(prefix: str) -> tuple[Consumes, ...]:

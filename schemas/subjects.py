@@ -245,6 +245,12 @@ def js_consumer_api(operation: str, stream: str, consumer: str) -> str:
     return f"$JS.API.CONSUMER.{operation}.{_token(stream, 'stream')}.{_token(consumer, 'consumer')}"
 
 
+def js_consumer_info_any(stream: str) -> str:
+    """Looking up any consumer of one stream (read-only): nats-py asks it of its ordered
+    consumers, whose names the server draws (a KV watch, to know when it has caught up)."""
+    return f"$JS.API.CONSUMER.INFO.{_token(stream, 'stream')}.*"
+
+
 def js_ephemeral_create(stream: str) -> str:
     """Creating a server-named ephemeral consumer on one stream (what nats-py's ordered
     consumers and KV watches send)."""
