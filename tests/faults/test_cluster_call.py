@@ -79,7 +79,7 @@ async def _stored_events(bus: Bus, call_id: str) -> list[AnyCallEvent]:
 
 
 @pytest.mark.xfail(
-    reason="2 of 6 runs: right after the node died, a socket command (toggle-audio, end) "
+    reason="4 of 8 runs: right after the node died, a socket command (toggle-audio, end) "
     "was answered 'internal': the gateway's KV get of the call ($JS.API.STREAM.MSG.GET."
     "KV_calls) timed out (nats-py's 5 s) while the replicated bucket elected a new leader, "
     "and gateway/call_store.py neither retries it nor answers a typed retryable error",
