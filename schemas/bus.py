@@ -157,6 +157,17 @@ async def fetch_soon(psub: Any, batch: int, *, wait_s: float) -> list[Msg]:
     return msgs
 
 
+#: What a pull raises when its durable consumer is gone: after a whole-bus restart a memory
+#: stream (``AUDIO_CHUNKS``) comes back empty and without its consumers (re-provisioned on
+#: reconnect), and the server answers a pull with "no responders" (503), a lookup with
+#: "consumer not found" (404). The puller then re-creates its consumer, same config.
+CONSUMER_GONE: tuple[type[Exception], ...] = (
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NotFoundError,
+    nats.errors.NoRespondersError,
+)
+
+
 def _inbox_prefix(settings: BusSettings) -> str:
     user = settings.effective_user()
     try:
@@ -661,7 +672,7 @@ class Bus:
             ack_wait=ack_wait_s,
             max_deliver=max_deliver,
         )
-        psub = await self.js.pull_subscribe(
+        psub: Any = await self.js.pull_subscribe(
             filter_subject, durable=durable, stream=stream, config=config
         )
         decoder = decoder_for(type_)
@@ -721,13 +732,35 @@ class Bus:
             await msg.ack()
 
         async def loop() -> None:
+            nonlocal psub
+            gone = False
             while not stopping.is_set():
+                if gone:
+                    with contextlib.suppress(Exception):
+                        await psub.unsubscribe()
+                    try:
+                        psub = await self.js.pull_subscribe(
+                            filter_subject, durable=durable, stream=stream, config=config
+                        )
+                    except Exception as exc:
+                        log.warning(
+                            "bus.consumer_recreate_failed", durable=durable,
+                            error=type(exc).__name__,
+                        )  # fmt: skip
+                        await asyncio.sleep(0.5)
+                        continue
+                    gone = False
+                    log.info("bus.consumer_recreated", durable=durable, stream=stream)
                 try:
                     msgs = await fetch_soon(psub, batch, wait_s=0.5)
                 except nats.errors.TimeoutError:
                     continue
                 except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                     return
+                except CONSUMER_GONE as exc:
+                    log.warning("bus.consumer_gone", durable=durable, error=type(exc).__name__)
+                    gone = True
+                    continue
                 except Exception as exc:
                     log.warning("bus.fetch_failed", durable=durable, error=type(exc).__name__)
                     await asyncio.sleep(0.5)

@@ -10,9 +10,12 @@ nats-server permissions are derived (:meth:`Role.publish_allow`, :meth:`Role.sub
   service reads the replies meant for another;
 - ``dlq.<subject>`` for every subject it reads, so it can park what it could not handle;
 - JetStream API requests for its own streams, buckets and consumers only (``INFO`` /
-  ``CREATE`` / ``UPDATE`` of what it provisions, message reads of what it reads, consumer
-  creation, ``MSG.NEXT``, acknowledgements and flow control of what it consumes), never
-  ``DELETE`` or ``PURGE`` of a stream;
+  ``CREATE`` / ``UPDATE`` of what it provisions, message reads of what it reads), never
+  ``DELETE`` or ``PURGE`` of a stream or a consumer;
+- consumers by name: create, ``INFO``, ``MSG.NEXT`` and acknowledgements of its *own*
+  durables only (:class:`Consumes` ``durable``), so no role pulls from, acknowledges for,
+  redefines or deletes another's; ordered consumers (and KV watches) only the server-named
+  ephemeral create and flow control, and only on the streams where a role needs one;
 - KV writes (``$KV.<bucket>.>``) only to the buckets it writes;
 - replies to requests it received (``allow_responses``) only for a responder (media nodes).
 
@@ -43,10 +46,15 @@ _BUCKETS = (
 
 @dataclass(frozen=True, slots=True)
 class Consumes:
-    """A JetStream consumer a role runs: on ``stream``, filtered to ``subject``."""
+    """A JetStream consumer a role runs: on ``stream``, filtered to ``subject``.
+
+    ``durable``: the name of its durable consumer (shared by its instances); ``None``: an
+    ordered consumer (ephemeral, named by the server, recreated by nats-py after a gap).
+    """
 
     stream: str
     subject: str
+    durable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +68,15 @@ class Role:
     subscribes: tuple[str, ...] = ()
     #: Server advisories it follows (``$JS.EVENT.ADVISORY...``; never dead-lettered).
     advisories: tuple[str, ...] = ()
-    #: JetStream consumers it runs (durable pull consumers, ordered push consumers).
+    #: JetStream consumers it runs (its durable pull consumers, ordered push consumers).
     consumes: tuple[Consumes, ...] = ()
-    #: Streams it creates or updates at start (``schemas.provisioning``): those it writes.
+    #: Streams it creates or updates at start (``schemas.provisioning``). Each stream has
+    #: one owner kind, so no service can change another's retention or limits: the
+    #: gateway owns the durable ones, the media nodes and transcribers ``AUDIO_CHUNKS``.
     owns_streams: tuple[str, ...] = ()
+    #: Streams it publishes into without owning them: it looks them up (``INFO``) and
+    #: waits at start until their owner made them.
+    writes_into: tuple[str, ...] = ()
     #: Streams it reads one message of (``get_last_msg``).
     gets_from: tuple[str, ...] = ()
     #: KV buckets it creates at start and writes.
@@ -85,7 +98,12 @@ class Role:
 
     def streams(self) -> tuple[str, ...]:
         """Every stream it touches (provisions, consumes or reads)."""
-        used = self.owns_streams + tuple(c.stream for c in self.consumes) + self.gets_from
+        used = (
+            self.owns_streams
+            + self.writes_into
+            + tuple(c.stream for c in self.consumes)
+            + self.gets_from
+        )
         return tuple(dict.fromkeys(used))
 
     def buckets(self) -> tuple[str, ...]:
@@ -100,8 +118,8 @@ class Role:
             out += [subjects.js_stream_api(op, stream) for op in ops]
         for stream in self.gets_from:
             out += _message_reads(stream)
-        for stream in dict.fromkeys(c.stream for c in self.consumes):
-            out += _consumer_ops(stream)
+        for c in self.consumes:
+            out += _ordered_consumer_ops(c.stream) if c.durable is None else _durable_ops(c)
         for bucket in self.buckets():
             name = subjects.kv_stream(bucket)
             owned = bucket in self.owns_buckets
@@ -110,7 +128,7 @@ class Role:
             if owned:
                 out.append(subjects.kv_keys(bucket))
             out += _message_reads(name)  # get
-            out += _consumer_ops(name)  # watch (an ordered consumer on the bucket)
+            out += _ordered_consumer_ops(name)  # watch (an ordered consumer on the bucket)
         return list(dict.fromkeys(out))
 
     def subscribe_allow(self) -> list[str]:
@@ -134,17 +152,54 @@ def _message_reads(stream: str) -> list[str]:
     return [subjects.js_stream_api("MSG.GET", stream), *subjects.js_direct_get(stream)]
 
 
-def _consumer_ops(stream: str) -> list[str]:
-    """Running consumers on one stream: create, look up, pull, acknowledge, flow control,
-    and remove its own ephemeral ones (an ordered consumer replaced after a gap)."""
+def _durable_ops(consumer: Consumes) -> list[str]:
+    """Running one named durable pull consumer: create (or re-create with the same config),
+    look up, pull, acknowledge; nothing about any other consumer, and no delete."""
+    assert consumer.durable is not None
+    stream, name = consumer.stream, consumer.durable
     return [
-        *subjects.js_consumer_create(stream),
-        subjects.js_consumer_api("INFO", stream),
-        subjects.js_consumer_api("MSG.NEXT", stream),
-        subjects.js_consumer_api("DELETE", stream),
-        subjects.js_acks(stream),
+        *subjects.js_durable_create(stream, name),
+        subjects.js_consumer_api("INFO", stream, name),
+        subjects.js_consumer_api("MSG.NEXT", stream, name),
+        subjects.js_acks(stream, name),
+    ]
+
+
+def _ordered_consumer_ops(stream: str) -> list[str]:
+    """Running ordered consumers on one stream: the server-named ephemeral create (again
+    after a gap; the old one expires by itself), looking them up (read-only, any name: the
+    server draws it) and flow-control replies. They acknowledge nothing and never pull.
+
+    The server also reads a ``name`` in the body of that request and then updates the
+    consumer of that name, which no subject permission can prevent: so only the roles that
+    need ordered consumers on a stream get this (on ``CALL_EVENTS`` the gateway alone; the
+    analyst reads by message, see :data:`ANALYST`)."""
+    return [
+        subjects.js_ephemeral_create(stream),
+        subjects.js_consumer_info_any(stream),
         subjects.js_flow_control(stream),
     ]
+
+
+def archive_consumes(prefix: str) -> tuple[Consumes, ...]:
+    """The archive's three durables under one name prefix (``ARCHIVE_DURABLE``)."""
+    return (
+        Consumes(
+            subjects.CALL_EVENTS_STREAM,
+            subjects.ALL_CALL_EVENTS,
+            subjects.archive_consumer(prefix, subjects.ARCHIVE_EVENTS),
+        ),
+        Consumes(
+            subjects.TRANSCRIPTS_STREAM,
+            subjects.ALL_TRANSCRIPT_SEGMENTS,
+            subjects.archive_consumer(prefix, subjects.ARCHIVE_SEGMENTS),
+        ),
+        Consumes(
+            subjects.TRANSCRIPTS_STREAM,
+            subjects.ALL_CAPTIONS,
+            subjects.archive_consumer(prefix, subjects.ARCHIVE_CAPTIONS),
+        ),
+    )
 
 
 def _heartbeat(kind: str) -> str:
@@ -189,8 +244,10 @@ SELECTOR = Role(
         _heartbeat("selector"),
     ),
     subscribes=(subjects.MEDIA_NODE_HEARTBEAT,),
-    consumes=(Consumes(subjects.CALL_EVENTS_STREAM, subjects.ALL_CALL_EVENTS),),
-    owns_streams=(subjects.CALL_EVENTS_STREAM, subjects.DEAD_LETTER_STREAM),
+    consumes=(
+        Consumes(subjects.CALL_EVENTS_STREAM, subjects.ALL_CALL_EVENTS, subjects.SELECTOR_DURABLE),
+    ),
+    writes_into=(subjects.CALL_EVENTS_STREAM, subjects.DEAD_LETTER_STREAM),
     gets_from=(subjects.CALL_EVENTS_STREAM,),
     owns_buckets=(subjects.CALLS_BUCKET, subjects.CALL_CLAIMS_BUCKET),
 )
@@ -207,11 +264,8 @@ MEDIA_NODE = Role(
         _heartbeat("media_node"),
     ),
     subscribes=(subjects.ALL_MEDIA_RPC,),
-    owns_streams=(
-        subjects.CALL_EVENTS_STREAM,
-        subjects.AUDIO_CHUNKS_STREAM,
-        subjects.DEAD_LETTER_STREAM,
-    ),
+    owns_streams=(subjects.AUDIO_CHUNKS_STREAM,),
+    writes_into=(subjects.CALL_EVENTS_STREAM, subjects.DEAD_LETTER_STREAM),
     answers_requests=True,
 )
 
@@ -221,13 +275,14 @@ TRANSCRIBER = Role(
     publishes=(subjects.ALL_TRANSCRIPT_SEGMENTS, _heartbeat("transcriber")),
     # A chunk that crashed every worker it reached is read back and dead-lettered.
     advisories=(subjects.js_max_deliveries(subjects.AUDIO_CHUNKS_STREAM),),
-    consumes=(Consumes(subjects.AUDIO_CHUNKS_STREAM, subjects.ALL_AUDIO_CHUNKS),),
     gets_from=(subjects.AUDIO_CHUNKS_STREAM,),
-    owns_streams=(
-        subjects.AUDIO_CHUNKS_STREAM,
-        subjects.TRANSCRIPTS_STREAM,
-        subjects.DEAD_LETTER_STREAM,
+    consumes=(
+        Consumes(
+            subjects.AUDIO_CHUNKS_STREAM, subjects.ALL_AUDIO_CHUNKS, subjects.TRANSCRIBER_DURABLE
+        ),
     ),
+    owns_streams=(subjects.AUDIO_CHUNKS_STREAM,),
+    writes_into=(subjects.TRANSCRIPTS_STREAM, subjects.DEAD_LETTER_STREAM),
 )
 
 TRANSLATOR_BRIDGE = Role(
@@ -235,7 +290,7 @@ TRANSLATOR_BRIDGE = Role(
     summary="transcript segments in, captions per language out",
     publishes=(subjects.ALL_CAPTIONS, _heartbeat("translator_bridge")),
     subscribes=(subjects.ALL_TRANSCRIPT_SEGMENTS,),
-    owns_streams=(subjects.TRANSCRIPTS_STREAM, subjects.DEAD_LETTER_STREAM),
+    writes_into=(subjects.TRANSCRIPTS_STREAM, subjects.DEAD_LETTER_STREAM),
     reads_buckets=(subjects.CALLS_BUCKET,),
 )
 
@@ -243,12 +298,8 @@ ARCHIVE = Role(
     "archive",
     summary="call events, segments and captions into MongoDB (durable consumers)",
     publishes=(_heartbeat("archive"),),
-    consumes=(
-        Consumes(subjects.CALL_EVENTS_STREAM, subjects.ALL_CALL_EVENTS),
-        Consumes(subjects.TRANSCRIPTS_STREAM, subjects.ALL_TRANSCRIPT_SEGMENTS),
-        Consumes(subjects.TRANSCRIPTS_STREAM, subjects.ALL_CAPTIONS),
-    ),
-    owns_streams=(subjects.DEAD_LETTER_STREAM,),
+    consumes=archive_consumes(subjects.ARCHIVE_DURABLE),
+    writes_into=(subjects.DEAD_LETTER_STREAM,),
 )
 
 SUPERVISOR = Role(
@@ -261,7 +312,10 @@ ANALYST = Role(
     "analyst",
     summary="read-only: the call event stream and heartbeats (meeshy-tap, tools/demo_call.py)",
     subscribes=(subjects.ALL_CALL_EVENTS, subjects.ALL_SERVICE_HEARTBEATS),
-    consumes=(Consumes(subjects.CALL_EVENTS_STREAM, subjects.ALL_CALL_EVENTS),),
+    # No consumer at all: the tap reads the stream message by message (``MSG.GET`` next by
+    # subject) and wakes on the live events it subscribes to, so an analyst can neither
+    # pull from, acknowledge for, redefine nor delete a service's consumer.
+    gets_from=(subjects.CALL_EVENTS_STREAM,),
 )
 
 #: Every role a service process runs as, by service kind (``ServiceKind``).

@@ -90,8 +90,21 @@ def _url_password(urls: str) -> str | None:
 
 
 def redact_url(url: str) -> str:
-    """Hide a password embedded in a URL (``nats://user:pw@host`` -> ``nats://user:***@host``)."""
-    return re.sub(r"(//[^:/@]+:)[^@]+@", r"\1***@", url)
+    """Hide the credentials of every URL in ``url`` (one, or a comma-separated list): the
+    whole userinfo, ``nats://user:pw@host`` -> ``nats://***@host``.
+
+    The user goes too: in ``nats://<token>@host`` the only part before ``@`` is a secret.
+    What runs to the *last* ``@`` before the next URL is hidden, so a password holding an
+    ``@``, a ``/`` or a comma does not show through either (hiding too much is safe).
+    """
+    parts = url.split("//")
+    for i, part in enumerate(parts):
+        if i == 0 and len(parts) > 1:
+            continue  # the first scheme ("nats:")
+        at = part.rfind("@")
+        if at >= 0:
+            parts[i] = "***" + part[at:]
+    return "//".join(parts)
 
 
 ServiceId = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
@@ -128,9 +141,11 @@ class BusSettings(Settings, frozen=True, kw_only=True):
         if self.nats_user:
             return self.nats_user
         for server in self.servers():
-            user = urlsplit(server if "//" in server else f"nats://{server}").username
-            if user:
-                return user
+            parsed = urlsplit(server if "//" in server else f"nats://{server}")
+            # ``user:password@``: a user. A lone ``token@`` is a token, never a user name
+            # (it would end up in inbox subjects and logs).
+            if parsed.username and parsed.password is not None:
+                return parsed.username
         return None
 
 

@@ -180,6 +180,26 @@ def call_claim_key(conversation_id: str) -> str:
     return _token(conversation_id, "conversation_id")
 
 
+# --- Durable consumers ------------------------------------------------------------------
+# Their names are part of each role's NATS permissions (schemas/permissions.py): a role may
+# create, pull from and acknowledge only its own durables, so these are the defaults of the
+# services' settings and of the deployed permissions alike.
+
+#: The selector instances' shared consumer of ``CALL_EVENTS`` (``SELECTOR_DURABLE``).
+SELECTOR_DURABLE = "mode-selector"
+#: The transcribers' shared consumer of ``AUDIO_CHUNKS`` (``TRANSCRIBER_QUEUE``).
+TRANSCRIBER_DURABLE = "transcribers"
+#: The archive's consumers' name prefix (``ARCHIVE_DURABLE``).
+ARCHIVE_DURABLE = "archive"
+#: The archive's three consumers: what each reads, by the suffix of its name.
+ARCHIVE_EVENTS, ARCHIVE_SEGMENTS, ARCHIVE_CAPTIONS = "events", "segments", "captions"
+
+
+def archive_consumer(prefix: str, kind: str) -> str:
+    """The name of one of the archive's durables (``<prefix>-events`` ...)."""
+    return f"{_token(prefix, 'archive durable')}-{_token(kind, 'archive consumer')}"
+
+
 # --- NATS plumbing: JetStream API, KV, request/reply inboxes ------------------------------
 # Named here so the permissions of each service (schemas/permissions.py) are built from the
 # same source as everything else. Stream and bucket names are ours, never a client's.
@@ -220,19 +240,31 @@ def js_direct_get(stream: str) -> tuple[str, str]:
     return f"$JS.API.DIRECT.GET.{name}", f"$JS.API.DIRECT.GET.{name}.>"
 
 
-def js_consumer_api(operation: str, stream: str) -> str:
-    """JetStream API requests about the consumers of one stream (``INFO``, ``MSG.NEXT``...);
-    the last token is the consumer's name."""
-    return f"$JS.API.CONSUMER.{operation}.{_token(stream, 'stream')}.*"
+def js_consumer_api(operation: str, stream: str, consumer: str) -> str:
+    """A JetStream API request about one consumer of one stream (``INFO``, ``MSG.NEXT``)."""
+    return f"$JS.API.CONSUMER.{operation}.{_token(stream, 'stream')}.{_token(consumer, 'consumer')}"
 
 
-def js_consumer_create(stream: str) -> tuple[str, str, str]:
-    """Creating a consumer on one stream: ephemeral, named (with a filter), and durable."""
-    name = _token(stream, "stream")
+def js_consumer_info_any(stream: str) -> str:
+    """Looking up any consumer of one stream (read-only): nats-py asks it of its ordered
+    consumers, whose names the server draws (a KV watch, to know when it has caught up)."""
+    return f"$JS.API.CONSUMER.INFO.{_token(stream, 'stream')}.*"
+
+
+def js_ephemeral_create(stream: str) -> str:
+    """Creating a server-named ephemeral consumer on one stream (what nats-py's ordered
+    consumers and KV watches send)."""
+    return f"$JS.API.CONSUMER.CREATE.{_token(stream, 'stream')}"
+
+
+def js_durable_create(stream: str, consumer: str) -> tuple[str, str, str]:
+    """Creating (or updating) one named durable consumer on one stream: the legacy durable
+    form, and the named form without and with a filter subject."""
+    name, durable = _token(stream, "stream"), _token(consumer, "consumer")
     return (
-        f"$JS.API.CONSUMER.CREATE.{name}",
-        f"$JS.API.CONSUMER.CREATE.{name}.>",
-        f"$JS.API.CONSUMER.DURABLE.CREATE.{name}.*",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{name}.{durable}",
+        f"$JS.API.CONSUMER.CREATE.{name}.{durable}",
+        f"$JS.API.CONSUMER.CREATE.{name}.{durable}.>",
     )
 
 
@@ -244,9 +276,9 @@ def js_max_deliveries(stream: str, consumer: str = "*") -> str:
     return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{name}.{last}"
 
 
-def js_acks(stream: str) -> str:
-    """Acknowledgements of the messages one stream's consumers deliver."""
-    return f"$JS.ACK.{_token(stream, 'stream')}.>"
+def js_acks(stream: str, consumer: str) -> str:
+    """Acknowledgements of the messages one consumer of one stream delivers."""
+    return f"$JS.ACK.{_token(stream, 'stream')}.{_token(consumer, 'consumer')}.>"
 
 
 def js_flow_control(stream: str) -> str:

@@ -17,6 +17,7 @@ Examples::
 
 import argparse
 import asyncio
+import contextlib
 import re
 import statistics
 import sys
@@ -30,7 +31,6 @@ import msgspec
 import nats
 import nats.errors
 import nats.js.errors
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from schemas import subjects
 from schemas.call_events import (
@@ -233,8 +233,38 @@ class Seen:
         return True
 
 
+class _StoredMessage(msgspec.Struct, frozen=True):
+    seq: int
+    subject: str = ""
+    data: bytes = b""  # base64 in JSON, decoded by msgspec
+
+
+class _ApiError(msgspec.Struct, frozen=True):
+    code: int
+    description: str = ""
+
+
+class _MsgGetResponse(msgspec.Struct, frozen=True):
+    """``$JS.API.STREAM.MSG.GET`` answer: a message, or an error (404: none further)."""
+
+    message: _StoredMessage | None = None
+    error: _ApiError | None = None
+
+
+_NOT_FOUND = 404
+#: A follower re-reads at least this often, even without a live event to wake it.
+_FOLLOW_POLL_S = 1.0
+
+
 class Tap:
-    """One replay (and optional follow) of ``CALL_EVENTS`` through a temporary consumer."""
+    """One replay (and optional follow) of ``CALL_EVENTS``, read message by message.
+
+    The tap runs as the read-only ``analyst`` role, which may run no consumer
+    (``schemas/permissions.py``): it asks the stream for the next message on its subject
+    after the last one it read (``MSG.GET`` with ``next_by_subj``), in stream order, and
+    while following waits for a live event on that subject (a core subscription, used
+    only as a wake-up) before asking again.
+    """
 
     def __init__(self, nc: Any, args: argparse.Namespace, out: IO[str], err: IO[str]) -> None:
         self.nc = nc
@@ -245,63 +275,73 @@ class Tap:
         self.undecodable = 0
         self.printed = 0
         self.seen = Seen()
-
-    def _config(self, filter_subject: str) -> ConsumerConfig:
-        config = ConsumerConfig(
-            filter_subject=filter_subject,
-            ack_policy=AckPolicy.EXPLICIT,
-            inactive_threshold=30.0,
-            deliver_policy=DeliverPolicy.ALL,
+        self._responses: msgspec.json.Decoder[_MsgGetResponse] = msgspec.json.Decoder(
+            _MsgGetResponse
         )
-        if self.args.from_seq is not None:
-            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
-            config.opt_start_seq = self.args.from_seq
-        elif self.args.since is not None:
-            config.deliver_policy = DeliverPolicy.BY_START_TIME
-            config.opt_start_time = (
-                self.args.since.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+    async def _next(self, request: dict[str, object]) -> _StoredMessage | None:
+        """The first message the request names, ``None`` when there is none (yet)."""
+        reply = await self.nc.request(
+            subjects.js_stream_api("MSG.GET", subjects.CALL_EVENTS_STREAM),
+            msgspec.json.encode(request),
+            timeout=5,
+        )
+        answer = self._responses.decode(reply.data)
+        if answer.error is not None:
+            if answer.error.code == _NOT_FOUND:
+                return None
+            raise nats.js.errors.APIError(
+                code=answer.error.code, description=answer.error.description
             )
-        elif self.args.new:
-            config.deliver_policy = DeliverPolicy.NEW
-        return config
+        return answer.message
+
+    async def _first_request(self, filter_subject: str) -> dict[str, object]:
+        a = self.args
+        if a.from_seq is not None:
+            return {"seq": max(1, a.from_seq), "next_by_subj": filter_subject}
+        if a.since is not None:
+            since = a.since.astimezone(UTC).isoformat().replace("+00:00", "Z")
+            return {"start_time": since, "next_by_subj": filter_subject}
+        if a.new:
+            info = await self.js.stream_info(subjects.CALL_EVENTS_STREAM)
+            return {"seq": info.state.last_seq + 1, "next_by_subj": filter_subject}
+        return {"seq": 1, "next_by_subj": filter_subject}
 
     async def events(self, filter_subject: str, *, follow: bool) -> Any:
         """Yield ``(stream_seq, event)`` in stream order; stop at the end unless following."""
-        psub = await self.js.pull_subscribe(
-            filter_subject, stream=subjects.CALL_EVENTS_STREAM, config=self._config(filter_subject)
-        )
         decoder: msgspec.json.Decoder[AnyCallEvent] = decoder_for(AnyCallEvent)
+        woken = asyncio.Event()
+
+        async def wake(_: Any) -> None:
+            woken.set()
+
+        # Subscribed before the start is fixed, so no live event slips between the two.
+        sub = await self.nc.subscribe(filter_subject, cb=wake) if follow else None
         try:
-            info = await psub.consumer_info()
-            if not follow and info.num_pending == 0:
-                return
+            request = await self._first_request(filter_subject)
             while True:
-                try:
-                    msgs = await psub.fetch(256, timeout=1.0)
-                except nats.errors.TimeoutError:
-                    if follow:
-                        continue
-                    info = await psub.consumer_info()
-                    if info.num_pending == 0:
+                woken.clear()
+                stored = await self._next(request)
+                if stored is None:
+                    if not follow:
                         return
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(woken.wait(), _FOLLOW_POLL_S)
                     continue
-                for msg in msgs:
-                    await msg.ack()
-                    meta = msg.metadata
-                    try:
-                        event = decoder.decode(msg.data)
-                    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                        self.undecodable += 1
-                        print(
-                            f"tap: skipped message {meta.sequence.stream} on {msg.subject}: {exc}",
-                            file=self.err,
-                        )
-                    else:
-                        yield meta.sequence.stream, event
-                    if not follow and meta.num_pending == 0:
-                        return
+                request = {"seq": stored.seq + 1, "next_by_subj": filter_subject}
+                try:
+                    event = decoder.decode(stored.data)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    self.undecodable += 1
+                    print(
+                        f"tap: skipped message {stored.seq} on {stored.subject}: {exc}",
+                        file=self.err,
+                    )
+                else:
+                    yield stored.seq, event
         finally:
-            await psub.unsubscribe()
+            if sub is not None:
+                await sub.unsubscribe()
 
     async def calls_of(self, conversation_id: str) -> set[str]:
         """Every call of a conversation still in the stream (a pre-scan of initiations)."""

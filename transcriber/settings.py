@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from schemas import subjects
 from schemas.settings import PositiveFloat, ServiceSettings
 
 
@@ -21,7 +22,7 @@ class TranscriberSettings(ServiceSettings, frozen=True, kw_only=True):
     #: Durable JetStream consumer shared by every transcriber instance (each chunk goes to
     #: one of them; a chunk is acknowledged only once its segment is published).
     transcriber_queue: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = (
-        "transcribers"
+        subjects.TRANSCRIBER_DURABLE
     )
     #: Which model transcribes which spoken language: ``language=model`` pairs, ``*`` for
     #: every other language; a model is ``tiny.en``, ``base`` (bundled) or an absolute

@@ -35,7 +35,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry.trace import SpanKind
 
 from schemas import subjects, telemetry
-from schemas.bus import Bus, continue_trace
+from schemas.bus import CONSUMER_GONE, Bus, continue_trace
 from schemas.captions import TranscriptSegment
 from schemas.codec import decoder_for, encode
 from schemas.dead_letter import DeadLetter, FailureKind
@@ -187,12 +187,7 @@ class TranscriberWorker:
 
     async def start(self) -> None:
         await self._exhausted.start()
-        self._psub = await self.bus.js.pull_subscribe(
-            subjects.ALL_AUDIO_CHUNKS,
-            durable=self.config.durable,
-            stream=subjects.AUDIO_CHUNKS_STREAM,
-            config=consumer_config(self.config),
-        )
+        await self._subscribe()
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run(), name="transcriber-worker")
         self._depth_task = loop.create_task(self._watch_depth(), name="queue-depth")
@@ -211,13 +206,45 @@ class TranscriberWorker:
                 await self._psub.unsubscribe()
         await self._exhausted.stop()
 
+    async def _subscribe(self) -> None:
+        """Bind to the shared consumer, creating it (this config) if it is missing."""
+        self._psub = await self.bus.js.pull_subscribe(
+            subjects.ALL_AUDIO_CHUNKS,
+            durable=self.config.durable,
+            stream=subjects.AUDIO_CHUNKS_STREAM,
+            config=consumer_config(self.config),
+        )
+
+    async def _resubscribe(self) -> bool:
+        """After the consumer was lost (a whole-bus restart empties the memory stream
+        ``AUDIO_CHUNKS``, its consumer with it): the same consumer again, same config."""
+        with contextlib.suppress(Exception):
+            await self._psub.unsubscribe()
+        try:
+            await self._subscribe()
+        except Exception as exc:
+            log.warning("worker.resubscribe_failed", error=type(exc).__name__)
+            return False
+        log.info("worker.resubscribed", durable=self.config.durable)
+        return True
+
     # --- the loop -----------------------------------------------------------------------
     async def _run(self) -> None:
+        gone = False
         while not self._stopping.is_set():
+            if gone:
+                if not await self._resubscribe():
+                    await asyncio.sleep(0.5)
+                    continue
+                gone = False
             try:
                 messages = await self._pull()
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                 return
+            except CONSUMER_GONE as exc:
+                log.warning("worker.consumer_gone", error=type(exc).__name__)
+                gone = True
+                continue
             except Exception as exc:
                 log.warning("worker.pull_failed", error=type(exc).__name__)
                 await asyncio.sleep(0.5)

@@ -68,7 +68,7 @@ class ArchiveService(Service[ArchiveSettings]):
         self.consumers = [
             await bus.consume(
                 stream=subjects.CALL_EVENTS_STREAM,
-                durable=f"{durable}-events",
+                durable=subjects.archive_consumer(durable, subjects.ARCHIVE_EVENTS),
                 filter_subject=subjects.ALL_CALL_EVENTS,
                 type_=AnyCallEvent,
                 # A type newer than this archive still folds, as a revision changing nothing.
@@ -77,14 +77,14 @@ class ArchiveService(Service[ArchiveSettings]):
             ),
             await bus.consume(
                 stream=subjects.TRANSCRIPTS_STREAM,
-                durable=f"{durable}-segments",
+                durable=subjects.archive_consumer(durable, subjects.ARCHIVE_SEGMENTS),
                 filter_subject=subjects.ALL_TRANSCRIPT_SEGMENTS,
                 type_=TranscriptSegment,
                 handler=self.writer.on_segment,
             ),
             await bus.consume(
                 stream=subjects.TRANSCRIPTS_STREAM,
-                durable=f"{durable}-captions",
+                durable=subjects.archive_consumer(durable, subjects.ARCHIVE_CAPTIONS),
                 filter_subject=subjects.ALL_CAPTIONS,
                 type_=Caption,
                 handler=self.writer.on_caption,

@@ -4,6 +4,7 @@ from typing import Annotated, ClassVar
 
 import msgspec
 
+from schemas import subjects
 from schemas.settings import PositiveFloat, ServiceSettings
 
 DatabaseName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,63}$")]
@@ -23,7 +24,7 @@ class ArchiveSettings(ServiceSettings, frozen=True, kw_only=True):
     #: Give up (exit non-zero) if MongoDB does not answer within this long at start.
     mongo_connect_deadline_s: PositiveFloat = 30.0
     #: The durable consumers' name prefix: instances sharing it share the work.
-    archive_durable: DurableName = "archive"
+    archive_durable: DurableName = subjects.ARCHIVE_DURABLE
     #: A missing revision of a live call is skipped (recorded in the session's
     #: ``missing_revisions``) once the stream holds an event of the call this much later
     #: than the first event waiting behind it; once ``call.ended`` is logged, at once.

@@ -9,9 +9,14 @@ an empty ``renew_leases`` request:
 
 - an answer, an error reply or a timeout is *not* death (a busy node answers late; a host
   that vanished without closing its connection is left to the heartbeat expiry);
-- "no responders" ``misses`` times in a row, ``retry_s`` apart, is: the node is forgotten
-  and its calls are decided at once (a node reconnecting to another NATS server is briefly
-  without subscriptions too; the second probe keeps that from moving its calls).
+- "no responders" ``misses`` times in a row, ``retry_s`` apart, *and no heartbeat from the
+  node since the first of them*, is: the node is forgotten and its calls are decided at
+  once. A node reconnecting to another NATS server is briefly without subscriptions too:
+  the second probe, and its heartbeats (they come again once it is back), keep that from
+  moving its calls;
+- for ``reconnect_grace_s`` after the selector's *own* reconnect no verdict is given: every
+  node may be reconnecting at the same moment (a whole-bus restart) and answer "no
+  responders" until nats-py has restored its subscriptions.
 
 :class:`NodeProbes` only says which node to probe when and what an outcome means; the
 selector service sends the requests.
@@ -28,15 +33,26 @@ ProbeResult = Literal["answered", "no_responders", "unanswered"]
 class _Probe:
     next_at: float
     misses: int = 0
+    #: When the first "no responders" of the current run of them came.
+    first_miss_at: float = 0.0
 
 
 class NodeProbes:
     """When to probe each node, and when its silence means it is gone."""
 
-    def __init__(self, interval_s: float, *, retry_s: float = 0.2, misses: int = 2) -> None:
+    def __init__(
+        self,
+        interval_s: float,
+        *,
+        retry_s: float = 0.2,
+        misses: int = 2,
+        reconnect_grace_s: float = 3.0,
+    ) -> None:
         self.interval_s = interval_s
         self.retry_s = retry_s
         self.misses = max(1, misses)
+        self.reconnect_grace_s = reconnect_grace_s
+        self._quiet_until = float("-inf")
         self._probes: dict[str, _Probe] = {}
         self.sent = 0
         self.confirmed_dead = 0
@@ -63,12 +79,35 @@ class NodeProbes:
         times = [p.next_at for p in self._probes.values()]
         return min(times) if times else now + self.interval_s
 
-    def result(self, node_id: str, outcome: ProbeResult, now: float) -> bool:
-        """Record a probe's outcome; True when the node must now be taken for dead."""
+    def reconnected(self, now: float) -> None:
+        """The selector's own connection came back: no verdict for ``reconnect_grace_s``,
+        and the misses counted before it do not count."""
+        self._quiet_until = now + self.reconnect_grace_s
+        for probe in self._probes.values():
+            probe.misses = 0
+
+    def result(
+        self, node_id: str, outcome: ProbeResult, now: float, *, heard_at: float | None = None
+    ) -> bool:
+        """Record a probe's outcome; True when the node must now be taken for dead.
+
+        ``heard_at``: when the node's last heartbeat came (``None``: never, or unknown).
+        """
         probe = self._probes.setdefault(node_id, _Probe(next_at=now))
         if outcome != "no_responders":
             probe.misses = 0
             probe.next_at = now + self.interval_s
+            return False
+        if now < self._quiet_until:
+            probe.misses = 0
+            probe.next_at = max(self._quiet_until, now + self.retry_s)
+            return False
+        if probe.misses == 0:
+            probe.first_miss_at = now
+        if heard_at is not None and heard_at >= probe.first_miss_at:
+            # It beat since it stopped answering: alive, its subscriptions on their way.
+            probe.misses = 0
+            probe.next_at = now + self.retry_s
             return False
         probe.misses += 1
         if probe.misses >= self.misses:

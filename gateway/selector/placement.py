@@ -92,6 +92,11 @@ class NodeTable:
             del self._nodes[node_id]
         return list(self._nodes.values())
 
+    def seen_at(self, node_id: str) -> float | None:
+        """When the node's last heartbeat came (``None``: not known)."""
+        node = self._nodes.get(node_id)
+        return node.seen_at if node is not None else None
+
     def forget(self, node_id: str) -> None:
         """Drop a node known to be dead (a later report brings it back)."""
         self._nodes.pop(node_id, None)

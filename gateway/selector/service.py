@@ -256,6 +256,8 @@ class SelectorService(Service[SelectorSettings]):
             settings.selector_node_probe_interval_s, misses=settings.selector_node_probe_misses
         )
         self._known_nodes: set[str] = set()
+        # After its own reconnect every node may briefly answer "no responders".
+        bus.on_reconnect(self._after_reconnect)
         self.selector = ModeSelector(
             self.store,
             self.nodes,
@@ -295,6 +297,9 @@ class SelectorService(Service[SelectorSettings]):
         self.accepting = True
         log.info("selector.serving", durable=settings.selector_durable)
 
+    async def _after_reconnect(self) -> None:
+        self.probes.reconnected(time.time())
+
     async def _on_node(self, beat: MediaNodeHeartbeat, _: Incoming) -> None:
         self.nodes.update(beat, time.time())
 
@@ -309,7 +314,8 @@ class SelectorService(Service[SelectorSettings]):
                 outcomes = await asyncio.gather(*(self._probe(n) for n in due))
                 now = time.time()
                 for node_id, outcome in zip(due, outcomes, strict=True):
-                    if self.probes.result(node_id, outcome, now):
+                    heard_at = self.nodes.seen_at(node_id)
+                    if self.probes.result(node_id, outcome, now, heard_at=heard_at):
                         self.nodes.forget(node_id)
                         live.discard(node_id)
                         log.warning("selector.node_dead", node_id=node_id, via="no_responders")

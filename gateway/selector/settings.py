@@ -5,6 +5,7 @@ from typing import Annotated
 import msgspec
 
 from gateway.selector.rules import Rules
+from schemas import subjects
 from schemas.settings import PositiveFloat, ServiceSettings
 
 
@@ -30,7 +31,7 @@ class SelectorSettings(ServiceSettings, frozen=True, kw_only=True):
     #: How often every known call is re-examined (a safety net under the events).
     selector_scan_interval_s: PositiveFloat = 2.0
     #: The durable consumer shared by every selector instance.
-    selector_durable: str = "mode-selector"
+    selector_durable: str = subjects.SELECTOR_DURABLE
     #: Calls decided at once (each call's decisions are serial).
     selector_concurrency: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 256
 

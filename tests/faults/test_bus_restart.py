@@ -61,7 +61,7 @@ def stack(server: NatsServer, mongo_server: MongoServer) -> Iterator[CallStack]:
         archive_env={
             "MONGO_URL": mongo_server.url,
             "MONGO_DATABASE": "bus-restart",
-            "ARCHIVE_DURABLE": "bus-restart",
+            "ARCHIVE_DURABLE": "archive-bus-restart",
         },
     ).start_all()
     yield calls
@@ -91,12 +91,6 @@ async def _call_state(bus: Bus, call_id: str) -> CallState:
     return entry.value
 
 
-@pytest.mark.xfail(
-    reason="last run (after the reconnect-provision fix): every check passed up to the "
-    "archive, which did not reach a call's last revision within 30 s (the run before, it "
-    "did); under investigation",
-    strict=False,
-)
 async def test_after_a_whole_bus_restart_every_service_and_subscription_resumes(
     *,
     server: NatsServer,

@@ -79,9 +79,10 @@ async def _stored_events(bus: Bus, call_id: str) -> list[AnyCallEvent]:
 
 
 @pytest.mark.xfail(
-    reason="first run: the mute did not reach the other gateway's socket within 30 s after "
-    "the node died (the gateways' ordered event feed is rebuilt only after missed idle "
-    "heartbeats); gateway/event_feed.py now asks 1 s heartbeats, not yet re-run here",
+    reason="4 of 8 runs: right after the node died, a socket command (toggle-audio, end) "
+    "was answered 'internal': the gateway's KV get of the call ($JS.API.STREAM.MSG.GET."
+    "KV_calls) timed out (nats-py's 5 s) while the replicated bucket elected a new leader, "
+    "and gateway/call_store.py neither retries it nor answers a typed retryable error",
     strict=False,
 )
 async def test_a_call_goes_on_when_one_nats_node_dies_and_no_event_is_lost(
@@ -119,6 +120,7 @@ async def test_a_call_goes_on_when_one_nats_node_dies_and_no_event_is_lost(
         def toggled_to(p: dict[str, object], enabled: bool = enabled) -> bool:
             return p.get("audioEnabled") is enabled
 
+        await a.toggle_audio(enabled)
         toggled = await b.wait_for("call:media-toggled", toggled_to, timeout=30)
         assert toggled["participantId"] == a.participant_id
     seen = (a.frames("video"), b.frames("video"))

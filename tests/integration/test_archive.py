@@ -193,7 +193,7 @@ async def test_a_restarted_archive_resumes_with_no_gap_and_no_duplicate(
         "NATS_URL": nats_server.url,
         "MONGO_URL": mongo_server.url,
         "MONGO_DATABASE": f"db-{uid}",
-        "ARCHIVE_DURABLE": f"k-{uid}",
+        "ARCHIVE_DURABLE": "archive-crash",
         "SERVICE_ID": f"archive-{uid}",
         "HEARTBEAT_INTERVAL_S": "1",
     }

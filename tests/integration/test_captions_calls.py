@@ -24,7 +24,7 @@ from tests.support.call_client import CallClient, Payload
 from tests.support.call_stack import CallStack
 from tests.support.captions import ApyServer, ServiceProcess
 from tests.support.microphone import Microphone
-from tests.support.nats_server import NatsServer
+from tests.support.nats_server import NatsServer, provision_everything
 from tests.support.speech import SENTENCES, speak, word_error_rate
 from tests.support.waiting import Collector, eventually
 
@@ -40,6 +40,7 @@ WER_EN = 0.5
 @pytest.fixture(scope="module")
 def nats_here() -> Iterator[NatsServer]:
     server = NatsServer(name="captions-calls").start()
+    provision_everything(server.url)
     yield server
     server.cleanup()
 

@@ -87,7 +87,7 @@ def stack(nats_server: NatsServer, mongo_server: MongoServer) -> Iterator[Histor
         "NATS_URL": nats_server.url,
         "MONGO_URL": mongo_server.url,
         "MONGO_DATABASE": db,
-        "ARCHIVE_DURABLE": f"history-{new_id()[:8]}",
+        "ARCHIVE_DURABLE": "archive-history",
         "SERVICE_ID": f"archive-{new_id()[:8]}",
         "METRICS_PORT": str(ar_metrics),
         "OTEL_TRACES_EXPORTER": "file",

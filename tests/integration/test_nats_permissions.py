@@ -16,9 +16,11 @@ from pathlib import Path
 
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from devstack.binaries import nats_server_path
 from schemas import permissions, subjects
@@ -220,8 +222,9 @@ def test_the_generated_configuration_is_valid_for_nats_server(tmp_path: Path) ->
 
 
 async def test_under_its_role_a_service_provisions_only_what_it_owns() -> None:
-    """On a fresh server: the translator bridge creates its own streams, does not try to
-    create the gateway's ``calls`` bucket, and names the resource it waited for in vain."""
+    """On a fresh server: the translator bridge owns no stream, so it creates none (not
+    the gateway's ``TRANSCRIPTS`` it publishes captions into, nor its ``calls`` bucket),
+    and names the resource it waited for in vain."""
     server = NatsServer().start()
     try:
         user, password = server.credentials("translator_bridge")
@@ -230,10 +233,11 @@ async def test_under_its_role_a_service_provisions_only_what_it_owns() -> None:
         )
         bus = await Bus.connect(settings, "test-provisioning-role")
         try:
-            with pytest.raises(ResourceMissing, match=subjects.kv_stream(subjects.CALLS_BUCKET)):
+            with pytest.raises(ResourceMissing, match=subjects.TRANSCRIPTS_STREAM):
                 await provision(bus.js, settings, permissions.TRANSLATOR_BRIDGE)
             for stream in (subjects.TRANSCRIPTS_STREAM, subjects.DEAD_LETTER_STREAM):
-                assert (await bus.js.stream_info(stream)).config.name == stream
+                with pytest.raises(nats.js.errors.NotFoundError):
+                    await bus.js.stream_info(stream)
         finally:
             await bus.close()
         # Once the owner (here the all-access test user) provisioned everything, it starts.
@@ -251,3 +255,115 @@ async def test_under_its_role_a_service_provisions_only_what_it_owns() -> None:
         assert server.violations() == []
     finally:
         server.cleanup()
+
+
+async def test_no_role_pulls_acknowledges_redefines_or_deletes_another_roles_consumer() -> None:
+    """The reviewer's probe: the analyst pulled from the archive's durable, acknowledged
+    what it took (lost to the archive), and deleted it. Now each request is refused, and
+    the archive's consumer still holds every event for the archive."""
+    server = NatsServer().start()
+    clients: list[Client] = []
+
+    async def connect(role: str) -> tuple[Client, list[Exception]]:
+        errors: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(exc)
+
+        user, password = server.credentials(role)
+        nc = await nats.connect(
+            server.url, user=user, password=password, error_cb=on_error,
+            inbox_prefix=subjects.inbox_prefix(user), allow_reconnect=False,
+        )  # fmt: skip
+        clients.append(nc)
+        return nc, errors
+
+    stream = subjects.CALL_EVENTS_STREAM
+    durable = subjects.archive_consumer(subjects.ARCHIVE_DURABLE, subjects.ARCHIVE_EVENTS)
+    try:
+        admin = await Bus.connect(BusSettings(nats_url=server.url), "test-admin")
+        await provision(admin.js, BusSettings(nats_url=server.url))
+        archive, archive_errors = await connect("archive")
+        owned = await archive.jetstream().pull_subscribe(
+            subjects.ALL_CALL_EVENTS,
+            durable=durable,
+            stream=stream,
+            config=ConsumerConfig(durable_name=durable, ack_policy=AckPolicy.EXPLICIT),
+        )
+        for name in ("initiated", "ended"):
+            await admin.js.publish(subjects.call_event("c1", name), b"{}")
+
+        analyst, analyst_errors = await connect("analyst")
+        ajs = analyst.jetstream(timeout=1)
+        stolen = await ajs.pull_subscribe_bind(durable, stream=stream)
+        with pytest.raises(nats.errors.TimeoutError):
+            await stolen.fetch(1, timeout=1)
+        await _violation(analyst_errors, subjects.js_consumer_api("MSG.NEXT", stream, durable))
+        with pytest.raises(nats.errors.TimeoutError):
+            await ajs.delete_consumer(stream, durable)
+        await _violation(analyst_errors, f"$JS.API.CONSUMER.DELETE.{stream}.{durable}")
+        # Redefining it through the server-named create (the name in the body) is refused.
+        with pytest.raises(nats.errors.TimeoutError):
+            await ajs.add_consumer(stream, ConsumerConfig(ack_policy=AckPolicy.EXPLICIT))
+        await _violation(analyst_errors, subjects.js_ephemeral_create(stream))
+        ack = f"{subjects.js_acks(stream, durable)[:-2]}.1.1.1.0.0"
+        await analyst.publish(ack, b"+ACK")
+        await _violation(analyst_errors, ack)
+
+        # Another service cannot pull from the selector's durable either.
+        transcriber, transcriber_errors = await connect("transcriber")
+        await transcriber.publish(
+            subjects.js_consumer_api("MSG.NEXT", stream, subjects.SELECTOR_DURABLE), b"1"
+        )
+        await _violation(transcriber_errors, subjects.SELECTOR_DURABLE)
+
+        # Nothing was taken from the archive: both events are still its own to read.
+        got: list[Msg] = []
+        while len(got) < 2:  # a fetch may hand over fewer than it asked for
+            got += await owned.fetch(2 - len(got), timeout=5)
+        assert [m.subject for m in got] == [
+            subjects.call_event("c1", "initiated"),
+            subjects.call_event("c1", "ended"),
+        ]
+        for msg in got:
+            await msg.ack_sync()
+        assert (await admin.js.consumer_info(stream, durable)).num_ack_pending == 0
+        assert archive_errors == []
+        await admin.close()
+    finally:
+        for nc in clients:
+            await nc.close()
+        server.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("role", "stream"),
+    [
+        ("media_node", subjects.CALL_EVENTS_STREAM),
+        ("selector", subjects.CALL_EVENTS_STREAM),
+        ("transcriber", subjects.TRANSCRIPTS_STREAM),
+        ("translator_bridge", subjects.TRANSCRIPTS_STREAM),
+        ("archive", subjects.DEAD_LETTER_STREAM),
+    ],
+)
+async def test_only_the_gateway_changes_the_durable_streams_settings(
+    connect_as: Connect, bus: Bus, role: str, stream: str
+) -> None:
+    """The reviewer's probe: a media node set ``CALL_EVENTS`` to keep one message. A
+    service may look a stream it writes into up, never change it; the gateway may."""
+    nc, errors = await connect_as(role)
+    js = nc.jetstream(timeout=1)
+    info = await js.stream_info(stream)  # allowed: it waits for the stream at start
+    kept = info.config.max_msgs
+    config = info.config
+    config.max_msgs = 1
+    with pytest.raises(nats.errors.TimeoutError):
+        await js.update_stream(config)
+    await _violation(errors, subjects.js_stream_api("UPDATE", stream))
+    test_nc, _ = await connect_as("test")
+    after = await test_nc.jetstream().stream_info(stream)
+    assert after.config.max_msgs == kept != 1
+    gateway, gateway_errors = await connect_as("gateway")
+    unchanged = (await gateway.jetstream().stream_info(stream)).config
+    await gateway.jetstream().update_stream(unchanged)  # the owner may (same settings)
+    assert gateway_errors == []

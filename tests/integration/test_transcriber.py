@@ -22,7 +22,7 @@ from schemas.kv import TypedKv
 from schemas.media import AudioChunk
 from schemas.settings import BusSettings
 from tests.support.captions import ApyServer, ServiceProcess, call_state, speech_chunks
-from tests.support.nats_server import NatsServer
+from tests.support.nats_server import NatsServer, provision_everything
 from tests.support.processes import HeartbeatWatch
 from tests.support.speech import SENTENCES, silence, speak, word_error_rate
 from tests.support.waiting import Collector, eventually
@@ -34,6 +34,7 @@ FR = SENTENCES["fr"][0]  # "Bonjour à tous, merci d'être venus."
 @pytest.fixture(scope="module")
 def nats_here() -> Iterator[NatsServer]:
     server = NatsServer(name="captions").start()
+    provision_everything(server.url)
     yield server
     server.cleanup()
 

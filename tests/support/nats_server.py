@@ -11,7 +11,9 @@ process itself). Services started by the test helpers connect as their own role
 permissions violation the server logs, and ``tests/conftest.py`` fails the test.
 """
 
+import asyncio
 import contextlib
+import dataclasses
 import json
 import re
 import secrets
@@ -32,8 +34,39 @@ READY_LINE = "Server is ready"
 #: The user a connection without credentials becomes: the test process, allowed everything.
 TEST_USER = "test"
 _VIOLATION_RE = re.compile(r"(Publish|Subscription|Authorization) Violation|authentication error")
+#: ``ARCHIVE_DURABLE`` prefixes the test server grants the archive role besides the default
+#: one (its durables are named in its permissions): tests that run an archive process of
+#: their own, apart from the others' on the session server, use one of these.
+TEST_ARCHIVE_DURABLES = ("archive-crash", "archive-history", "archive-bus-restart")
 #: Servers running now, by client port (helpers that only hold a URL find them here).
 _RUNNING: dict[int, "NatsServer"] = {}
+
+
+def _test_roles() -> list[permissions.Role]:
+    """Every role, the archive with the test durables of :data:`TEST_ARCHIVE_DURABLES`."""
+    archive = permissions.ARCHIVE
+    extra = tuple(c for p in TEST_ARCHIVE_DURABLES for c in permissions.archive_consumes(p))
+    tested = dataclasses.replace(archive, consumes=archive.consumes + extra)
+    return [tested if r is archive else r for r in permissions.ROLES.values()]
+
+
+def provision_everything(url: str) -> None:
+    """Provision every stream and bucket as the gateway would (from a sync fixture): for a
+    server of its own whose services start before any gateway, since each waits for the
+    streams and buckets it uses but does not own (``schemas/permissions.py``)."""
+    from schemas.bus import Bus
+    from schemas.provisioning import provision
+    from schemas.settings import BusSettings
+
+    async def run() -> None:
+        settings = BusSettings(nats_url=url)
+        bus = await Bus.connect(settings, "test-provisioning")
+        try:
+            await provision(bus.js, settings)
+        finally:
+            await bus.close()
+
+    asyncio.run(run())
 
 
 def free_port() -> int:
@@ -119,6 +152,7 @@ class NatsServer:
         path.write_text(
             permissions.server_config(
                 self.passwords,
+                roles=_test_roles(),
                 extra_users={TEST_USER: self.test_password},
                 no_auth_user=self.no_auth_user,
             )

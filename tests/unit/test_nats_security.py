@@ -61,8 +61,53 @@ def test_each_role_reads_only_its_own_replies_and_no_one_deletes_streams() -> No
             if other != name:
                 assert not allows(role.subscribe_allow(), f"{subjects.inbox_prefix(other)}.x")
         for subject in role.publish_allow():
-            assert ".DELETE." not in subject or subject.startswith("$JS.API.CONSUMER.DELETE.")
+            assert ".DELETE." not in subject  # no stream, consumer or message deleted
             assert ".PURGE." not in subject
+
+
+def test_consumers_are_granted_by_name_to_their_own_role_only() -> None:
+    """Create, pull from and acknowledge a durable: its own role only; nobody may address
+    a consumer by a wildcard name but to look it up (read-only: ordered consumers)."""
+    durables = {
+        (subjects.CALL_EVENTS_STREAM, subjects.SELECTOR_DURABLE): "selector",
+        (subjects.AUDIO_CHUNKS_STREAM, subjects.TRANSCRIBER_DURABLE): "transcriber",
+        (
+            subjects.CALL_EVENTS_STREAM,
+            subjects.archive_consumer(subjects.ARCHIVE_DURABLE, subjects.ARCHIVE_EVENTS),
+        ): "archive",
+    }
+    for (stream, name), owner in durables.items():
+        ops = [
+            *subjects.js_durable_create(stream, name),
+            subjects.js_consumer_api("MSG.NEXT", stream, name),
+            f"{subjects.js_acks(stream, name)[:-2]}.1.2.3.4.0",
+        ]
+        for op in ops:
+            assert {r for r, role in ROLES.items() if allows(role.publish_allow(), op)} == {
+                owner
+            }, op
+    for role in ROLES.values():
+        for subject in role.publish_allow():
+            if subject.startswith(("$JS.API.CONSUMER.", "$JS.ACK.")):
+                parts = subject.split(".")
+                # Any name only to look up (nats-py's ordered consumers are server-named).
+                assert "*" not in parts or parts[3] == "INFO", (role.name, subject)
+                # CREATE.<stream>.> would be any name: only CREATE.<stream>.<name>.>
+                assert parts[3:4] != ["CREATE"] or parts[5:] != [">"], (role.name, subject)
+
+
+def test_only_the_gateway_runs_ordered_consumers_on_call_events() -> None:
+    """The server-named create also updates a consumer named in its body: on
+    ``CALL_EVENTS``, where the selector's and the archive's durables are, only the
+    gateway (its event feed) may send it; the analyst runs no consumer at all."""
+    create = subjects.js_ephemeral_create(subjects.CALL_EVENTS_STREAM)
+    assert {r for r, role in ROLES.items() if allows(role.publish_allow(), create)} == {"gateway"}
+    analyst = ROLES["analyst"].publish_allow()
+    assert not any(s.startswith(("$JS.API.CONSUMER.", "$JS.ACK.", "$JS.FC.")) for s in analyst)
+    # Looking up a consumer tells its position, never a message.
+    info = subjects.js_consumer_info_any(subjects.CALL_EVENTS_STREAM)
+    assert {r for r, role in ROLES.items() if allows(role.publish_allow(), info)} == {"gateway"}
+    assert allows(analyst, subjects.js_stream_api("MSG.GET", subjects.CALL_EVENTS_STREAM))
 
 
 def test_captions_and_signals_are_read_only_by_the_gateway() -> None:
@@ -154,3 +199,20 @@ def test_the_media_node_binds_its_ice_sockets_where_it_is_told() -> None:
         assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == ["127.0.0.1", "::1"]
     finally:
         aioice.ice.get_host_addresses = original
+
+
+def test_each_stream_has_one_owner_kind() -> None:
+    """Only the gateway creates or changes the durable streams; ``AUDIO_CHUNKS`` belongs
+    to its producers and its consumers (media nodes, transcribers)."""
+    owners = {
+        subjects.CALL_EVENTS_STREAM: {"gateway"},
+        subjects.TRANSCRIPTS_STREAM: {"gateway"},
+        subjects.DEAD_LETTER_STREAM: {"gateway"},
+        subjects.AUDIO_CHUNKS_STREAM: {"media_node", "transcriber"},
+    }
+    for stream, expected in owners.items():
+        for op in ("CREATE", "UPDATE"):
+            subject = subjects.js_stream_api(op, stream)
+            assert {r for r, role in ROLES.items() if allows(role.publish_allow(), subject)} == (
+                expected
+            ), subject

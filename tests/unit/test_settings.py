@@ -2,7 +2,7 @@ import pytest
 
 from gateway.settings import GatewaySettings
 from schemas.errors import SettingsError
-from schemas.settings import redact_url
+from schemas.settings import BusSettings, redact_url
 from transcriber.settings import TranscriberSettings
 
 
@@ -36,7 +36,29 @@ def test_secrets_are_never_printed() -> None:
     assert s.nats_password == "hunter2"
     for text in (repr(s), str(s), str(s.redacted())):
         assert "hunter2" not in text and "topsecret" not in text
-    assert redact_url("nats://a:b@h:1,nats://h2") == "nats://a:***@h:1,nats://h2"
+    assert redact_url("nats://a:b@h:1,nats://h2") == "nats://***@h:1,nats://h2"
+
+
+def test_urls_lose_their_whole_userinfo() -> None:
+    """Token-only URLs, and passwords holding an ``@``, a ``/`` or a comma."""
+    cases = {
+        "nats://s3cr3t-token@nats:4222": "nats://***@nats:4222",
+        "nats://svc:p@ss@nats:4222": "nats://***@nats:4222",
+        "nats://svc:a/b,c@n1:4222,nats://tok@n2:4222": "nats://***@n1:4222,nats://***@n2:4222",
+        "mongodb://u:p%40w@h1,h2/db?replicaSet=rs": "mongodb://***@h1,h2/db?replicaSet=rs",
+        "s3cr3t@nats:4222": "***@nats:4222",
+        "nats://127.0.0.1:4222": "nats://127.0.0.1:4222",
+    }
+    for url, shown in cases.items():
+        assert redact_url(url) == shown, url
+        for secret in ("s3cr3t", "p@ss", "a/b", "tok@", "p%40w"):
+            assert secret not in redact_url(url)
+
+
+def test_a_token_url_never_becomes_the_user_name() -> None:
+    assert BusSettings(nats_url="nats://s3cr3t@nats:4222").effective_user() is None
+    assert BusSettings(nats_url="nats://svc:pw@nats:4222").effective_user() == "svc"
+    assert BusSettings(nats_url="nats://h:1", nats_user="gw").effective_user() == "gw"
 
 
 def test_env_vars_lists_what_is_read() -> None:
