@@ -76,7 +76,13 @@ class CallStore:
             check_id(call_id, "call_id")
         except ValueError:
             return None
-        return await self.calls.get(call_id)
+        try:
+            return await self.calls.get(call_id)
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            # The bucket is electing a leader for longer than the retries last (a node of
+            # the cluster just died): a typed refusal the client may retry, not "internal".
+            log.warning("call_store.read_unavailable", call_id=call_id, error=type(exc).__name__)
+            raise CallError("unavailable", "the call store is busy; try again") from None
 
     async def require(self, call_id: str) -> CallState:
         entry = await self.get(call_id)

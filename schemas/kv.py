@@ -34,7 +34,10 @@ class TypedKv(Generic[T]):
     async def get(self, key: str) -> KvEntry[T] | None:
         """The current value, or ``None`` if the key is absent or deleted."""
         try:
-            entry = await self._kv.get(key)
+            # A read is idempotent: retried through a leader election of the bucket.
+            entry = await retry_transient(
+                lambda: self._kv.get(key), what=f"kv:{self.bucket}", idempotent=True
+            )
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return None
         if entry.value is None or entry.revision is None:
