@@ -1,5 +1,6 @@
 """Session-wide real servers, and per-test buses."""
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from tests.support.mongo_server import MongoServer
 from tests.support.nats_server import NatsCluster, NatsServer, running_servers
 
 if TYPE_CHECKING:
+    from tests.support.call_client import CallClient
     from tests.support.captions import ApyServer
 
 
@@ -88,3 +90,11 @@ def apertium() -> Iterator["ApyServer"]:
     server = ApyServer().start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list["CallClient"]]:
+    """Test clients a test made (append them here): all closed after the test."""
+    made: list[CallClient] = []
+    yield made
+    await asyncio.gather(*(c.close() for c in made))

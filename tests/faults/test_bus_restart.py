@@ -18,7 +18,6 @@ What each check proves, after the restart:
   provisioned again.
 """
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -75,13 +74,6 @@ async def own_bus(server: NatsServer) -> AsyncIterator[Bus]:
     await provision(bus.js, settings)
     yield bus
     await bus.close()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[CallClient]]:
-    made: list[CallClient] = []
-    yield made
-    await asyncio.gather(*(c.close() for c in made))
 
 
 async def _call_state(bus: Bus, call_id: str) -> CallState:

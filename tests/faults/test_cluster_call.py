@@ -7,7 +7,6 @@ the dead node reconnect to another by themselves, and ``CALL_EVENTS`` holds ever
 of the call with no gap.
 """
 
-import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -56,13 +55,6 @@ async def own_bus(cluster: NatsCluster) -> AsyncIterator[Bus]:
     await provision(bus.js, settings)
     yield bus
     await bus.close()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[CallClient]]:
-    made: list[CallClient] = []
-    yield made
-    await asyncio.gather(*(c.close() for c in made))
 
 
 async def _stored_events(bus: Bus, call_id: str) -> list[AnyCallEvent]:

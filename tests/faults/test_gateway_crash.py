@@ -5,9 +5,8 @@ the survivors fire the dead gateway's timers; exactly one CAS wins, so one event
 published however many gateways sweep.
 """
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -39,13 +38,6 @@ def cluster(nats_server: NatsServer) -> Iterator[GatewayCluster]:
     ).start()
     yield gateways
     gateways.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[CallClient]]:
-    made: list[CallClient] = []
-    yield made
-    await asyncio.gather(*(c.close() for c in made))
 
 
 class Ends:

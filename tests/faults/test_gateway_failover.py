@@ -7,9 +7,8 @@ to any other with ``call:join {resumeToken}`` and is the same participant; peer-
 media never went through the gateway and does not stop; nobody is marked as left.
 """
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -32,13 +31,6 @@ def stack(nats_server: NatsServer) -> Iterator[CallStack]:
     calls = CallStack(nats_server.url, gateways=3, selectors=1, media_nodes=1).start_all()
     yield calls
     calls.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[CallClient]]:
-    made: list[CallClient] = []
-    yield made
-    await asyncio.gather(*(c.close() for c in made))
 
 
 def _revive(stack: CallStack, index: int) -> None:

@@ -1,8 +1,7 @@
 """A media node SIGKILLed during an SFU call: the call moves to another node by itself."""
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -29,13 +28,6 @@ def stack(nats_server: NatsServer) -> Iterator[CallStack]:
     ).start_all()
     yield calls
     calls.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[CallClient]]:
-    made: list[CallClient] = []
-    yield made
-    await asyncio.gather(*(c.close() for c in made))
 
 
 async def test_a_killed_media_node_moves_the_call_to_another_node(

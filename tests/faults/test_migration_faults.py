@@ -2,7 +2,7 @@
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -25,13 +25,6 @@ def stack(nats_server: NatsServer) -> Iterator[CallStack]:
     calls = CallStack(nats_server.url, gateways=2, env={"MEDIA_LEASE_S": str(LEASE_S)}).start_all()
     yield calls
     calls.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[CallClient]]:
-    made: list[CallClient] = []
-    yield made
-    await asyncio.gather(*(c.close() for c in made))
 
 
 async def test_a_killed_gateway_leaks_no_media_session_past_its_lease(

@@ -7,8 +7,7 @@ migration when the last unready participant leaves, fail it at its deadline) the
 does, and no call is left half-way between two modes.
 """
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -43,13 +42,6 @@ def stack(nats_server: NatsServer) -> Iterator[CallStack]:
     ).start_all()
     yield calls
     calls.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[CallClient]]:
-    made: list[CallClient] = []
-    yield made
-    await asyncio.gather(*(c.close() for c in made))
 
 
 async def _migrating_call(

@@ -9,10 +9,9 @@ server of its own: the transcribers' work queue takes one shared consumer, and o
 modules' media nodes publish audio chunks that are not for these workers.
 """
 
-import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -96,13 +95,6 @@ def bridge(nats_here: NatsServer, apertium: ApyServer) -> Iterator[ServiceProces
     yield proc
     assert proc.stop() == 0
     assert not any("Traceback" in line for line in proc.lines)
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[CallClient]]:
-    made: list[CallClient] = []
-    yield made
-    await asyncio.gather(*(c.close() for c in made))
 
 
 async def person(

@@ -9,7 +9,7 @@ nats-server. The speech-to-text path (media node, transcribers) is in
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -52,13 +52,6 @@ def bridge(nats_server: NatsServer, apertium: ApyServer) -> Iterator[ServiceProc
     yield proc
     assert proc.stop() == 0
     assert not any("Traceback" in line for line in proc.lines)
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[CallClient]]:
-    made: list[CallClient] = []
-    yield made
-    await asyncio.gather(*(c.close() for c in made))
 
 
 async def three_people(

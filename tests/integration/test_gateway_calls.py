@@ -1,7 +1,7 @@
 """Whole calls through real gateway processes, the two people on two different gateways."""
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -35,13 +35,6 @@ class EventLog(Collector[object]):
     async def wait_type(self, name: str, timeout: float = 10) -> object:
         await self.wait(lambda events: name in self.types(), timeout)
         return next(e for e in self.items if type(e).__name__ == name)
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[CallClient]]:
-    made: list[CallClient] = []
-    yield made
-    await asyncio.gather(*(c.close() for c in made))
 
 
 async def test_direct_call_across_two_gateways_with_media(

@@ -4,7 +4,7 @@ breaks the socket, the gateway or the call state."""
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import aiohttp
 import httpx
@@ -32,13 +32,6 @@ def cluster(nats_server: NatsServer) -> Iterator[GatewayCluster]:
     }
     gateways.stop()
     assert not broken, next(iter(broken.values()))[-4000:]
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[CallClient]]:
-    made: list[CallClient] = []
-    yield made
-    await asyncio.gather(*(c.close() for c in made))
 
 
 async def _active_call(

@@ -3,7 +3,7 @@ node, nats-server, and aiortc clients sending audio and video."""
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import TypeVar
 
 import httpx
@@ -32,13 +32,6 @@ def stack(nats_server: NatsServer) -> Iterator[CallStack]:
     calls = CallStack(nats_server.url, gateways=2, selectors=1, media_nodes=1).start_all()
     yield calls
     calls.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[CallClient]]:
-    made: list[CallClient] = []
-    yield made
-    await asyncio.gather(*(c.close() for c in made))
 
 
 COLOURS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40), (200, 40, 200)]

@@ -1,11 +1,10 @@
 """One trace follows a join through the gateway, the mode selector, the migration command
 and the media node (real processes, each writing its spans to its own file)."""
 
-import asyncio
 import json
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +26,6 @@ def stack(nats_server: NatsServer) -> Iterator[CallStack]:
     calls = CallStack(nats_server.url, gateways=2, env=tracing).start_all()
     yield calls
     calls.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[CallClient]]:
-    made: list[CallClient] = []
-    yield made
-    await asyncio.gather(*(c.close() for c in made))
 
 
 def spans() -> dict[str, dict[str, Any]]:

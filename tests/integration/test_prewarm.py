@@ -1,9 +1,8 @@
 """Pre-warm: while a GROUP call of a larger conversation is P2P, every participant holds an
 idle SFU session, so the switch to the SFU only starts sending."""
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -24,13 +23,6 @@ def stack(nats_server: NatsServer) -> Iterator[CallStack]:
     calls = CallStack(nats_server.url, selector_env={"SELECTOR_PREWARM": "true"}).start_all()
     yield calls
     calls.stop()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[CallClient]]:
-    made: list[CallClient] = []
-    yield made
-    await asyncio.gather(*(c.close() for c in made))
 
 
 async def test_a_prewarmed_call_switches_on_its_idle_sessions(
