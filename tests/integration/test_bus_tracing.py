@@ -24,6 +24,7 @@ from schemas.ids import new_id
 from schemas.media import AudioChunk
 from schemas.metrics import REGISTRY
 from schemas.settings import BusSettings
+from tests.support.nats_server import NatsServer
 from tests.support.waiting import Collector, eventually
 from transcriber.engine import SpeechToText, SttCapabilities, SttRequest, SttResult
 from transcriber.worker import TranscriberWorker, WorkerConfig
@@ -31,6 +32,16 @@ from transcriber.worker import TranscriberWorker, WorkerConfig
 
 class Ping(msgspec.Struct, frozen=True, kw_only=True, tag="test.ping"):
     n: int
+
+
+@pytest.fixture(scope="module")
+def nats_server() -> Iterator[NatsServer]:
+    """This module's own server: its transcriber worker needs the work queue
+    ``AUDIO_CHUNKS`` to itself (a work-queue stream takes one consumer per subject, and the
+    session's server has the other transcriber tests' consumer)."""
+    server = NatsServer().start()
+    yield server
+    server.cleanup()
 
 
 @pytest.fixture
