@@ -182,7 +182,9 @@ async def test_a_browser_transcript_reaches_each_reader_in_their_language_only(
     assert now_fr["text"] == apertium.translate(EN_2, ["eng", "spa", "fra"])
     own_2 = await a.wait_caption(lambda x: x["utteranceId"] == second)
     assert own_2["language"] == "en" and own_2["text"] == EN_2
-    await all_published(second, {"en", "es", "fr"})  # Alice's Spanish is on the bus too
+    # Only Alice reads Spanish now, and she is the speaker: no Spanish is made for nobody.
+    await all_published(second, {"en", "fr"})
+    assert not [x for x in published.items if x.utterance_id == second and x.language == "es"]
 
     # Chloé speaks (her browser recognised French): Alice reads it in Spanish, Bruno in
     # French (the original), Chloé sees her own words.
