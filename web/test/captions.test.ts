@@ -73,3 +73,17 @@ test("the list keeps the latest lines only", () => {
   assert.equal(store.lines.length, 60);
   assert.equal(store.lines[0]?.utteranceId, "u40");
 });
+
+test("an utterance whose latest revision says nothing leaves no empty line", () => {
+  const store = new CaptionStore();
+  store.apply(ev({ revision: 1, text: "hola" }), names, "p-bob");
+  const emptied = store.apply(ev({ revision: 2, text: " ", isFinal: true }), names, "p-bob");
+  assert.deepEqual(emptied, { changed: true, announce: null });
+  assert.equal(store.lines.length, 0);
+  // The older revision arriving late does not bring it back; a newer one does.
+  assert.equal(store.apply(ev({ revision: 1, text: "hola" }), names, "p-bob").changed, false);
+  assert.equal(store.apply(ev({ utteranceId: "u2", text: "", isFinal: true }), names, "p-bob").changed, false);
+  assert.equal(store.lines.length, 0);
+  store.apply(ev({ revision: 3, text: "hola a todos", isFinal: true }), names, "p-bob");
+  assert.equal(store.lines[0]?.text, "hola a todos");
+});

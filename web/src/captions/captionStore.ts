@@ -34,6 +34,10 @@ export class CaptionStore {
   /** Bumped on every change (the panel re-renders when it moves). */
   version = 0;
 
+  /** Utterances whose latest revision said nothing (Whisper heard no words): the
+   * revision, so an older one arriving late does not bring the line back. */
+  private emptied = new Map<string, number>();
+
   apply(
     ev: CaptionEvent,
     nameOf: (participantId: string) => string,
@@ -41,8 +45,23 @@ export class CaptionStore {
   ): { changed: boolean; announce: string | null } {
     const i = this.lines.findIndex((l) => l.utteranceId === ev.utteranceId);
     const existing = i >= 0 ? this.lines[i] : undefined;
-    if (existing && ev.revision <= existing.revision) {
+    const gone = this.emptied.get(ev.utteranceId);
+    if ((existing && ev.revision <= existing.revision) || (gone !== undefined && ev.revision <= gone)) {
       // Out of order or repeated: the line already says as much or more.
+      return { changed: false, announce: null };
+    }
+    if (!ev.text.trim()) {
+      // Nothing was said after all: no empty line on screen (and none announced).
+      this.emptied.set(ev.utteranceId, ev.revision);
+      if (this.emptied.size > MAX_LINES * 4) {
+        const oldest = this.emptied.keys().next().value;
+        if (oldest !== undefined) this.emptied.delete(oldest);
+      }
+      if (existing) {
+        this.lines.splice(i, 1);
+        this.version += 1;
+        return { changed: true, announce: null };
+      }
       return { changed: false, announce: null };
     }
     const own = ev.speakerParticipantId === selfId;
