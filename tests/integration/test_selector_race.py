@@ -20,25 +20,11 @@ from schemas.call_events import AnyCallEvent, MigrationStarted
 from schemas.call_state import ActiveCallClaim, CallState, ConversationMember, ConversationRecord
 from schemas.codec import decode
 from schemas.kv import TypedKv
-from schemas.media import MediaNodeHeartbeat
+from tests.support.samples import idle_node_heartbeat
 
 TIMERS = sm.Timers(
     ring_timeout_s=60, heartbeat_timeout_s=60, reconnect_grace_s=5, max_duration_s=600
 )
-
-
-def heartbeat(node_id: str) -> MediaNodeHeartbeat:
-    return MediaNodeHeartbeat(
-        node_id=node_id,
-        state="ready",
-        calls=0,
-        participants=0,
-        capacity=50,
-        free=50,
-        published_tracks=0,
-        forwarded_streams=0,
-        cpu_percent=5,
-    )
 
 
 async def test_two_selectors_racing_on_one_call_start_one_migration(bus: Bus, uid: str) -> None:
@@ -85,7 +71,7 @@ async def test_two_selectors_racing_on_one_call_start_one_migration(bus: Bus, ui
     for _ in range(2):
         table = NodeTable(6.0)
         for node_id in ("m1", "m2"):
-            table.update(heartbeat(node_id), time.time())
+            table.update(idle_node_heartbeat(node_id), time.time())
         selectors.append(ModeSelector(store, table, Rules(prewarm=False), concurrency=4))
     for _ in range(3):  # again and again: the losers find the migration under way
         await asyncio.gather(*(s.decide_call(call_id) for s in selectors))

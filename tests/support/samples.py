@@ -246,3 +246,18 @@ def samples(call_id: str = "call-1") -> list[msgspec.Struct]:
         ),
         *gateway_samples(call_id),
     ]
+
+
+def idle_node_heartbeat(node_id: str) -> MediaNodeHeartbeat:
+    """A ready media node with room and nothing on it (for placement tables in tests)."""
+    return MediaNodeHeartbeat(
+        node_id=node_id,
+        state="ready",
+        calls=0,
+        participants=0,
+        capacity=50,
+        free=50,
+        published_tracks=0,
+        forwarded_streams=0,
+        cpu_percent=5,
+    )

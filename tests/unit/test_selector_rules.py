@@ -10,7 +10,7 @@ from gateway.selector.rules import Decision, Rules, decide, hold_since, offerer,
 from gateway.tokens import Principal
 from schemas.call_events import CallModeChanged
 from schemas.call_state import CallState, ConversationMember, ConversationRecord
-from schemas.media import MediaNodeHeartbeat
+from tests.support.samples import idle_node_heartbeat
 
 T0 = 1_000_000.0
 RULES = Rules(to_p2p_hold_s=5, deadline_s=10, prewarm=False, retry_base_s=2, retry_max_s=30)
@@ -290,17 +290,7 @@ def test_placement_picks_the_least_loaded_ready_node_with_room() -> None:
     assert choose(nodes, needed=4, exclude=["calm"]) == "busy"
     assert choose(nodes, needed=100) is None
     table = NodeTable(expiry_s=6)
-    beat = MediaNodeHeartbeat(
-        node_id="m1",
-        state="ready",
-        calls=0,
-        participants=0,
-        capacity=50,
-        free=50,
-        published_tracks=0,
-        forwarded_streams=0,
-        cpu_percent=5,
-    )
+    beat = idle_node_heartbeat("m1")
     table.update(beat, T0)
     assert [n.node_id for n in table.live(T0 + 5)] == ["m1"]
     table.reserve("m1", 10)
@@ -354,17 +344,7 @@ def test_a_just_started_table_does_not_take_silence_for_death() -> None:
     assert not table.warm(T0 + 1) and table.warm(T0 + 6)
     assert not table.heard_of("m1") and not table.heard_of(None)
     table.update(
-        MediaNodeHeartbeat(
-            node_id="m1",
-            state="ready",
-            calls=0,
-            participants=0,
-            capacity=50,
-            free=50,
-            published_tracks=0,
-            forwarded_streams=0,
-            cpu_percent=5,
-        ),
+        idle_node_heartbeat("m1"),
         T0 + 1,
     )
     table.forget("m1")  # found dead: it is gone, not merely unheard of
