@@ -24,8 +24,13 @@ named here, and :func:`check` (run by the service at start and by
   ``MEDIA_NODE_ICE_ADDRESSES`` names the addresses to bind (loopback in the embedded stack).
 - ``aiortc.codecs.CODECS``: the module-level codec table; Opus gets ``usedtx=1`` so the
   node's answers ask publishers for DTX (see :func:`enable_opus_dtx`).
+- ``RTCPeerConnection.__connect``: the task aiortc starts, unawaited, once both
+  descriptions are set. Closing the peer connection while it runs makes it raise
+  ``InvalidStateError``, which asyncio reports as "Task exception was never retrieved"
+  (:func:`absorb_connect_after_close` recognises it by the coroutine's name).
 """
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,6 +40,7 @@ import aiortc
 from aioice.ice import CandidatePair, Connection, StunProtocol
 from aiortc import RTCDtlsTransport, RTCIceTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs import CODECS
+from aiortc.exceptions import InvalidStateError
 
 #: The versions whose internals this module was written and tested against.
 AIORTC_MINOR = "1.16"
@@ -84,6 +90,9 @@ def check() -> None:
         code_names = set(function.__code__.co_names)
         if not set(names) <= code_names:
             problems.append(what)
+    connect = getattr(aiortc.RTCPeerConnection, "_RTCPeerConnection__connect", None)
+    if getattr(connect, "__qualname__", "") != CONNECT_TASK:
+        problems.append(CONNECT_TASK)
     if not callable(getattr(aioice.ice, "get_host_addresses", None)):
         problems.append("aioice.ice.get_host_addresses")
     opus = [c for c in CODECS.get("audio", []) if c.mimeType.lower() == "audio/opus"]
@@ -125,6 +134,40 @@ def restrict_host_addresses(addresses: list[str]) -> None:
         ]
 
     aioice.ice.get_host_addresses = host_addresses
+
+
+#: ``__qualname__`` of the coroutine aiortc runs, unawaited, to start ICE and DTLS.
+CONNECT_TASK = "RTCPeerConnection.__connect"
+
+
+def connect_after_close(context: dict[str, Any]) -> bool:
+    """Whether an unhandled-exception ``context`` is aiortc's connect task meeting a closed
+    transport: the leg was closed (left, failed, timed out) while ICE was starting, which
+    is the expected end of that task, not a fault."""
+    exc = context.get("exception")
+    task = context.get("future")
+    if not isinstance(exc, InvalidStateError) or not isinstance(task, asyncio.Task):
+        return False
+    return getattr(task.get_coro(), "__qualname__", "") == CONNECT_TASK
+
+
+def absorb_connect_after_close(
+    loop: asyncio.AbstractEventLoop, on_absorbed: Callable[[str], None]
+) -> None:
+    """Chain an exception handler on ``loop`` that tells ``on_absorbed`` (with the
+    exception's message) instead of logging a traceback for :func:`connect_after_close`
+    cases, and passes every other case on to the handler that was there before."""
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if connect_after_close(context):
+            on_absorbed(str(context["exception"]))
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 SendParameters = Any  # aiortc.RTCRtpSendParameters

@@ -41,6 +41,10 @@ class MediaNodeService(Service[MediaNodeSettings]):
         aiortc_hooks.enable_opus_dtx()
         if settings.media_node_ice_addresses:
             aiortc_hooks.restrict_host_addresses(settings.ice_addresses())
+        aiortc_hooks.absorb_connect_after_close(
+            asyncio.get_running_loop(),
+            lambda reason: log.info("leg.connect_after_close", reason=reason),
+        )
         self.bus = bus
         self.stats = NodeStats(
             forwarding=ForwardingStats(),

@@ -70,3 +70,40 @@ async def _until(predicate: object) -> None:
     assert callable(predicate)
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+async def test_the_connect_task_meeting_a_closed_leg_is_told_not_reported_as_a_fault() -> None:
+    """aiortc's unawaited connect task raises ``InvalidStateError`` when the leg closes while
+    ICE starts; the node hears of it as an ordinary end, other task failures still reach the
+    loop's handler as before."""
+    from aiortc.exceptions import InvalidStateError
+
+    loop = asyncio.get_running_loop()
+    before = loop.get_exception_handler()
+    reported: list[dict[str, object]] = []
+    absorbed: list[str] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        aiortc_hooks.absorb_connect_after_close(loop, absorbed.append)
+
+        async def connect() -> None:
+            raise InvalidStateError("RTCIceTransport is closed")
+
+        async def other() -> None:
+            raise InvalidStateError("something else")
+
+        connect.__qualname__ = aiortc_hooks.CONNECT_TASK
+        for coroutine in (connect(), other()):
+            task = asyncio.ensure_future(coroutine)
+            await asyncio.wait([task])
+            loop.call_exception_handler(
+                {
+                    "message": "Task exception was never retrieved",
+                    "exception": task.exception(),
+                    "future": task,
+                }
+            )
+        assert absorbed == ["RTCIceTransport is closed"]
+        assert [str(c["exception"]) for c in reported] == ["something else"]
+    finally:
+        loop.set_exception_handler(before)
