@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import httpx
 import pytest
+from nats.aio.subscription import Subscription
 
 from gateway import migration
 from schemas import subjects
@@ -17,7 +18,13 @@ from schemas.call_events import AnyCallEvent, CallModeChanged, MigrationStarted
 from schemas.call_state import ActiveCallClaim, CallState
 from schemas.codec import decode
 from schemas.kv import TypedKv
-from schemas.media import MediaNodeHeartbeat, OpenSession, SessionOpened
+from schemas.media import (
+    LeasesRenewed,
+    MediaNodeHeartbeat,
+    OpenSession,
+    RenewLeases,
+    SessionOpened,
+)
 from tests.support.call_client import CallClient
 from tests.support.call_stack import CallStack
 from tests.support.crashing_store import CrashingStore
@@ -251,22 +258,34 @@ async def test_two_selectors_never_double_migrate(
 
 class RefusingNode:
     """A media node that announces plenty of room and refuses every session (a node that is
-    broken, or full in a way its reports do not show yet)."""
+    broken, or full in a way its reports do not show yet). Like a real node it answers the
+    selector's liveness probes (``renew_leases``) while it is up: without that, a heartbeat
+    late by a few hundred ms on a busy machine gets it declared dead (``node_unavailable``)
+    before its refusal is heard."""
 
     def __init__(self, bus: Bus, node_id: str) -> None:
         self.bus = bus
         self.node_id = node_id
         self.refused = 0
         self._beating: asyncio.Task[None] | None = None
+        self._served: list[Subscription] = []
 
     async def start(self) -> None:
         async def refuse(request: OpenSession, _: Incoming) -> SessionOpened:
             self.refused += 1
             raise RpcFailure("unavailable", "this media node is full")
 
-        await self.bus.serve(
-            subjects.media_rpc(self.node_id, OpenSession.verb), OpenSession, refuse
-        )
+        async def renew(request: RenewLeases, _: Incoming) -> LeasesRenewed:
+            return LeasesRenewed(node_id=self.node_id, renewed=[], unknown=request.session_ids)
+
+        self._served = [
+            await self.bus.serve(
+                subjects.media_rpc(self.node_id, OpenSession.verb), OpenSession, refuse
+            ),
+            await self.bus.serve(
+                subjects.media_rpc(self.node_id, RenewLeases.verb), RenewLeases, renew
+            ),
+        ]
 
         async def beat() -> None:
             while True:
@@ -291,9 +310,13 @@ class RefusingNode:
         await asyncio.sleep(0)
 
     async def stop_reporting(self) -> None:
+        """Go away as a crashed node does: no heartbeats, nobody answering its subjects."""
         if self._beating is not None:
             self._beating.cancel()
             await asyncio.gather(self._beating, return_exceptions=True)
+        for sub in self._served:
+            await sub.unsubscribe()
+        self._served = []
 
 
 async def test_a_node_that_refuses_leaves_the_call_on_p2p_then_a_retry_places_it(
