@@ -5,6 +5,9 @@ the peer puts every client in one bucket. ``X-Forwarded-For`` names the hops, ea
 appending the address it saw; only the entries added by proxies we trust are true, so the
 client is the right-most address that is not one of our proxies (RFC 7239 section 7.4).
 With no trusted proxy configured the header is ignored: anyone can write it.
+
+Rate limits key on :meth:`ClientAddress.bucket`: an IPv6 client is its /64, because one
+host is normally handed a whole /64 and can take a new address from it for every request.
 """
 
 from collections.abc import Sequence
@@ -12,6 +15,9 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 
 Network = IPv4Network | IPv6Network
 Address = IPv4Address | IPv6Address
+
+#: The IPv6 prefix one subscriber's host is normally given (RFC 6177), one rate bucket.
+IPV6_BUCKET_PREFIX = 64
 
 
 def _parse(value: str) -> Address | None:
@@ -51,3 +57,14 @@ class ClientAddress:
                 return str(address)
             current = address
         return str(current)
+
+    def bucket(self, peer: str | None, forwarded_for: str | None) -> str:
+        """The rate-limit key of the client: its IPv4 address, or its IPv6 /64 (an
+        IPv4-mapped IPv6 address counts as the IPv4 address)."""
+        client = self.resolve(peer, forwarded_for)
+        address = _parse(client)
+        if isinstance(address, IPv6Address):
+            if address.ipv4_mapped is not None:
+                return str(address.ipv4_mapped)
+            return str(IPv6Network((address, IPV6_BUCKET_PREFIX), strict=False))
+        return client

@@ -55,7 +55,7 @@ async def redeem(body: RedeemLink, ctx: Ctx, request: Request) -> GuestToken:
     # Every X-Forwarded-For line, in order: a proxy that appends a line of its own (rather
     # than joining with a comma) must not let the client's forged first line decide.
     forwarded = ", ".join(request.headers.getlist("x-forwarded-for")) or None
-    client = ctx.addresses.resolve(peer, forwarded)
+    client = ctx.addresses.bucket(peer, forwarded)
     ctx.limiter.check(f"addr:{client}", "rest:redeem")
     token, principal = await ctx.guests.redeem(body.link, body.display_name, body.language)
     assert principal.conversation_id is not None

@@ -190,7 +190,7 @@ class SocketServer:
 
     # --- connection ----------------------------------------------------------------------
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        client = self.addresses.resolve(
+        client = self.addresses.bucket(
             environ.get("REMOTE_ADDR"), environ.get("HTTP_X_FORWARDED_FOR")
         )
         token = auth.get("token") if isinstance(auth, dict) else None

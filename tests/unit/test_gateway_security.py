@@ -219,6 +219,20 @@ def test_the_client_behind_trusted_proxies_is_the_rightmost_untrusted_hop() -> N
         GatewaySettings.from_env({"JWT_SECRET": SECRET, "TRUSTED_PROXIES": "not-an-ip"})
 
 
+def test_rate_buckets_are_ipv4_addresses_and_ipv6_slash_64s() -> None:
+    """A host handed an IPv6 /64 can use a new address for every connect: its whole /64 is
+    one bucket. IPv4 (also IPv4-mapped IPv6) stays one address per bucket."""
+    plain = ClientAddress(())
+    assert plain.bucket("2001:db8:1:2:aaaa::1", None) == "2001:db8:1:2::/64"
+    assert plain.bucket("2001:db8:1:2:bbbb::9", None) == plain.bucket("2001:db8:1:2::7", None)
+    assert plain.bucket("2001:db8:1:3::1", None) != plain.bucket("2001:db8:1:2::1", None)
+    assert plain.bucket("1.2.3.4", None) == "1.2.3.4"
+    assert plain.bucket("::ffff:1.2.3.4", None) == "1.2.3.4"
+    assert plain.bucket(None, None) == "-"
+    proxied = ClientAddress(gw_settings(trusted_proxies="10.0.0.0/24").proxy_networks())
+    assert proxied.bucket("10.0.0.5", "2001:db8:9:9::5") == "2001:db8:9:9::/64"
+
+
 def test_cors_is_same_origin_by_default() -> None:
     default = OriginPolicy(gw_settings())
     environ = {"HTTP_HOST": "calls.example.com"}
