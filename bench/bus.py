@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from bench.stats import pct
 from schemas import telemetry
 from schemas.bus import Bus, Incoming
 from schemas.call_events import Participant, ParticipantJoined
@@ -93,11 +94,6 @@ class Paired:
 
 def tracing(on: bool) -> None:
     telemetry.STATE.active = on
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def throughput(

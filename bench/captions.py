@@ -51,6 +51,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.stats import pct
 from media_node.tap import WINDOW, SileroVad, UtteranceCutter
 from schemas import subjects
 from schemas.bus import Bus, Incoming
@@ -72,15 +73,6 @@ from transcriber.whisper import WhisperEngine, WindowPolicy
 SUBJECT_CUTTER: dict[str, float] = {}  # the defaults: pause 0.25 s, interim 1 s
 BASELINE_CUTTER = {"pause_s": 0.5, "min_silence_s": 0.5, "max_chunk_s": 8.0}
 WINDOW_S = WINDOW / SAMPLE_RATE
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 @dataclass

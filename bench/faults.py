@@ -39,6 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.stats import summary
 from schemas import subjects
 from schemas.bus import Bus
 from schemas.call_events import AnyCallEvent, CallModeChanged, MigrationStarted
@@ -62,19 +63,6 @@ BENCH_ENV = {
 DETECTION = {"SELECTOR_NODE_EXPIRY_S": "6", "SELECTOR_SCAN_INTERVAL_S": "2"}
 MEDIA = {"MEDIA_NODE_REPORT_INTERVAL_S": "2"}
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {
-        "p50": round(pct(values, 0.5), 3),
-        "p95": round(pct(values, 0.95), 3),
-        "max": round(max(values), 3),
-    }
 
 
 async def one_round(stack: CallStack, bus: Bus, tag: str) -> dict[str, float]:

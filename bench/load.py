@@ -52,6 +52,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.stats import pct
 from gateway.call_store import CallStore
 from gateway.calls import CallService
 from gateway.conversations import Conversations
@@ -95,11 +96,6 @@ CANDIDATE = {
     "sdpMid": "0",
     "sdpMLineIndex": 0,
 }
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def token_for(user_id: str, ttl_s: int = 3 * 3600) -> str:

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import math
 import os
 import statistics
 import sys
@@ -37,6 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.stats import pct, summary
 from tests.support.call_stack import CallStack
 from tests.support.nats_server import NatsServer
 
@@ -54,12 +54,6 @@ SELECTOR = {"SELECTOR_TO_P2P_HOLD_S": "0", "SELECTOR_MIGRATION_DEADLINE_S": "10"
 #: Each participant is its own process (see client_worker.py): 15 fps video, the SFU slots'
 #: packets counted rather than decoded (the tests check pictures; this measures time).
 CLIENT: dict[str, Any] = {"video_fps": 15.0, "decode_sfu": False}
-
-
-def pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (of 20 values, p95 is the 19th, p50 the 10th)."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
 
 
 class Participant:
@@ -245,15 +239,6 @@ async def idle_node_cpu(pid: int, seconds: float = 3.0) -> float:
     return (cpu_seconds(pid) - c0) / (time.monotonic() - t0)
 
 
-def summary(rows: list[dict[str, float]], key: str) -> dict[str, float]:
-    values = [r[key] for r in rows]
-    return {
-        "p50": round(pct(values, 0.5), 3),
-        "p95": round(pct(values, 0.95), 3),
-        "max": round(max(values), 3),
-    }
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=20, help="rounds per direction and mode")
@@ -338,14 +323,14 @@ async def main() -> None:
     every = cold + warm
     out: dict[str, Any] = {
         "rounds": rounds,
-        "to_sfu": summary(cold, "to_sfu_s"),
-        "to_sfu_prewarmed": summary(warm, "to_sfu_s"),
-        "to_p2p": summary(every, "to_p2p_s"),
-        "to_sfu_existing": summary(cold, "to_sfu_existing_s"),
-        "to_sfu_prewarmed_existing": summary(warm, "to_sfu_existing_s"),
-        "to_sfu_p95_s": summary(cold, "to_sfu_s")["p95"],
-        "to_sfu_prewarmed_p95_s": summary(warm, "to_sfu_s")["p95"],
-        "to_p2p_p95_s": summary(every, "to_p2p_s")["p95"],
+        "to_sfu": summary([r["to_sfu_s"] for r in cold]),
+        "to_sfu_prewarmed": summary([r["to_sfu_s"] for r in warm]),
+        "to_p2p": summary([r["to_p2p_s"] for r in every]),
+        "to_sfu_existing": summary([r["to_sfu_existing_s"] for r in cold]),
+        "to_sfu_prewarmed_existing": summary([r["to_sfu_existing_s"] for r in warm]),
+        "to_sfu_p95_s": summary([r["to_sfu_s"] for r in cold])["p95"],
+        "to_sfu_prewarmed_p95_s": summary([r["to_sfu_s"] for r in warm])["p95"],
+        "to_p2p_p95_s": summary([r["to_p2p_s"] for r in every])["p95"],
         "max_video_gap_ms": round(
             max(max(r["sfu_video_gap_ms"], r["p2p_video_gap_ms"]) for r in every), 1
         ),

@@ -29,6 +29,7 @@ import jwt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.stats import pct
 from tests.support.call_client import CallClient
 from tests.support.gateways import JWT_SECRET, GatewayCluster
 from tests.support.nats_server import NatsServer
@@ -50,11 +51,6 @@ CANDIDATE = {
     "sdpMid": "0",
     "sdpMLineIndex": 0,
 }
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def for_call(call_id: str) -> Callable[[dict[str, Any]], bool]:
