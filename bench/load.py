@@ -44,7 +44,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jwt
 import msgspec
 import psutil
 from nats.aio.msg import Msg
@@ -52,6 +51,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.relay import relay_samples, token_for
 from bench.stats import pct
 from gateway.call_store import CallStore
 from gateway.calls import CallService
@@ -91,17 +91,6 @@ BENCH_ENV = {
     "HEARTBEAT_INTERVAL_S": "1",
     "LOG_LEVEL": "warning",
 }
-CANDIDATE = {
-    "candidate": "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host",
-    "sdpMid": "0",
-    "sdpMLineIndex": 0,
-}
-
-
-def token_for(user_id: str, ttl_s: int = 3 * 3600) -> str:
-    now = int(time.time())
-    claims = {"sub": user_id, "iss": "meeshy", "aud": "meeshy-calls", "exp": now + ttl_s}
-    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 
 
 # --- helper process: idle sockets -------------------------------------------------------------
@@ -233,44 +222,6 @@ async def profile(pid: int, seconds: float, tag: str) -> asyncio.subprocess.Proc
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
-
-
-async def relay_samples(cluster: GatewayCluster, tag: str, samples: int) -> list[float]:
-    """One-way ``call:signal`` times (ms), alternating A -> B and B -> A."""
-    conv = f"load-relay-{tag}"
-    ua, ub = f"relay-{tag}-a", f"relay-{tag}-b"
-    cluster.put_conversation(conv, "DIRECT", [ua, ub])
-    gw_a, gw_b = cluster.urls
-    a = await CallClient.connect(gw_a, token_for(ua), media=False)
-    b = await CallClient.connect(gw_b, token_for(ub), media=False)
-    out: list[float] = []
-    try:
-        call_id = (await a.initiate(conv))["call"]["callId"]
-        await b.wait_for("call:incoming")
-        await b.accept(call_id)
-        await a.wait_for("call:participant-joined")
-        for i in range(samples + 20):
-            src, dst = (a, b) if i % 2 == 0 else (b, a)
-            before = len(dst.events)
-            t0 = time.monotonic()
-            await src.sio.emit(
-                "call:signal",
-                {
-                    "callId": call_id,
-                    "to": dst.participant_id,
-                    "type": "ice-candidate",
-                    "candidate": CANDIDATE,
-                },
-            )
-            got = await dst.wait_for("call:signal", timeout=5)
-            assert got["from"] == src.participant_id
-            arrived = next(t for name, _, t in dst.events[before:] if name == "call:signal")
-            if i >= 20:  # warm-up excluded
-                out.append((arrived - t0) * 1000)
-        await a.leave()
-    finally:
-        await asyncio.gather(a.close(), b.close())
-    return out
 
 
 async def part_sockets(

@@ -25,13 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jwt
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.relay import relay_samples, token_for
 from bench.stats import pct
 from tests.support.call_client import CallClient
-from tests.support.gateways import JWT_SECRET, GatewayCluster
+from tests.support.gateways import GatewayCluster
 from tests.support.nats_server import NatsServer
 
 ROOT = str(Path(__file__).resolve().parents[1])
@@ -46,21 +45,10 @@ BENCH_ENV = {
     "CALL_RING_TIMEOUT_S": "30",
     "LOG_LEVEL": "warning",
 }
-CANDIDATE = {
-    "candidate": "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host",
-    "sdpMid": "0",
-    "sdpMLineIndex": 0,
-}
 
 
 def for_call(call_id: str) -> Callable[[dict[str, Any]], bool]:
     return lambda payload: payload.get("callId") == call_id
-
-
-def token_for(user_id: str) -> str:
-    now = int(time.time())
-    claims = {"sub": user_id, "iss": "meeshy", "aud": "meeshy-calls", "exp": now + 3600}
-    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 
 
 # --- idle socket helper process ---------------------------------------------------------------
@@ -117,37 +105,6 @@ async def setup_times(cluster: GatewayCluster, calls: int) -> list[float]:
     return times
 
 
-async def relay_latencies(cluster: GatewayCluster, samples: int) -> list[float]:
-    conv = "bench-relay"
-    cluster.put_conversation(conv, "DIRECT", ["relay-a", "relay-b"])
-    gw_a, gw_b = cluster.urls
-    a = await CallClient.connect(gw_a, token_for("relay-a"), media=False)
-    b = await CallClient.connect(gw_b, token_for("relay-b"), media=False)
-    out: list[float] = []
-    try:
-        call_id = (await a.initiate(conv))["call"]["callId"]
-        await b.wait_for("call:incoming")
-        await b.accept(call_id)
-        await a.wait_for("call:participant-joined")
-        target = b.participant_id or ""
-        for i in range(samples + 20):
-            before = len(b.events)
-            t0 = time.monotonic()
-            await a.sio.emit(
-                "call:signal",
-                {"callId": call_id, "to": target, "type": "ice-candidate", "candidate": CANDIDATE},
-            )
-            got = await b.wait_for("call:signal", timeout=5)
-            assert got["from"] == a.participant_id
-            arrived = next(t for name, _, t in b.events[before:] if name == "call:signal")
-            if i >= 20:  # warm-up excluded
-                out.append((arrived - t0) * 1000)
-        await a.leave()
-    finally:
-        await asyncio.gather(a.close(), b.close())
-    return out
-
-
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="5 calls, 100 idle sockets/gateway")
@@ -182,7 +139,7 @@ async def main() -> int:
                 raise RuntimeError(f"idle worker failed: {line!r}")
         connect_s = time.monotonic() - t0
         print(f"idle sockets: {idle} per gateway connected in {connect_s:.1f}s")
-        relay = await relay_latencies(cluster, samples)
+        relay = await relay_samples(cluster, "signaling", samples)
         print(
             f"signal relay A -> NATS -> B, {len(relay)} samples with {idle} idle sockets/gateway: "
             f"p50 {pct(relay, 0.5):.2f}ms  p99 {pct(relay, 0.99):.2f}ms  max {max(relay):.2f}ms"
