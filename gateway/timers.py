@@ -122,6 +122,8 @@ class Sweeper:
         self.recovered = 0
         self._task: asyncio.Task[None] | None = None
         self.fired = 0
+        #: Sweeps done so far (a test or an operator can tell the sweeper is running).
+        self.rounds = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="call-sweeper")
@@ -154,6 +156,7 @@ class Sweeper:
             except Exception as exc:  # one bad call must not stop the others' timers
                 log.warning("sweeper.call_failed", call_id=call_id, error=type(exc).__name__)
         self.fired += fired
+        self.rounds += 1
         return fired
 
     async def _sweep_call(self, call_id: str, state: CallState, revision: int, now: float) -> bool:
