@@ -84,6 +84,7 @@ class TranscriberService(Service[TranscriberSettings]):
                 batch_size=s.transcriber_batch_size,
                 ack_wait_s=s.transcriber_ack_wait_s,
                 max_deliver=s.transcriber_max_deliver,
+                stop_timeout_s=s.drain_timeout_s,
             ),
             service_id=self.service_id,
             in_flight=self.in_flight,

@@ -135,6 +135,9 @@ class WorkerConfig:
     max_deliver: int = 3
     #: How long a chunk handed back for another worker waits before it is offered again.
     defer_s: float = 0.5
+    #: How long :meth:`TranscriberWorker.stop` waits for the batch in hand before it gives
+    #: up on it (unacknowledged, it is redelivered to another worker after ``ack_wait_s``).
+    stop_timeout_s: float = 20.0
 
 
 def consumer_config(config: WorkerConfig) -> ConsumerConfig:
@@ -193,14 +196,24 @@ class TranscriberWorker:
         self._depth_task = loop.create_task(self._watch_depth(), name="queue-depth")
 
     async def stop(self) -> None:
-        """Stop pulling; the batch in hand is finished and acknowledged first."""
+        """Stop pulling; the batch in hand is finished and acknowledged first, within
+        ``stop_timeout_s`` (past it the batch is abandoned to redelivery, never lost)."""
         self._stopping.set()
-        for task in (self._task, self._depth_task):
-            if task is not None and task is self._depth_task:
-                task.cancel()
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._depth_task is not None:
+            self._depth_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._depth_task
+        if self._task is not None:
+            done, _ = await asyncio.wait({self._task}, timeout=self.config.stop_timeout_s)
+            if not done:
+                log.warning(
+                    "worker.stop_deadline",
+                    in_hand=self.stats.in_hand,
+                    deadline_s=self.config.stop_timeout_s,
+                )
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
         if self._psub is not None:
             with contextlib.suppress(Exception):
                 await self._psub.unsubscribe()

@@ -240,3 +240,45 @@ async def test_a_chunk_that_crashed_every_worker_is_dead_lettered_not_left_behin
     from schemas.codec import decoder_for
 
     assert decoder_for(AudioChunk).decode(letter.payload) == poison
+
+
+class StuckEngine(FakeEngine):
+    """Never finishes a batch until released (a wedged model, a host swapping)."""
+
+    def __init__(self) -> None:
+        super().__init__("stuck", {"en"})
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def transcribe(self, requests: Sequence[SttRequest]) -> list[SttResult]:
+        self.entered.set()
+        self.release.wait(30)
+        return super().transcribe(requests)
+
+
+async def test_a_worker_stuck_in_a_batch_stops_by_its_deadline_and_the_chunk_is_not_lost(
+    bus: Bus, workers: list[TranscriberWorker], uid: str
+) -> None:
+    call_id = f"c-{uid}"
+    segments, _ = await watch(bus, call_id)
+    engine = StuckEngine()
+    stuck = TranscriberWorker(
+        bus=bus,
+        engine=engine,
+        executor=ThreadPoolExecutor(1),
+        config=WorkerConfig(durable="transcribers", ack_wait_s=2.0, stop_timeout_s=0.5),
+        service_id="tr-stuck",
+    )
+    await stuck.start()
+    try:
+        await store(bus, [chunk(call_id, "dora", "en")])
+        await eventually(engine.entered.is_set, 10)
+        # stop() returns although the batch never ends (before the fix it waited forever).
+        await asyncio.wait_for(stuck.stop(), 10)
+        assert stuck.stats.chunks_transcribed == 0
+        # The chunk was never acknowledged: after ack_wait another worker transcribes it.
+        await start(bus, FakeEngine("base", {"en"}), workers, "tr-b")
+        await segments.wait_count(1, 15)
+        assert segments.items[0].participant_id == "dora"
+    finally:
+        engine.release.set()
