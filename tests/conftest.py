@@ -9,8 +9,11 @@ import pytest
 from schemas.bus import Bus
 from schemas.ids import new_id
 from schemas.settings import BusSettings
+from tests.support import aioice_race
 from tests.support.mongo_server import MongoServer
 from tests.support.nats_server import NatsCluster, NatsServer, running_servers
+
+aioice_race.install()
 
 if TYPE_CHECKING:
     from tests.support.call_client import CallClient
