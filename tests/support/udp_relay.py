@@ -207,6 +207,39 @@ def _send(sock: socket.socket, data: bytes, to: Address) -> bool:
     return True
 
 
+def rewrite_candidates(sdp: str, via: Callable[[Address], Address]) -> str:
+    """``sdp`` with every IPv4 UDP ``a=candidate`` line pointed at ``via((ip, port))`` and
+    every other candidate (TCP, IPv6, mDNS names) removed, so the only way to reach the
+    SDP's author is through the relay."""
+    out: list[str] = []
+    for line in sdp.splitlines(keepends=True):
+        if not line.startswith("a=candidate:"):
+            out.append(line)
+            continue
+        body = line.rstrip("\r\n")
+        rewritten = rewrite_candidate(body, via)
+        if rewritten is not None:
+            out.append(rewritten + line[len(body) :])
+    return "".join(out)
+
+
+def rewrite_candidate(candidate: str, via: Callable[[Address], Address]) -> str | None:
+    """One candidate (``candidate:...`` or ``a=candidate:...``) pointed at the relay, or None
+    for one the relay cannot carry (not UDP, not IPv4)."""
+    fields = candidate.split(" ")
+    if len(fields) < 8 or fields[2].lower() != "udp":
+        return None
+    try:
+        address = ipaddress.ip_address(fields[4])
+    except ValueError:
+        return None  # an mDNS name
+    if address.version != 4:
+        return None
+    host, port = via((fields[4], int(fields[5])))
+    fields[4], fields[5] = host, str(port)
+    return " ".join(fields)
+
+
 class ThreadedUdpRelay:
     """A :class:`UdpRelay` on its own event loop in a daemon thread, driven synchronously.
 

@@ -8,7 +8,14 @@ from typing import Any, cast
 
 import pytest
 
-from tests.support.udp_relay import Address, RelayFull, ThreadedUdpRelay, UdpRelay
+from tests.support.udp_relay import (
+    Address,
+    RelayFull,
+    ThreadedUdpRelay,
+    UdpRelay,
+    rewrite_candidate,
+    rewrite_candidates,
+)
 from tests.support.waiting import eventually, until
 
 
@@ -206,3 +213,34 @@ def test_threaded_relay_forwards_while_the_caller_blocks() -> None:
 
 async def _wait_dropped(relay: ThreadedUdpRelay) -> None:
     await eventually(lambda: relay.relay.dropped() == 1, timeout=5)
+
+
+def test_candidates_point_at_the_relay_and_the_rest_are_removed() -> None:
+    sdp = (
+        "v=0\r\n"
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        "a=candidate:1 1 udp 2122260223 192.0.2.2 50000 typ host generation 0\r\n"
+        "a=candidate:2 1 tcp 1518280447 192.0.2.2 9 typ host tcptype active\r\n"
+        "a=candidate:3 1 udp 2122262783 fd00::2 50001 typ host\r\n"
+        "a=candidate:4 1 udp 2122260223 1f0e.local 50002 typ host\r\n"
+        "a=end-of-candidates\r\n"
+    )
+    seen: list[Address] = []
+
+    def via(target: Address) -> Address:
+        seen.append(target)
+        return ("127.0.0.1", 40000)
+
+    out = rewrite_candidates(sdp, via)
+    assert seen == [("192.0.2.2", 50000)]
+    assert out == (
+        "v=0\r\n"
+        "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        "a=candidate:1 1 udp 2122260223 127.0.0.1 40000 typ host generation 0\r\n"
+        "a=end-of-candidates\r\n"
+    )
+    assert (
+        rewrite_candidate("candidate:1 1 UDP 2122260223 10.0.0.1 5 typ host", via)
+        == "candidate:1 1 UDP 2122260223 127.0.0.1 40000 typ host"
+    )
+    assert rewrite_candidate("candidate:", via) is None
