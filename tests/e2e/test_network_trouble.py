@@ -112,8 +112,10 @@ def relay() -> Iterator[ThreadedUdpRelay]:
 
 
 def route_through(person: Person, other: str, relay: ThreadedUdpRelay) -> None:
-    """Every candidate ``person``'s page receives (``other``'s) goes through the relay,
-    labelled ``<owner>:<asker>``."""
+    """Every candidate ``person``'s page receives goes through the relay, labelled
+    ``<owner>:<asker>``. The page does not say whose a candidate is: in a two-person P2P
+    call every remote candidate is the other's (a media node's, were the call to move to
+    the SFU, would be labelled the same: the test asserts it stays P2P)."""
     label = f"{other}:{person.name}"
 
     def via(candidates: list[str]) -> list[str | None]:
