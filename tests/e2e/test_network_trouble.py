@@ -146,6 +146,12 @@ def pc_state(person: Person) -> list[dict[str, str | None]]:
     return value
 
 
+def mark(*people: Person, text: str) -> None:
+    """A line in each page's console (kept as an artifact), to read its log against."""
+    for p in people:
+        p.page.evaluate("t => console.info(t)", text)
+
+
 def wait_until(person: Person, check: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Poll ``check`` (it reads the pages and the relay) until it holds; Playwright keeps
     delivering the pages' calls to ``__relayCandidates`` meanwhile."""
@@ -185,6 +191,7 @@ def test_ice_restart_brings_a_participant_back_after_losing_its_packets(
     # --- the trouble ------------------------------------------------------------------------
     relay.drop(alices)
     dropped_at = time.monotonic()
+    mark(alice, bob, text="test: Alice's datagrams are being lost")
 
     def saw_trouble() -> bool:
         states = ice_states(alice, bob)
@@ -202,6 +209,7 @@ def test_ice_restart_brings_a_participant_back_after_losing_its_packets(
     assert lost > 0, "the relay lost nothing: a direct path bypassed it"
     alice.screenshot("network-trouble-dropped")
     relay.restore()
+    mark(alice, bob, text="test: Alice's datagrams flow again")
 
     # --- back -------------------------------------------------------------------------------
     wait_until(

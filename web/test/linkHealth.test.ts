@@ -27,8 +27,15 @@ test("ICE failed, or nothing ever carried, is reported at once", () => {
 });
 
 test("frames that stop while packets still arrive on a live path are reported after the stall", () => {
-  assert.equal(linkFailure({ ...healthy, sinceVideoMs: STALL_MS + 1, sinceReceivedMs: 200 }), "frames_stalled");
-  assert.equal(linkFailure({ ...healthy, ice: "completed", sinceVideoMs: STALL_MS + 1 }), "frames_stalled");
+  assert.equal(linkFailure({ ...healthy, sinceVideoMs: STALL_MS + 201, sinceReceivedMs: 200 }), "frames_stalled");
+  assert.equal(linkFailure({ ...healthy, ice: "completed", sinceVideoMs: STALL_MS + 600 }), "frames_stalled");
+  assert.equal(linkFailure({ ...healthy, sinceVideoMs: STALL_MS + 100, sinceReceivedMs: 200 }), "");
+});
+
+test("packets seen one sample after the last frame, then nothing: a drop, not a stall", () => {
+  // The last frame 3.2 s ago; a few packets arrived a sample later (2.2 s ago), just before
+  // the network dropped; ICE has not noticed yet.
+  assert.equal(linkFailure({ ...healthy, sinceVideoMs: 3_200, sinceReceivedMs: 2_200 }), "");
 });
 
 test("a network that drops everything is left to the ICE restart, up to the outage limit", () => {
@@ -47,5 +54,6 @@ test("after the network is back, frames get a stall's time to resume before a re
   // ICE reconnected (the restart) and packets flow again, the last frame is long ago.
   const back = { ...healthy, sinceVideoMs: 12_000, sinceReceivedMs: 100, receivingForMs: 1_000 };
   assert.equal(linkFailure(back), "");
-  assert.equal(linkFailure({ ...back, receivingForMs: STALL_MS + 1 }), "frames_stalled");
+  assert.equal(linkFailure({ ...back, receivingForMs: STALL_MS + 50 }), "");
+  assert.equal(linkFailure({ ...back, receivingForMs: STALL_MS + 101, sinceReceivedMs: 0 }), "frames_stalled");
 });

@@ -629,7 +629,11 @@ export class CallMedia {
         receivingForMs: receivingSince === undefined ? null : now - receivingSince,
       });
       if (!reason) continue;
-      console.info(`media: direct link to ${p.participantId} reported failed (${reason}, ICE ${ice})`);
+      const ago = (t: number | undefined) => (t === undefined ? "never" : `${Math.round(now - t)} ms ago`);
+      console.info(
+        `media: direct link to ${p.participantId} reported failed (${reason}, ICE ${ice}; ` +
+          `last frame ${ago(lastVideo)}, last packet ${ago(lastReceived)}, receiving since ${ago(receivingSince)})`,
+      );
       this.reportedLinks.add(link);
       this.signaling
         .request("call:media-health", { callId: this.host.callId, state: "failed", peerId: p.participantId, reason })

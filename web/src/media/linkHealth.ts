@@ -36,10 +36,15 @@ export function linkFailure(s: LinkSample): LinkFailure {
   if (!s.everMedia && s.ageMs > NO_MEDIA_MS) return "no_media";
   if (!s.videoExpected || s.sinceVideoMs === null || s.sinceVideoMs <= STALL_MS) return "";
   const up = s.ice === "connected" || s.ice === "completed";
-  const receiving = s.sinceReceivedMs !== null && s.sinceReceivedMs <= RECEIVE_GAP_MS;
-  // Packets have been arriving for a while and no frame decodes: the direct path is broken
-  // for media. (Right after the network came back, frames need a moment and a keyframe.)
-  if (up && receiving && Math.min(s.sinceVideoMs, s.receivingForMs ?? 0) > STALL_MS) return "frames_stalled";
+  if (up && s.sinceReceivedMs !== null && s.sinceReceivedMs <= RECEIVE_GAP_MS) {
+    // Packets kept arriving, without a break, for a stall's time after the last frame (and
+    // since they came back after a drop: frames need a moment and a keyframe then): the
+    // direct path is broken for media. Measured up to the last packet, not to now: the
+    // stats are sampled, and packets that arrived one sample after the last frame, just
+    // before the network dropped, are no sign of a live path.
+    const received = Math.min(s.sinceVideoMs, s.receivingForMs ?? 0) - s.sinceReceivedMs;
+    if (received > STALL_MS) return "frames_stalled";
+  }
   // Nothing arrives: give ICE (and its restart) the time to bring the path back.
   return s.sinceVideoMs > OUTAGE_MS ? "frames_stalled" : "";
 }
