@@ -21,6 +21,7 @@ import type { Signaling } from "../signaling";
 import { ArrivalLog, carriesEveryone, FrameClock, P2P, sfuPath, type Expected, type PathKey } from "./arrivals";
 import { EpochLedger } from "./epochs";
 import { toRtcIceServers } from "./ice";
+import { linkFailure, RECEIVE_GAP_MS } from "./linkHealth";
 import type { LocalMedia } from "./localMedia";
 import { P2PMesh } from "./p2pMesh";
 import { RemoteFeeds } from "./remoteFeeds";
@@ -61,10 +62,6 @@ interface Switching {
   reported: "no" | "ok" | "failed";
 }
 
-/** A direct link that carried nothing this long after it was made is reported. */
-const NO_MEDIA_MS = 15_000;
-/** A direct link whose video stopped this long (camera on, ICE up) is reported. */
-const STALL_MS = 3_000;
 /** Media seen on a path this recently counts as that path carrying the participant. */
 const LIVE_MS = 2_500;
 const SAMPLE_MS = 1_000;
@@ -94,6 +91,10 @@ export class CallMedia {
   private readonly reportedLinks = new WeakSet<object>();
   private readonly everMedia = new WeakSet<object>();
   private readonly lastVideo = new WeakMap<object, number>();
+  /** When each direct link's transport last received anything (RTP or RTCP). */
+  private readonly lastReceived = new WeakMap<object, number>();
+  /** Since when it has received without a break longer than RECEIVE_GAP_MS. */
+  private readonly receivingSince = new WeakMap<object, number>();
   private iceServers: RTCIceServer[];
   private pinned: string[] = [];
   private timer: number | null = null;
@@ -562,6 +563,15 @@ export class CallMedia {
       }
       if (video > 0 || packets > 0) this.everMedia.add(link);
       if (video > 0) this.lastVideo.set(link, now);
+      let bytes = 0;
+      for (const s of entries) {
+        if (s.type === "transport" && typeof s["bytesReceived"] === "number") bytes += s["bytesReceived"];
+      }
+      if (this.credit(`p2p:${p.participantId}:transport`, bytes) > 0 || packets > 0) {
+        const last = this.lastReceived.get(link);
+        if (last === undefined || now - last > RECEIVE_GAP_MS) this.receivingSince.set(link, now);
+        this.lastReceived.set(link, now);
+      }
       if (this.routeOf(p.participantId) === P2P || !this.stats.has(p.participantId)) {
         this.stats.set(p.participantId, this.book.summarize(p.participantId, "p2p", entries, now));
       }
@@ -606,18 +616,24 @@ export class CallMedia {
       const link = this.mesh.link(p.participantId);
       if (!link || link.isClosed || this.reportedLinks.has(link)) continue;
       const ice = link.pc.iceConnectionState;
-      let reason = "";
-      if (ice === "failed") reason = "ice_failed";
-      else if (!this.everMedia.has(link) && now - link.createdAt > NO_MEDIA_MS) reason = "no_media";
-      else if (
-        p.videoEnabled &&
-        (ice === "connected" || ice === "completed") &&
-        this.lastVideo.has(link) &&
-        now - (this.lastVideo.get(link) ?? now) > STALL_MS
-      ) {
-        reason = "frames_stalled";
-      }
+      const lastVideo = this.lastVideo.get(link);
+      const lastReceived = this.lastReceived.get(link);
+      const receivingSince = this.receivingSince.get(link);
+      const reason = linkFailure({
+        ice,
+        everMedia: this.everMedia.has(link),
+        ageMs: now - link.createdAt,
+        videoExpected: p.videoEnabled,
+        sinceVideoMs: lastVideo === undefined ? null : now - lastVideo,
+        sinceReceivedMs: lastReceived === undefined ? null : now - lastReceived,
+        receivingForMs: receivingSince === undefined ? null : now - receivingSince,
+      });
       if (!reason) continue;
+      const ago = (t: number | undefined) => (t === undefined ? "never" : `${Math.round(now - t)} ms ago`);
+      console.info(
+        `media: direct link to ${p.participantId} reported failed (${reason}, ICE ${ice}; ` +
+          `last frame ${ago(lastVideo)}, last packet ${ago(lastReceived)}, receiving since ${ago(receivingSince)})`,
+      );
       this.reportedLinks.add(link);
       this.signaling
         .request("call:media-health", { callId: this.host.callId, state: "failed", peerId: p.participantId, reason })

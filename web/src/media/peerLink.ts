@@ -129,6 +129,7 @@ export class PeerLink {
   /** New ICE credentials and candidates (after a network change); media keeps its tracks. */
   restartIce(): void {
     if (this.closed) return;
+    console.info(`media: ICE restart toward ${this.remoteId} (ICE ${this.pc.iceConnectionState})`);
     this.restartPending = true;
     this.pc.restartIce();
   }
