@@ -168,9 +168,10 @@ async def test_a_call_of_twelve_follows_the_active_speaker_cleanly(
                 if s.showing_id
             }
             assert client.participant_id not in shown
+            if not client.decode:
+                continue  # it counted packets; it has no pictures to check
             palette = [colour_of(clients, pid) for pid in shown]
-            if client.decode:
-                assert any(slot.frames for slot in client.slots)
+            assert any(slot.frames for slot in client.slots)
             for slot in client.slots:
                 for _, colour, _ in slot.frames:
                     assert any(colour_close(colour, p) for p in palette), (slot.index, colour)
