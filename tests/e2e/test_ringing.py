@@ -84,7 +84,11 @@ def test_server_refusals_and_missing_history_read_as_sentences(
     alice.button("Back to conversations").click()
     alice.expect_screen("conversations")
 
-    # Alice is taken out of the conversation while her page still lists it.
+    # Alice is taken out of the conversation while she is about to call it (her list may
+    # refresh and drop it at any moment after, so she is on the pre-join screen first).
+    alice.button(f"Call {title}").click()
+    start = alice.button("Start call")
+    expect(start).to_be_enabled()
     resp = httpx.put(
         f"{gateway.urls[0]}/api/admin/conversations/{conversation}",
         json={"type": "GROUP", "title": title, "members": [{"userId": "bob"}]},
@@ -92,9 +96,6 @@ def test_server_refusals_and_missing_history_read_as_sentences(
         timeout=10,
     )
     resp.raise_for_status()
-    alice.button(f"Call {title}").click()
-    start = alice.button("Start call")
-    expect(start).to_be_enabled()
     start.click()
     refusal = alice.page.locator(".form-status").get_by_role("alert")
     expect(refusal).to_have_text("Not allowed: not a member of this conversation")
