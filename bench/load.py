@@ -78,6 +78,10 @@ from tests.support.waiting import eventually
 ROOT = str(Path(__file__).resolve().parents[1])
 SCRIPT = str(Path(__file__).resolve())
 BENCH_ENV = {
+    # Every simulated client connects from 127.0.0.1: one address bucket would hold them
+    # to 2 connects a second (the limit is for one real client, not ten thousand).
+    "RATE_CONNECT_PER_S": "100000",
+    "RATE_CONNECT_BURST": "100000",
     "RATE_SIGNAL_PER_S": "100000",
     "RATE_SIGNAL_BURST": "100000",
     "RATE_INITIATE_PER_S": "1000",
