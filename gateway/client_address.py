@@ -67,4 +67,4 @@ class ClientAddress:
             if address.ipv4_mapped is not None:
                 return str(address.ipv4_mapped)
             return str(IPv6Network((address, IPV6_BUCKET_PREFIX), strict=False))
-        return client
+        return str(address) if address is not None else client

@@ -176,6 +176,8 @@ class TranscriberWorker:
         self.stats = WorkerStats()
         self._in_flight = in_flight or InFlight()
         self._progress = Progress()
+        #: stop() gave up on a batch whose engine call is still running in its thread.
+        self.abandoned_batch = False
         self._decoder: msgspec.json.Decoder[AudioChunk] = decoder_for(AudioChunk)
         self._psub: Any = None
         self._stopping = asyncio.Event()
@@ -211,6 +213,8 @@ class TranscriberWorker:
                     in_hand=self.stats.in_hand,
                     deadline_s=self.config.stop_timeout_s,
                 )
+                # The engine's thread cannot be cancelled; the process exits without it.
+                self.abandoned_batch = True
                 self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

@@ -227,6 +227,7 @@ def test_rate_buckets_are_ipv4_addresses_and_ipv6_slash_64s() -> None:
     assert plain.bucket("2001:db8:1:2:bbbb::9", None) == plain.bucket("2001:db8:1:2::7", None)
     assert plain.bucket("2001:db8:1:3::1", None) != plain.bucket("2001:db8:1:2::1", None)
     assert plain.bucket("1.2.3.4", None) == "1.2.3.4"
+    assert plain.bucket("1.2.3.4:5555", None) == "1.2.3.4"  # a port is not a new client
     assert plain.bucket("::ffff:1.2.3.4", None) == "1.2.3.4"
     assert plain.bucket(None, None) == "-"
     proxied = ClientAddress(gw_settings(trusted_proxies="10.0.0.0/24").proxy_networks())

@@ -57,3 +57,10 @@ test("after the network is back, frames get a stall's time to resume before a re
   assert.equal(linkFailure({ ...back, receivingForMs: STALL_MS + 50 }), "");
   assert.equal(linkFailure({ ...back, receivingForMs: STALL_MS + 101, sinceReceivedMs: 0 }), "frames_stalled");
 });
+
+test("a link that carried media and then nothing at all for an outage is reported, camera on or off", () => {
+  const silent = { ...healthy, sinceReceivedMs: OUTAGE_MS + 1, receivingForMs: null };
+  assert.equal(linkFailure({ ...silent, videoExpected: false, sinceVideoMs: null }), "no_media");
+  assert.equal(linkFailure({ ...silent, sinceVideoMs: OUTAGE_MS + 1 }), "no_media");
+  assert.equal(linkFailure({ ...silent, sinceReceivedMs: OUTAGE_MS - 1, videoExpected: false }), "");
+});

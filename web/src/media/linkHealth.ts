@@ -34,6 +34,9 @@ export const RECEIVE_GAP_MS = 2_500;
 export function linkFailure(s: LinkSample): LinkFailure {
   if (s.ice === "failed") return "ice_failed";
   if (!s.everMedia && s.ageMs > NO_MEDIA_MS) return "no_media";
+  // Nothing at all (not even RTCP) for an outage's time: the ICE restarts did not bring
+  // the path back. Also for a link without video (audio only, camera off).
+  if (s.everMedia && s.sinceReceivedMs !== null && s.sinceReceivedMs > OUTAGE_MS) return "no_media";
   if (!s.videoExpected || s.sinceVideoMs === null || s.sinceVideoMs <= STALL_MS) return "";
   const up = s.ice === "connected" || s.ice === "completed";
   if (up && s.sinceReceivedMs !== null && s.sinceReceivedMs <= RECEIVE_GAP_MS) {
