@@ -17,8 +17,8 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 from motor.motor_asyncio import AsyncIOMotorClient
-from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import DuplicateKeyError
+from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from gateway.archive.documents import (
     CallSession,
@@ -43,6 +43,8 @@ PARTICIPANTS = "call_participants"
 HISTORY = "call_history"
 TRANSCRIPTIONS = "transcriptions"
 CAPTIONS = "captions"
+#: MongoDB's duplicate-key error: a version-guarded upsert found a document as new or newer.
+_DUPLICATE_KEY = 11000
 
 #: (collection, keys) of every index the archive's queries need.
 INDEXES: tuple[tuple[str, list[tuple[str, int]]], ...] = (
@@ -245,12 +247,47 @@ class ArchiveRepository:
         out.append((SESSIONS, folded.session.call_id, folded.session))
         return out
 
+    async def _put_many(
+        self, collection: str, docs: Sequence[tuple[str, Doc]], version: int
+    ) -> int:
+        """:meth:`_put` for several documents of one collection in one round trip (their
+        order does not matter: they are different documents); how many changed."""
+        if len(docs) == 1:
+            doc_id, doc = docs[0]
+            return int(await self._put(collection, doc_id, doc, version))
+        ops = [
+            UpdateOne(
+                {"_id": doc_id, "version": {"$lt": version}}, {"$set": _fields(doc)}, upsert=True
+            )
+            for doc_id, doc in docs
+        ]
+        try:
+            result = await self.db[collection].bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            # A duplicate key is a stored document as new or newer (see _put); anything
+            # else is a real failure.
+            if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+            return int(exc.details.get("nModified", 0)) + int(exc.details.get("nUpserted", 0))
+        return int(result.modified_count) + int(result.upserted_count)
+
     async def write(self, docs: Sequence[tuple[str, str, Doc]], version: int) -> dict[str, int]:
-        """Write folded documents (version-guarded); how many changed, per collection."""
+        """Write folded documents (version-guarded); how many changed, per collection.
+
+        One round trip per run of documents of the same collection, in the order given, so
+        the session (last, the commit marker) is written after everything folded with it.
+        """
         written: dict[str, int] = {}
+        runs: list[tuple[str, list[tuple[str, Doc]]]] = []
         for collection, doc_id, doc in docs:
-            if await self._put(collection, doc_id, doc, version):
-                written[collection] = written.get(collection, 0) + 1
+            if runs and runs[-1][0] == collection:
+                runs[-1][1].append((doc_id, doc))
+            else:
+                runs.append((collection, [(doc_id, doc)]))
+        for collection, run in runs:
+            changed = await self._put_many(collection, run, version)
+            if changed:
+                written[collection] = written.get(collection, 0) + changed
         return written
 
     async def put_revisioned(self, collection: str, doc_id: str, doc: Doc, revision: int) -> bool:

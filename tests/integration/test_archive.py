@@ -303,3 +303,24 @@ async def test_an_event_type_newer_than_the_archive_does_not_freeze_the_call(
         assert logged[0]["event"]["extra"] == [1, 2]  # kept as published, for a later fold
     finally:
         assert await archive.close() == 0
+
+
+async def test_a_fold_older_than_what_is_stored_writes_nothing_in_its_bulk_write(
+    repo: ArchiveRepository, uid: str
+) -> None:
+    """Documents of one collection are written in one bulk write, still version-guarded:
+    an older fold (another instance, a redelivery) changes none of them; a newer one all."""
+    from gateway.archive.projection import Sequenced, fold
+
+    rec = recorded_call(uid)
+    log = [Sequenced(i + 1, e, None) for i, e in enumerate(rec.events)]
+    newer = ArchiveRepository.documents(fold(log))
+    older = ArchiveRepository.documents(fold(log[: len(log) - 2]))
+    assert sum(1 for c, _, _ in newer if c == r.PARTICIPANTS) > 1  # a real bulk write
+    written = await repo.write(newer, len(log))
+    assert written.get(r.PARTICIPANTS, 0) > 1 and written.get(r.SESSIONS) == 1
+    before = await snapshot(repo, rec.call_id)
+    assert await repo.write(older, len(log) - 2) == {}
+    assert await snapshot(repo, rec.call_id) == before
+    again = ArchiveRepository.documents(fold([*log, Sequenced(len(log) + 1, rec.events[-1], None)]))
+    assert (await repo.write(again, len(log) + 1)).get(r.SESSIONS) == 1
