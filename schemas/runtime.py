@@ -11,6 +11,7 @@ Each service implements :class:`Service`; :func:`launch` does the rest the same 
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -78,6 +79,9 @@ class Service(ABC, Generic[S]):
         self.service_id = service_id
         self.in_flight = InFlight()
         self.accepting = False
+        #: Set (by ``close``) when work given up at the drain deadline still runs in an
+        #: executor thread: :func:`launch` then ends the process without joining it.
+        self.abandoned_threads = False
 
     @abstractmethod
     async def start(self, bus: Bus) -> None:
@@ -335,6 +339,14 @@ def launch(service_type: type[Service[S]], settings_type: type[S]) -> int:
         return EXIT_BAD_SETTINGS
     service = service_type(settings, service_id)
     try:
-        return asyncio.run(run_service(service))
+        code = asyncio.run(run_service(service))
     finally:
         telemetry.shutdown()
+    if service.abandoned_threads:
+        # concurrent.futures joins every executor thread at interpreter exit: a stuck one
+        # (a wedged model call) would keep the stopped process alive until SIGKILL.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

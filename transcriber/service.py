@@ -1,7 +1,6 @@
 """The transcriber service process: load the models, then pull and transcribe chunks."""
 
 import asyncio
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,9 +16,6 @@ from transcriber.whisper import WhisperEngine, WindowPolicy
 from transcriber.worker import TranscriberWorker, WorkerConfig
 
 log = get_logger("transcriber")
-
-#: Set when the service stopped with an engine call still running (see ``__main__``).
-WEDGED_ENGINE = threading.Event()
 
 
 def build_engine(settings: TranscriberSettings) -> LanguageRouter:
@@ -103,9 +99,7 @@ class TranscriberService(Service[TranscriberSettings]):
     async def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
         if self.worker is not None and self.worker.abandoned_batch:
-            # concurrent.futures joins its threads at interpreter exit: a wedged engine
-            # call would keep the stopped process alive until SIGKILL.
-            WEDGED_ENGINE.set()
+            self.abandoned_threads = True
             log.warning("transcriber.engine_wedged_at_exit")
 
     def load_extra(self) -> dict[str, float]:

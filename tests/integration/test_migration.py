@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import TypeVar
 
 import httpx
+import msgspec
 import pytest
 from nats.aio.subscription import Subscription
 
@@ -20,7 +21,6 @@ from schemas.codec import decode
 from schemas.kv import TypedKv
 from schemas.media import (
     LeasesRenewed,
-    MediaNodeHeartbeat,
     OpenSession,
     RenewLeases,
     SessionOpened,
@@ -29,6 +29,7 @@ from tests.support.call_client import CallClient
 from tests.support.call_stack import CallStack
 from tests.support.crashing_store import CrashingStore
 from tests.support.nats_server import NatsServer
+from tests.support.samples import idle_node_heartbeat
 from tests.support.waiting import Collector
 
 pytestmark = pytest.mark.slow
@@ -287,23 +288,17 @@ class RefusingNode:
             ),
         ]
 
+        roomy = msgspec.structs.replace(
+            idle_node_heartbeat(self.node_id),
+            capacity=1000,
+            free=1000,
+            cpu_percent=0.0,
+            cpu_count=64,
+        )
+
         async def beat() -> None:
             while True:
-                await self.bus.publish(
-                    subjects.MEDIA_NODE_HEARTBEAT,
-                    MediaNodeHeartbeat(
-                        node_id=self.node_id,
-                        state="ready",
-                        calls=0,
-                        participants=0,
-                        capacity=1000,
-                        free=1000,
-                        published_tracks=0,
-                        forwarded_streams=0,
-                        cpu_percent=0.0,
-                        cpu_count=64,
-                    ),
-                )
+                await self.bus.publish(subjects.MEDIA_NODE_HEARTBEAT, roomy)
                 await asyncio.sleep(0.3)
 
         self._beating = asyncio.get_running_loop().create_task(beat())
