@@ -1,6 +1,9 @@
 """The shared service runtime, in process: draining waits for work in hand."""
 
 import asyncio
+import os
+import signal
+import sys
 
 from schemas import subjects
 from schemas.bus import Bus, Incoming
@@ -64,3 +67,52 @@ async def test_drain_finishes_work_in_hand_then_stops(
     draining = await watch.wait_state("draining")
     assert draining.load.in_flight == 1
     assert subjects.service_heartbeat("transcriber", worker.service_id)
+
+
+_STUCK_SERVICE = """
+import sys, threading
+from concurrent.futures import ThreadPoolExecutor
+from schemas.runtime import Service, launch
+from schemas.settings import ServiceSettings
+
+never = threading.Event()
+
+class Stuck(Service[ServiceSettings]):
+    kind = "transcriber"
+
+    async def start(self, bus):
+        self.pool = ThreadPoolExecutor(1)
+        self.pool.submit(never.wait)  # a model call that never returns
+        print("STARTED", flush=True)
+
+    async def close(self):
+        self.pool.shutdown(wait=False)
+        self.abandoned_threads = True
+
+sys.exit(launch(Stuck, ServiceSettings))
+"""
+
+
+async def test_a_service_that_abandoned_a_stuck_thread_still_exits(
+    nats_server: NatsServer,
+) -> None:
+    """concurrent.futures joins its threads at interpreter exit; a service that gave up on
+    a wedged call (``abandoned_threads``) must end anyway, with its exit code."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _STUCK_SERVICE,
+        env={**os.environ, "NATS_URL": nats_server.url, "LOG_LEVEL": "warning"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        while b"STARTED" not in await asyncio.wait_for(proc.stdout.readline(), 30):
+            pass
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
