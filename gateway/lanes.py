@@ -4,21 +4,34 @@ the mode selector and by each gateway's media coordinator).
 :meth:`Lanes.request` returns once a run of ``work(key)`` that *started after the request*
 has finished (so it has seen whatever caused the request). Requests for a key that is
 already running are coalesced into its next run; at most ``limit`` keys run at once.
+
+Each run executes in the context (``contextvars``, so the trace) of the latest request it
+serves, not of whichever request started the lane: a reconcile or a decision caused by a
+migration command then continues that command's trace even when the lane was already busy
+with an earlier event.
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextvars
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class _Request:
+    future: asyncio.Future[None]
+    context: contextvars.Context
 
 
 @dataclass
 class _Lane:
-    waiting: list[asyncio.Future[None]] = field(default_factory=list)
+    waiting: list[_Request] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
 
 
 class Lanes:
-    def __init__(self, work: Callable[[str], Awaitable[None]], *, limit: int) -> None:
+    def __init__(self, work: Callable[[str], Coroutine[Any, Any, None]], *, limit: int) -> None:
         self._work = work
         self._lanes: dict[str, _Lane] = {}
         self._slots = asyncio.Semaphore(limit)
@@ -30,17 +43,20 @@ class Lanes:
 
     async def request(self, key: str) -> None:
         """Run ``work(key)`` (or join the next run); raises what that run raised."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        request = _Request(future, contextvars.copy_context())
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane()
-            lane.waiting.append(future)
-            lane.task = asyncio.get_running_loop().create_task(self._drive(key, lane))
+            lane.waiting.append(request)
+            lane.task = loop.create_task(self._drive(key, lane))
         else:
-            lane.waiting.append(future)
+            lane.waiting.append(request)
         await future
 
     async def _drive(self, key: str, lane: _Lane) -> None:
+        batch: list[_Request] = []
         try:
             async with self._slots:
                 while lane.waiting:
@@ -48,10 +64,13 @@ class Lanes:
                     error: BaseException | None = None
                     try:
                         self.runs += 1
-                        await self._work(key)
+                        run: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+                            self._work(key), context=batch[-1].context
+                        )
+                        await run  # cancelling the lane cancels the run with it
                     except Exception as exc:
                         error = exc
-                    for future in batch:
+                    for future in (r.future for r in batch):
                         if future.done():
                             continue
                         if error is None:
@@ -60,9 +79,11 @@ class Lanes:
                             future.set_exception(error)
         finally:
             self._lanes.pop(key, None)
-            for future in lane.waiting:  # cancelled while waiting for a slot
-                if not future.done():
-                    future.cancel()
+            # Cancelled (closing): the run in hand and those still waiting fail with it,
+            # rather than leave their requesters waiting for ever.
+            for request in [*batch, *lane.waiting]:
+                if not request.future.done():
+                    request.future.cancel()
 
     async def close(self) -> None:
         tasks = [lane.task for lane in self._lanes.values() if lane.task is not None]

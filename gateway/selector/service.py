@@ -20,7 +20,9 @@
 
 import asyncio
 import contextlib
+import contextvars
 import heapq
+import itertools
 import time
 from typing import Any
 
@@ -105,7 +107,8 @@ class ModeSelector:
         self.rules = rules
         self._clock = clock
         self.lanes = Lanes(self._decide_call, limit=concurrency)
-        self._wakeups: list[tuple[float, str]] = []
+        self._wakeups: list[tuple[float, int, str, contextvars.Context]] = []
+        self._wakeup_order = itertools.count()
         self._woken = asyncio.Event()
         self._spawned: set[asyncio.Task[None]] = set()
         self.decisions: dict[str, int] = {}
@@ -193,25 +196,29 @@ class ModeSelector:
 
     # --- waking calls at a time ------------------------------------------------------------
     def wake(self, call_id: str, at: float) -> None:
-        heapq.heappush(self._wakeups, (at, call_id))
+        """Decide ``call_id`` again at ``at``, continuing the trace of what asked for it (the
+        event whose decision had to wait: a hold, a deadline, nodes not all heard from)."""
+        entry = (at, next(self._wakeup_order), call_id, contextvars.copy_context())
+        heapq.heappush(self._wakeups, entry)
         self._woken.set()
 
     async def run_wakeups(self) -> None:
         while True:
             now = self._clock()
-            due: set[str] = set()
+            due: dict[str, contextvars.Context] = {}
             while self._wakeups and self._wakeups[0][0] <= now:
-                due.add(heapq.heappop(self._wakeups)[1])
-            for call_id in due:
-                self.spawn(call_id)
+                _, _, call_id, context = heapq.heappop(self._wakeups)
+                due[call_id] = context  # one decision per call, in the latest asker's trace
+            for call_id, context in due.items():
+                self.spawn(call_id, context=context)
             delay = self._wakeups[0][0] - now if self._wakeups else 5.0
             self._woken.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._woken.wait(), max(0.005, min(delay, 5.0)))
 
-    def spawn(self, call_id: str) -> None:
+    def spawn(self, call_id: str, *, context: contextvars.Context | None = None) -> None:
         """Decide a call in the background (the task is kept until it ends)."""
-        task = asyncio.get_running_loop().create_task(self.decide_quietly(call_id))
+        task = asyncio.get_running_loop().create_task(self.decide_quietly(call_id), context=context)
         self._spawned.add(task)
         task.add_done_callback(self._spawned.discard)
 
