@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -75,6 +75,9 @@ Incoming = Msg
 
 
 Handler = Callable[[T, Incoming], Awaitable[None]]
+#: Handles what one fetch brought, in stream order; raising sends each message, one by one,
+#: to the consumer's :data:`Handler` (so one bad message never fails the others).
+BatchHandler = Callable[[list[tuple[T, Incoming]]], Awaitable[None]]
 Responder = Callable[[T, Incoming], Awaitable[msgspec.Struct]]
 
 
@@ -135,6 +138,25 @@ def continue_trace(msg: Msg, operation: str, kind: SpanKind) -> Any:
 
 
 _continue = continue_trace
+
+
+def _batch_span(subject: str, msgs: Sequence[Msg]) -> Any:
+    """A span around handling a batch, linked to the trace context of each message."""
+    links = []
+    for msg in msgs:
+        ctx = telemetry.extract(msg.headers)
+        if ctx is not None:
+            span_context = trace_api.get_current_span(ctx).get_span_context()
+            if span_context.is_valid:
+                links.append(trace_api.Link(span_context))
+    attributes: dict[str, Any] = telemetry.attributes(subject, "process")
+    attributes["messaging.batch.message_count"] = len(msgs)
+    return telemetry.tracer().start_as_current_span(
+        telemetry.span_name(subject, "process"),
+        kind=SpanKind.CONSUMER,
+        links=links,
+        attributes=attributes,
+    )
 
 
 async def fetch_soon(psub: Any, batch: int, *, wait_s: float) -> list[Msg]:
@@ -657,6 +679,7 @@ class Bus:
         ack_wait_s: float = 30.0,
         batch: int = 32,
         fallback: type[Any] | None = None,
+        batch_handler: BatchHandler[T] | None = None,
     ) -> Consumer:
         """Run a durable pull consumer; instances sharing ``durable`` share the work.
 
@@ -665,6 +688,11 @@ class Bus:
         undecodable message goes there at once, unless it decodes as ``fallback`` (an
         envelope of the fields every version of the message has): then the handler gets
         the envelope instead, so a consumer older than its producers keeps its place.
+
+        With ``batch_handler``, what one fetch brings (up to ``batch``) goes to it at once,
+        and every message is acked when it returns. If it raises, each message is handled
+        again on its own by ``handler``, with the rules above: a message it cannot handle
+        fails alone, never the batch it came in. Its span links to every message's trace.
         """
         config = ConsumerConfig(
             durable_name=durable,
@@ -731,6 +759,40 @@ class Bus:
                 return
             await msg.ack()
 
+        async def handle_batch(msgs: list[Msg], batch_handler: BatchHandler[T]) -> None:
+            items: list[tuple[T, Incoming]] = []
+            for msg in msgs:
+                try:
+                    items.append((decode(msg.data), msg))
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    await handle(msg)  # rejected on its own, with its reason
+            if not items:
+                return
+            try:
+                if _tracing.active:
+                    with _batch_span(filter_subject, [m for _, m in items]):
+                        await batch_handler(items)
+                else:
+                    await batch_handler(items)
+            except Exception as exc:
+                # Not yet a failure of any message: each is tried again on its own.
+                log.warning(
+                    "bus.consumer_batch_failed",
+                    durable=durable,
+                    messages=len(items),
+                    error=type(exc).__name__,
+                )
+                for _, msg in items:
+                    if _tracing.active:
+                        with _continue(msg, "process", SpanKind.CONSUMER):
+                            await handle(msg)
+                    else:
+                        await handle(msg)
+                return
+            self.stats.received += len(items)
+            for _, msg in items:
+                await msg.ack()
+
         async def loop() -> None:
             nonlocal psub
             gone = False
@@ -764,6 +826,9 @@ class Bus:
                 except Exception as exc:
                     log.warning("bus.fetch_failed", durable=durable, error=type(exc).__name__)
                     await asyncio.sleep(0.5)
+                    continue
+                if batch_handler is not None and len(msgs) > 1:
+                    await handle_batch(msgs, batch_handler)
                     continue
                 for msg in msgs:
                     if _tracing.active:

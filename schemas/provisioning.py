@@ -6,6 +6,8 @@ left untouched; one whose managed limits differ is updated in place (never delet
 """
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,6 +35,43 @@ DUPLICATE_WINDOW_S = 120.0
 #: Audio older than this is of no use to live captions; a backlog past it is dropped.
 AUDIO_CHUNKS_MAX_AGE_S = 120.0
 AUDIO_CHUNKS_MAX_BYTES = 512 * 1024 * 1024
+
+
+#: JetStream's "no suitable peers for placement": a replicated stream asked of a cluster
+#: whose peers are not all online yet (it is forming, or a node is restarting).
+_NO_PEERS_FOR_PLACEMENT = 10005
+
+
+def _forming(exc: Exception) -> bool:
+    """Whether a provisioning error is the cluster not being ready yet (worth a retry)."""
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+        return True  # JetStream temporarily unavailable (no meta leader yet)
+    return isinstance(exc, nats.js.errors.BadRequestError) and (
+        exc.err_code == _NO_PEERS_FOR_PLACEMENT
+    )
+
+
+async def _while_forming(op: Callable[[], Awaitable[str]], what: str, deadline: float) -> str:
+    """Run ``op``, retrying while the cluster has too few peers online to place it, until
+    ``deadline`` (loop time): services started with their cluster wait for it to form."""
+    loop = asyncio.get_running_loop()
+    delay = 0.1
+    warned = False
+    while True:
+        try:
+            return await op()
+        except nats.js.errors.Error as exc:
+            if not _forming(exc) or loop.time() + delay > deadline:
+                raise
+            if not warned:
+                log.warning(
+                    "bus.provision_waiting_for_peers",
+                    resource=what,
+                    error=getattr(exc, "description", None) or type(exc).__name__,
+                )
+                warned = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +234,9 @@ async def provision(
 ) -> ProvisionReport:
     """Create what is missing; safe to run from every instance at every start.
 
+    On a cluster still forming (too few peers online to place a replicated stream), each
+    creation is retried until ``NATS_CONNECT_DEADLINE_S`` has passed.
+
     With a ``role`` (a service running under its own NATS user, see
     :mod:`schemas.permissions`), only the streams and buckets the role owns are created or
     updated (its user may touch no others); those it only reads are waited for, up to
@@ -203,13 +245,20 @@ async def provision(
     actions: dict[str, str] = {}
     owned_streams = set(role.owns_streams) if role else None
     owned_buckets = set(role.owns_buckets) if role else None
+    deadline = asyncio.get_running_loop().time() + settings.nats_connect_deadline_s
     for stream in stream_configs(settings):
         assert stream.name is not None
         if owned_streams is None or stream.name in owned_streams:
-            actions[f"stream:{stream.name}"] = await _ensure_stream(js, stream)
+            name = f"stream:{stream.name}"
+            actions[name] = await _while_forming(
+                functools.partial(_ensure_stream, js, stream), name, deadline
+            )
     for bucket in kv_configs(settings):
         if owned_buckets is None or bucket.bucket in owned_buckets:
-            actions[f"kv:{bucket.bucket}"] = await _ensure_kv(js, bucket)
+            name = f"kv:{bucket.bucket}"
+            actions[name] = await _while_forming(
+                functools.partial(_ensure_kv, js, bucket), name, deadline
+            )
     for resource, action in actions.items():
         if action != "unchanged":
             log.info("bus.provisioned", resource=resource, action=action)

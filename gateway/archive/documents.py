@@ -9,9 +9,11 @@
 | ``transcriptions`` | final transcript segment (Transcription) | ``<call>:<utterance>`` |
 | ``captions`` | final caption of a segment in one language | ``<call>:<utterance>:<lang>`` |
 
-Every projected document carries ``version``: how many events of its call the archive had
-logged when it computed it. Writes only ever raise it, so concurrent or replayed writes can
-never move a document back in time.
+Every projected document carries ``version``. A session's is how many events of its call
+the archive had logged when it computed it; a participant's or history entry's is the
+position (in fold order) of the last event that could change it, so a document no event
+touched keeps its version and is not written again. Writes only ever raise a version, so
+concurrent or replayed writes can never move a document back in time.
 """
 
 from datetime import datetime
@@ -196,3 +198,7 @@ class LoggedEvent(msgspec.Struct, frozen=True, kw_only=True):
     stored_at: datetime | None = None
     #: The event itself, field for field as published.
     event: dict[str, object]
+
+
+#: A document folded from a call's events, written only over an older ``version``.
+Versioned = CallSession | ParticipantRecord | HistoryEntry

@@ -140,17 +140,25 @@ def fold(
     now: datetime | None = None,
     gap_deadline_s: float | None = None,
 ) -> Folded:
-    """Fold a call's whole log; ``version`` of every document is the log's length."""
+    """Fold a call's whole log.
+
+    ``version`` of the session is the log's length (every event logged counts, pending ones
+    too: a fuller log is a newer session). That of a participant or history document is the
+    position, in fold order, of the last event that could change it: a document no event
+    touched keeps its version (and its bytes), so the writer need not write it again, and a
+    fold of an older log can never give a changed document a version as high as a newer
+    fold's.
+    """
     events, pending, skipped = in_order(log, now=now, gap_deadline_s=gap_deadline_s)
     version = len(log)
     builder: _Builder | None = None
-    for event in events:
+    for position, event in enumerate(events, start=1):
         if builder is None:
             if not isinstance(event, CallInitiated):
                 continue  # nothing to attach it to yet; it stays in the log
-            builder = _Builder(event, version)
+            builder = _Builder(event, version, position)
             continue
-        builder.apply(event)
+        builder.apply(event, position)
     if builder is None:
         return Folded(session=None, pending=pending, skipped=skipped)
     builder.session.pending_events = pending
@@ -166,8 +174,9 @@ def fold(
 
 
 class _Builder:
-    def __init__(self, initiated: CallInitiated, version: int) -> None:
-        self.version = version
+    def __init__(self, initiated: CallInitiated, version: int, position: int) -> None:
+        #: The fold position of the last event that changed what history entries show.
+        self.history_version = position
         self.session = CallSession(
             call_id=initiated.call_id,
             version=version,
@@ -182,9 +191,19 @@ class _Builder:
         )
         self.participants: dict[str, ParticipantRecord] = {}
 
-    def apply(self, event: LoggedCallEvent) -> None:
+    def _touch(self, pid: str, at: int) -> ParticipantRecord | None:
+        """The participant's record, marked as changed by the event at ``at``."""
+        record = self.participants.get(pid)
+        if record is not None:
+            record.version = at
+        return record
+
+    def apply(self, event: LoggedCallEvent, at: int) -> None:
+        """Fold one event, the ``at``-th in fold order."""
         s = self.session
         s.seq = max(s.seq, event.seq)
+        if isinstance(event, (CallRinging, RingEnded, CallStatusChanged, CallEnded)):
+            self.history_version = at  # invitees, outcomes, status and times
         match event:
             case CallRinging(ringing_user_ids=users):
                 known = {i.user_id for i in s.invitees}
@@ -198,7 +217,7 @@ class _Builder:
                 self.participants[p.participant_id] = ParticipantRecord(
                     call_id=s.call_id,
                     participant_id=p.participant_id,
-                    version=self.version,
+                    version=at,
                     kind=p.kind,
                     principal_id=principal,
                     user_id=p.user_id,
@@ -210,22 +229,23 @@ class _Builder:
                 if principal is not None and principal not in s.participant_principals:
                     s.participant_principals.append(principal)
                     s.guest_count += p.kind == "guest"
+                    self.history_version = at  # a new entry, and everyone's count
                 s.participant_count = len(s.participant_principals)
                 s.max_active = max(s.max_active, active)
             case ParticipantLeft(participant_id=pid, reason=reason):
-                if (record := self.participants.get(pid)) is not None:
+                if (record := self._touch(pid, at)) is not None:
                     record.left_at = event.occurred_at
                     record.leave_reason = reason
             case ParticipantDisconnected(participant_id=pid):
-                if (record := self.participants.get(pid)) is not None:
+                if (record := self._touch(pid, at)) is not None:
                     record.disconnects += 1
             case MediaStateChanged(participant_id=pid):
-                if (record := self.participants.get(pid)) is not None:
+                if (record := self._touch(pid, at)) is not None:
                     record.audio_enabled = event.audio_enabled
                     record.video_enabled = event.video_enabled
                     record.media_changes += 1
             case ParticipantLanguageChanged(participant_id=pid):
-                if (record := self.participants.get(pid)) is not None:
+                if (record := self._touch(pid, at)) is not None:
                     record.language = event.language
                     record.caption_language = event.caption_language
             case CallStatusChanged(to_status=status):
@@ -276,7 +296,7 @@ class _Builder:
             return HistoryEntry(
                 principal_id=principal,
                 call_id=s.call_id,
-                version=self.version,
+                version=self.history_version,
                 conversation_id=s.conversation_id,
                 conversation_type=s.conversation_type,
                 media=s.media,

@@ -28,6 +28,7 @@ from gateway.archive.documents import (
     LoggedEvent,
     ParticipantRecord,
     TranscriptionRecord,
+    Versioned,
 )
 from gateway.archive.projection import Folded, LoggedCallEvent, Sequenced
 from schemas.call_events import AnyCallEvent, CallEventEnvelope
@@ -36,6 +37,10 @@ from schemas.logs import get_logger
 log = get_logger("gateway.archive.repository")
 
 D = TypeVar("D", bound=msgspec.Struct)
+
+#: One event to log: the event, its stream sequence, the payload as published, and when
+#: the stream stored it.
+ToLog = tuple[LoggedCallEvent, int, bytes, datetime | None]
 
 EVENTS = "call_events"
 SESSIONS = "call_sessions"
@@ -162,18 +167,11 @@ class ArchiveRepository:
             await self.db[collection].create_index(keys)
 
     # --- the event log --------------------------------------------------------------------
-    async def log_event(
-        self,
-        event: LoggedCallEvent,
-        stream_seq: int,
-        payload: bytes,
-        stored_at: datetime | None = None,
-    ) -> bool:
-        """Keep the event; ``False`` when it was already logged (a redelivery or replay).
-
-        An event known only by its envelope is kept as published (``payload``), so a later
-        version of the archive can fold it.
-        """
+    @staticmethod
+    def _logged(
+        event: LoggedCallEvent, stream_seq: int, payload: bytes, stored_at: datetime | None
+    ) -> dict[str, Any]:
+        """The event-log document of one event."""
         if isinstance(event, CallEventEnvelope):
             kind = event.type
             fields: dict[str, Any] = _utc_times(msgspec.json.decode(payload), event)
@@ -190,16 +188,56 @@ class ArchiveRepository:
             stored_at=stored_at,
             event=fields,
         )
+        return {"_id": logged.event_id, **_fields(logged)}
+
+    async def log_event(
+        self,
+        event: LoggedCallEvent,
+        stream_seq: int,
+        payload: bytes,
+        stored_at: datetime | None = None,
+    ) -> bool:
+        """Keep the event; ``False`` when it was already logged (a redelivery or replay).
+
+        An event known only by its envelope is kept as published (``payload``), so a later
+        version of the archive can fold it.
+        """
         try:
-            await self.db[EVENTS].insert_one({"_id": logged.event_id, **_fields(logged)})
+            await self.db[EVENTS].insert_one(self._logged(event, stream_seq, payload, stored_at))
         except DuplicateKeyError:
             return False
         return True
 
+    async def log_events(self, rows: Sequence[ToLog]) -> set[str]:
+        """:meth:`log_event` for several events in one round trip; the ids newly logged
+        (an id already there, or twice in ``rows``, is a redelivery: not new)."""
+        if not rows:
+            return set()
+        docs = [self._logged(*row) for row in rows]
+        failed: set[int] = set()
+        try:
+            await self.db[EVENTS].insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                raise
+            failed = {int(e["index"]) for e in errors}
+        return {str(d["_id"]) for i, d in enumerate(docs) if i not in failed}
+
     async def call_log(self, call_id: str) -> list[Sequenced]:
         """Every logged event of a call, in stream order."""
-        cursor = self.db[EVENTS].find({"call_id": call_id}).sort("stream_seq", ASCENDING)
-        out: list[Sequenced] = []
+        return (await self.call_logs([call_id])).get(call_id, [])
+
+    async def call_logs(self, call_ids: Sequence[str]) -> dict[str, list[Sequenced]]:
+        """The logs of several calls in one query: call id -> events in stream order (a
+        call with nothing logged is absent)."""
+        if not call_ids:
+            return {}
+        query: dict[str, Any] = (
+            {"call_id": call_ids[0]} if len(call_ids) == 1 else {"call_id": {"$in": list(call_ids)}}
+        )
+        cursor = self.db[EVENTS].find(query).sort("stream_seq", ASCENDING)
+        out: dict[str, list[Sequenced]] = {}
         async for raw in cursor:
             fields = _utc(raw["event"])
             event: LoggedCallEvent
@@ -208,7 +246,7 @@ class ArchiveRepository:
             except msgspec.ValidationError:  # a type (or version) newer than this archive
                 event = msgspec.convert(fields, CallEventEnvelope, strict=False)
             stored_at = raw.get("stored_at")
-            out.append(
+            out.setdefault(str(raw["call_id"]), []).append(
                 Sequenced(
                     int(raw["stream_seq"]),
                     event,
@@ -231,13 +269,13 @@ class ArchiveRepository:
         return bool(result.modified_count or result.upserted_id is not None)
 
     @staticmethod
-    def documents(folded: Folded) -> list[tuple[str, str, Doc]]:
+    def documents(folded: Folded) -> list[tuple[str, str, Versioned]]:
         """``(collection, _id, document)`` of everything a fold produced.
 
         The session comes last: once it shows a revision, everything folded with it is
         written (readers may treat it as the commit marker).
         """
-        out: list[tuple[str, str, Doc]] = []
+        out: list[tuple[str, str, Versioned]] = []
         if folded.session is None:
             return out
         for p in folded.participants:
@@ -247,17 +285,17 @@ class ArchiveRepository:
         out.append((SESSIONS, folded.session.call_id, folded.session))
         return out
 
-    async def _put_many(
-        self, collection: str, docs: Sequence[tuple[str, Doc]], version: int
-    ) -> int:
+    async def _put_many(self, collection: str, docs: Sequence[tuple[str, Versioned]]) -> int:
         """:meth:`_put` for several documents of one collection in one round trip (their
         order does not matter: they are different documents); how many changed."""
         if len(docs) == 1:
             doc_id, doc = docs[0]
-            return int(await self._put(collection, doc_id, doc, version))
+            return int(await self._put(collection, doc_id, doc, doc.version))
         ops = [
             UpdateOne(
-                {"_id": doc_id, "version": {"$lt": version}}, {"$set": _fields(doc)}, upsert=True
+                {"_id": doc_id, "version": {"$lt": doc.version}},
+                {"$set": _fields(doc)},
+                upsert=True,
             )
             for doc_id, doc in docs
         ]
@@ -271,23 +309,31 @@ class ArchiveRepository:
             return int(exc.details.get("nModified", 0)) + int(exc.details.get("nUpserted", 0))
         return int(result.modified_count) + int(result.upserted_count)
 
-    async def write(self, docs: Sequence[tuple[str, str, Doc]], version: int) -> dict[str, int]:
-        """Write folded documents (version-guarded); how many changed, per collection.
+    async def write(self, docs: Sequence[tuple[str, str, Versioned]]) -> dict[str, int]:
+        """Write one call's folded documents; how many changed, per collection (see
+        :meth:`write_calls`)."""
+        return await self.write_calls([docs])
 
-        One round trip per run of documents of the same collection, in the order given, so
-        the session (last, the commit marker) is written after everything folded with it.
+    async def write_calls(
+        self, calls: Sequence[Sequence[tuple[str, str, Versioned]]]
+    ) -> dict[str, int]:
+        """Write the folded documents of several calls, each only over an older version
+        of itself; how many changed, per collection.
+
+        One round trip per collection, sessions last: once a session shows a revision,
+        everything folded with it is written (readers may treat it as the commit marker).
         """
+        by_collection: dict[str, list[tuple[str, Versioned]]] = {}
+        for docs in calls:
+            for collection, doc_id, doc in docs:
+                by_collection.setdefault(collection, []).append((doc_id, doc))
+        sessions = by_collection.pop(SESSIONS, [])
+        order = [*by_collection.items(), *([(SESSIONS, sessions)] if sessions else [])]
         written: dict[str, int] = {}
-        runs: list[tuple[str, list[tuple[str, Doc]]]] = []
-        for collection, doc_id, doc in docs:
-            if runs and runs[-1][0] == collection:
-                runs[-1][1].append((doc_id, doc))
-            else:
-                runs.append((collection, [(doc_id, doc)]))
-        for collection, run in runs:
-            changed = await self._put_many(collection, run, version)
+        for collection, run in order:
+            changed = await self._put_many(collection, run)
             if changed:
-                written[collection] = written.get(collection, 0) + changed
+                written[collection] = changed
         return written
 
     async def put_revisioned(self, collection: str, doc_id: str, doc: Doc, revision: int) -> bool:

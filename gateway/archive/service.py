@@ -74,6 +74,8 @@ class ArchiveService(Service[ArchiveSettings]):
                 # A type newer than this archive still folds, as a revision changing nothing.
                 fallback=CallEventEnvelope,
                 handler=self.writer.on_event,
+                batch_handler=self.writer.on_events,
+                batch=self.settings.archive_batch_events,
             ),
             await bus.consume(
                 stream=subjects.TRANSCRIPTS_STREAM,

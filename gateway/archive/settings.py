@@ -9,6 +9,7 @@ from schemas.settings import PositiveFloat, ServiceSettings
 
 DatabaseName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,63}$")]
 DurableName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+BatchSize = Annotated[int, msgspec.Meta(ge=1, le=1024)]
 
 
 class ArchiveSettings(ServiceSettings, frozen=True, kw_only=True):
@@ -29,6 +30,9 @@ class ArchiveSettings(ServiceSettings, frozen=True, kw_only=True):
     #: ``missing_revisions``) once the stream holds an event of the call this much later
     #: than the first event waiting behind it; once ``call.ended`` is logged, at once.
     archive_gap_deadline_s: PositiveFloat = 120.0
+    #: Call events taken from the stream and written together at most (one insert, one
+    #: read of their calls' logs, one bulk write per collection); 1 writes them one by one.
+    archive_batch_events: BatchSize = 64
     #: Every MongoDB wait (server selection, connect, socket read, whole operation) gives
     #: up after this long; the archive then keeps the message in hand and retries.
     mongo_timeout_s: PositiveFloat = 10.0

@@ -10,15 +10,15 @@ attempts, so an outage delays the archive but loses nothing.
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TypeVar
 
 import msgspec
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from gateway.archive.documents import CaptionRecord, Doc, TranscriptionRecord
-from gateway.archive.projection import LoggedCallEvent, epoch_ms, fold
+from gateway.archive.documents import CaptionRecord, TranscriptionRecord, Versioned
+from gateway.archive.projection import Folded, LoggedCallEvent, epoch_ms, fold
 from gateway.archive.repository import ArchiveRepository
 from schemas import metrics
 from schemas.bus import Incoming
@@ -54,7 +54,12 @@ UNKNOWN = metrics.counter(
     ("type",),
 )
 WRITE_SECONDS = metrics.histogram(
-    "archive_write_seconds", "Time to log, fold and write one call event."
+    "archive_write_seconds", "Time to log, fold and write one batch of call events."
+)
+BATCH_EVENTS = metrics.histogram(
+    "archive_batch_events",
+    "Call events per batch the archive wrote together.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 CALLS_STARTED = metrics.counter("calls_started_total", "Calls initiated.", ("conversation_type",))
 CALLS_ENDED = metrics.counter("calls_ended_total", "Calls ended, by reason.", ("reason",))
@@ -110,9 +115,9 @@ class ArchiveWriter:
         self.events_logged = 0
         self.duplicates = 0
 
-    async def _retrying(self, what: Callable[[], Awaitable[T]], msg: Incoming) -> T:
+    async def _retrying(self, what: Callable[[], Awaitable[T]], msgs: Sequence[Incoming]) -> T:
         """Run a MongoDB step; while the server is unreachable or timing out (a stalled
-        server, ``MONGO_TIMEOUT_S``), keep the message in hand."""
+        server, ``MONGO_TIMEOUT_S``), keep the messages in hand."""
         delay = 0.2
         warned = False
         while True:
@@ -122,11 +127,12 @@ class ArchiveWriter:
                 if not (isinstance(exc, ConnectionFailure) or exc.timeout):
                     raise
                 if not self._accepting():
-                    raise  # draining: let JetStream redeliver it to whoever runs next
+                    raise  # draining: let JetStream redeliver them to whoever runs next
                 if not warned:
                     log.warning("archive.mongo_unavailable", error=type(exc).__name__)
                     warned = True
-                await msg.in_progress()
+                for msg in msgs:
+                    await msg.in_progress()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -137,71 +143,109 @@ class ArchiveWriter:
 
     # --- call events --------------------------------------------------------------------
     async def on_event(self, event: LoggedCallEvent, msg: Incoming) -> None:
+        """One event (the bus helper's per-message path: a redelivery, or a batch that
+        failed and is retried message by message)."""
+        await self.on_events([(event, msg)])
+
+    async def on_events(self, batch: Sequence[tuple[LoggedCallEvent, Incoming]]) -> None:
+        """A batch of events, in stream order, in a handful of round trips whatever its
+        size: log them all, read the logs of their calls in one query, fold each call once,
+        and write every changed document with one bulk write per collection."""
+        if not batch:
+            return
+        msgs = [msg for _, msg in batch]
         with WRITE_SECONDS.time():
-            stream_seq = int(msg.metadata.sequence.stream)
             # The stream's clock, not ours: a replay folds exactly as the first pass did.
-            stored_at = msg.metadata.timestamp
-            new = await self._retrying(
-                lambda: self.repo.log_event(event, stream_seq, msg.data, stored_at), msg
-            )
-            EVENTS.labels(outcome="new" if new else "duplicate").inc()
-            if new:
-                self.events_logged += 1
-                if isinstance(event, CallEventEnvelope):
-                    UNKNOWN.labels(type=event.type[:64]).inc()
-                    log.warning(
-                        "archive.event_not_understood",
-                        call_id=event.call_id,
-                        event_type=event.type,
-                        seq=event.seq,
-                    )
-            else:
-                self.duplicates += 1
-            call_log = await self._retrying(lambda: self.repo.call_log(event.call_id), msg)
-            folded = fold(call_log, now=stored_at, gap_deadline_s=self.gap_deadline_s)
-            self._pending[event.call_id] = folded.pending
-            if folded.pending == 0:
-                self._pending.pop(event.call_id, None)
+            rows = [
+                (event, int(msg.metadata.sequence.stream), msg.data, msg.metadata.timestamp)
+                for event, msg in batch
+            ]
+            new_ids = await self._retrying(lambda: self.repo.log_events(rows), msgs)
+            # call id -> the stream time of its latest event in the batch
+            calls: dict[str, datetime] = {}
+            for event, msg in batch:
+                calls[event.call_id] = msg.metadata.timestamp
+            self._count(batch, new_ids)
+            logs = await self._retrying(lambda: self.repo.call_logs(list(calls)), msgs)
+            writes: list[list[tuple[str, str, Versioned]]] = []
+            remember: list[tuple[str, frozenset[str], list[tuple[str, str, Versioned]]]] = []
+            created: dict[str, datetime | None] = {}
+            for call_id, stored_at in calls.items():
+                call_log = logs.get(call_id, [])
+                folded = fold(call_log, now=stored_at, gap_deadline_s=self.gap_deadline_s)
+                self._note_gaps(call_id, folded)
+                created[call_id] = folded.session.created_at if folded.session else None
+                docs = ArchiveRepository.documents(folded)
+                ids = frozenset(s.event.event_id for s in call_log)
+                writes.append(self._changed(call_id, docs))
+                remember.append((call_id, ids, docs))
             PENDING.set(sum(self._pending.values()))
-            if folded.skipped and self._skipped.get(event.call_id) != folded.skipped:
-                log.warning(
-                    "archive.revisions_skipped",
-                    call_id=event.call_id,
-                    missing=folded.skipped,
-                    pending=folded.pending,
-                )
-                SKIPPED.inc(len(folded.skipped))
-            if folded.skipped:
-                self._skipped[event.call_id] = folded.skipped
-            else:
-                self._skipped.pop(event.call_id, None)
-            docs = ArchiveRepository.documents(folded)
-            ids = frozenset(s.event.event_id for s in call_log)
-            changed = self._changed(event.call_id, event.event_id, ids, docs)
-            version = len(call_log)
-            written = await self._retrying(lambda: self.repo.write(changed, version), msg)
+            written = await self._retrying(lambda: self.repo.write_calls(writes), msgs)
             for collection, count in written.items():
                 WRITES.labels(collection=collection).inc(count)
-            self._remember(event.call_id, ids, docs)
-        if new:
-            self._observe(event, folded.session.created_at if folded.session else None)
+            for call_id, ids, docs in remember:
+                self._remember(call_id, ids, docs)
+        BATCH_EVENTS.observe(len(batch))
+        for event, _ in batch:
+            if event.event_id in new_ids:
+                new_ids.discard(event.event_id)  # twice in one batch: observed once
+                self._observe(event, created.get(event.call_id))
+
+    def _count(self, batch: Sequence[tuple[LoggedCallEvent, Incoming]], new_ids: set[str]) -> None:
+        seen: set[str] = set()
+        for event, _ in batch:
+            new = event.event_id in new_ids and event.event_id not in seen
+            seen.add(event.event_id)
+            EVENTS.labels(outcome="new" if new else "duplicate").inc()
+            if not new:
+                self.duplicates += 1
+                continue
+            self.events_logged += 1
+            if isinstance(event, CallEventEnvelope):
+                UNKNOWN.labels(type=event.type[:64]).inc()
+                log.warning(
+                    "archive.event_not_understood",
+                    call_id=event.call_id,
+                    event_type=event.type,
+                    seq=event.seq,
+                )
+
+    def _note_gaps(self, call_id: str, folded: Folded) -> None:
+        """Track the call's events waiting for a missing revision, and say once which
+        revisions were skipped."""
+        self._pending[call_id] = folded.pending
+        if folded.pending == 0:
+            self._pending.pop(call_id, None)
+        if folded.skipped and self._skipped.get(call_id) != folded.skipped:
+            log.warning(
+                "archive.revisions_skipped",
+                call_id=call_id,
+                missing=folded.skipped,
+                pending=folded.pending,
+            )
+            SKIPPED.inc(len(folded.skipped))
+        if folded.skipped:
+            self._skipped[call_id] = folded.skipped
+        else:
+            self._skipped.pop(call_id, None)
 
     def _changed(
-        self,
-        call_id: str,
-        event_id: str,
-        ids: frozenset[str],
-        docs: list[tuple[str, str, Doc]],
-    ) -> list[tuple[str, str, Doc]]:
-        """The documents to write: all, unless we wrote this call's previous state ourselves."""
+        self, call_id: str, docs: list[tuple[str, str, Versioned]]
+    ) -> list[tuple[str, str, Versioned]]:
+        """The documents to write: those not exactly as this writer last wrote them.
+
+        A document carries the version of the last event that changed it, so bytes equal
+        to a write already made (version included) are a document no event since has
+        touched: the stored one is that write, or a newer one from another instance.
+        """
         known = self._written.get(call_id)
-        if known is None or known[0] != ids - {event_id}:
-            return docs  # first sight, a restart, or another instance wrote in between
+        if known is None:
+            return docs  # first sight, or a restart
         before = known[1]
         return [d for d in docs if before.get(f"{d[0]}/{d[1]}") != msgspec.json.encode(d[2])]
 
     def _remember(
-        self, call_id: str, ids: frozenset[str], docs: list[tuple[str, str, Doc]]
+        self, call_id: str, ids: frozenset[str], docs: list[tuple[str, str, Versioned]]
     ) -> None:
         self._written[call_id] = (
             ids,
@@ -253,7 +297,7 @@ class ArchiveWriter:
             spoken_ms=epoch_ms(segment.speech_ended_at),
             produced_at=segment.produced_at,
         )
-        if await self._retrying(lambda: self.repo.put_transcription(record), msg):
+        if await self._retrying(lambda: self.repo.put_transcription(record), [msg]):
             WRITES.labels(collection="transcriptions").inc()
             latency = (segment.produced_at - segment.speech_ended_at).total_seconds()
             TRANSCRIPT_LATENCY.labels(source=segment.source).observe(max(0.0, latency))
@@ -273,7 +317,7 @@ class ArchiveWriter:
             speaker_participant_id=caption.speaker_participant_id,
             produced_at=caption.produced_at,
         )
-        if await self._retrying(lambda: self.repo.put_caption(record), msg):
+        if await self._retrying(lambda: self.repo.put_caption(record), [msg]):
             WRITES.labels(collection="captions").inc()
             latency = (caption.produced_at - caption.speech_ended_at).total_seconds()
             CAPTION_LATENCY.labels(translated=str(caption.translated).lower()).observe(

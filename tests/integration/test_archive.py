@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -317,10 +318,88 @@ async def test_a_fold_older_than_what_is_stored_writes_nothing_in_its_bulk_write
     newer = ArchiveRepository.documents(fold(log))
     older = ArchiveRepository.documents(fold(log[: len(log) - 2]))
     assert sum(1 for c, _, _ in newer if c == r.PARTICIPANTS) > 1  # a real bulk write
-    written = await repo.write(newer, len(log))
+    written = await repo.write(newer)
     assert written.get(r.PARTICIPANTS, 0) > 1 and written.get(r.SESSIONS) == 1
     before = await snapshot(repo, rec.call_id)
-    assert await repo.write(older, len(log) - 2) == {}
+    assert await repo.write(older) == {}
     assert await snapshot(repo, rec.call_id) == before
     again = ArchiveRepository.documents(fold([*log, Sequenced(len(log) + 1, rec.events[-1], None)]))
-    assert (await repo.write(again, len(log) + 1)).get(r.SESSIONS) == 1
+    assert (await repo.write(again)).get(r.SESSIONS) == 1
+
+
+class _Delivered:
+    """What the writer reads of a JetStream message (its stream sequence and time)."""
+
+    def __init__(self, stream_seq: int, data: bytes, at: datetime) -> None:
+        from types import SimpleNamespace
+
+        self.metadata = SimpleNamespace(sequence=SimpleNamespace(stream=stream_seq), timestamp=at)
+        self.data = data
+
+    async def in_progress(self) -> None:
+        return None
+
+
+async def test_writing_in_batches_gives_the_documents_written_one_by_one(
+    mongo_server: MongoServer, uid: str
+) -> None:
+    """Three calls' events interleaved, written once event by event and once in batches of
+    every size (a redelivery inside a batch and across batches): the same archive."""
+    from datetime import UTC, timedelta
+
+    from gateway.archive.writer import ArchiveWriter
+    from schemas.codec import encode
+
+    recs = [recorded_call(f"{uid}-{i}") for i in range(3)]
+    longest = max(len(x.events) for x in recs)
+    order = [x.events[k] for k in range(longest) for x in recs if k < len(x.events)]
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    delivered = [
+        (e, _Delivered(i + 1, encode(e), t0 + timedelta(seconds=i))) for i, e in enumerate(order)
+    ]
+    dumps = []
+    for mode in ("one_by_one", "batches"):
+        repo = ArchiveRepository.connect(mongo_server.url, f"db-{uid}-{mode}")
+        try:
+            writer = ArchiveWriter(repo, accepting=lambda: True)
+            if mode == "one_by_one":
+                for event, msg in delivered:
+                    await writer.on_event(event, msg)  # type: ignore[arg-type]
+            else:
+                sizes = [1, 2, 3, 5, 8, 13, 21, 64]
+                at = 0
+                for n in sizes * 10:
+                    if at >= len(delivered):
+                        break
+                    batch = delivered[at : at + n]
+                    if at and n > 2:
+                        batch = [delivered[at - 1], *batch]  # redelivered with the next ones
+                    await writer.on_events(batch)  # type: ignore[arg-type]
+                    at += n
+                assert writer.duplicates > 0
+            assert writer.events_logged == len(order)
+            dumps.append(
+                {c: await repo.dump(c) for c in (r.EVENTS, r.SESSIONS, r.PARTICIPANTS, r.HISTORY)}
+            )
+        finally:
+            repo.close()
+    assert all(dumps[0][c] for c in dumps[0])
+    assert dumps[0] == dumps[1]
+
+
+async def test_logging_several_events_tells_the_new_from_the_redelivered(
+    repo: ArchiveRepository, uid: str
+) -> None:
+    rec = recorded_call(uid)
+    first, second, third = rec.events[:3]
+    assert await repo.log_events([(first, 1, b"", None)]) == {first.event_id}
+    rows = [
+        (first, 1, b"", None),
+        (second, 2, b"", None),
+        (second, 2, b"", None),
+        (third, 3, b"", None),
+    ]
+    assert await repo.log_events(rows) == {second.event_id, third.event_id}
+    logs = await repo.call_logs([rec.call_id, f"none-{uid}"])
+    assert list(logs) == [rec.call_id]
+    assert [s.event.event_id for s in logs[rec.call_id]] == [e.event_id for e in rec.events[:3]]

@@ -192,6 +192,60 @@ async def test_consumer_parks_a_message_its_handler_keeps_failing(bus: Bus, uid:
     await consumer.stop()
 
 
+async def test_a_batch_consumer_takes_a_fetch_at_once_and_a_bad_message_fails_alone(
+    bus: Bus, uid: str
+) -> None:
+    """What one fetch brings goes to the batch handler together; when the batch fails, each
+    message is retried alone, so only the one the handler cannot take is dead-lettered."""
+    letters: Collector[object] = Collector()
+    await bus.subscribe(subjects.dead_letter(subjects.call_events_of(uid)), DeadLetter, letters)
+    events = [CallEnded(call_id=uid, reason="completed", seq=i) for i in range(1, 7)]
+    for evt in events:
+        await bus.js_publish(subjects.call_event(uid, evt.subject_name), evt)
+    # Undecodable: rejected on its own before the batch is handled.
+    await bus.js.publish(subjects.call_event(uid, "ended"), b"{not json")
+    batches: list[list[int]] = []
+    handled: list[int] = []  # each message handled successfully, batch or alone
+
+    async def batch(items: list[tuple[AnyCallEvent, Incoming]]) -> None:
+        seqs = [e.seq for e, _ in items]
+        batches.append(seqs)
+        if 4 in seqs:
+            raise RuntimeError("a bug on one message")
+        handled.extend(seqs)
+
+    async def single(evt: AnyCallEvent, _: Incoming) -> None:
+        if evt.seq == 4:
+            raise RuntimeError("a bug on one message")
+        handled.append(evt.seq)
+
+    consumer = await bus.consume(
+        stream=subjects.CALL_EVENTS_STREAM,
+        durable=f"batch-{uid}",
+        filter_subject=subjects.call_events_of(uid),
+        type_=AnyCallEvent,
+        handler=single,
+        batch_handler=batch,
+        batch=64,
+        max_deliver=2,
+    )
+    got = await letters.wait_count(2, timeout=15)
+    failures = sorted(letter.failure for letter in got if isinstance(letter, DeadLetter))
+    assert failures == ["decode", "handler"]
+    await eventually(lambda: sorted(handled) == [1, 2, 3, 5, 6], 10)
+    # The messages were in the stream before the consumer started: fetches brought several
+    # at once, and they reached the batch handler together, in stream order.
+    assert any(len(b) > 1 for b in batches)
+    assert all(b == sorted(b) for b in batches)
+
+    async def all_acknowledged() -> bool:
+        info = await bus.js.consumer_info(subjects.CALL_EVENTS_STREAM, f"batch-{uid}")
+        return bool(info.num_ack_pending == 0 and info.num_pending == 0)
+
+    await eventually(all_acknowledged, 10)
+    await consumer.stop()
+
+
 async def test_kv_compare_and_set_rejects_a_stale_revision(bus: Bus, uid: str) -> None:
     kv: TypedKv[CallEnded] = await bus.kv(subjects.CALLS_BUCKET, CallEnded)
     first = CallEnded(call_id=uid, reason="completed")

@@ -25,6 +25,7 @@ import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from devstack.binaries import nats_server_path
@@ -339,9 +340,18 @@ class NatsCluster:
                 isinstance(meta, dict)
                 and meta.get("leader")
                 and meta.get("cluster_size") == len(self.nodes)
+                and self._peers_current(meta)
             ):
                 return str(meta["leader"])
         return None
+
+    def _peers_current(self, meta: dict[str, Any]) -> bool:
+        """Whether every other peer is online and caught up with the meta leader: until
+        then a stream asked for three replicas has "no suitable peers for placement"."""
+        replicas = meta.get("replicas") or []
+        return len(replicas) == len(self.nodes) - 1 and all(
+            r.get("current") and not r.get("offline") for r in replicas
+        )
 
     def cleanup(self) -> None:
         for node in self.nodes:

@@ -48,7 +48,7 @@ async def test_a_timed_out_write_is_retried_with_the_message_kept_in_hand() -> N
 
     writer = ArchiveWriter(repo=None, accepting=lambda: True)  # type: ignore[arg-type]
     msg: Any = _Msg()
-    assert await writer._retrying(stalls_once, msg) == "written"
+    assert await writer._retrying(stalls_once, [msg]) == "written"
     assert len(attempts) == 2 and msg.progress == 1
 
 

@@ -143,3 +143,40 @@ def test_missed_means_rung_never_joined_and_not_declined() -> None:
 def test_an_event_before_the_initiation_waits() -> None:
     rec = recorded_call("early")
     assert fold(log_of(rec.events[1:3])).session is None
+
+
+def _versioned(folded: Folded) -> dict[str, tuple[int, bytes]]:
+    """Each participant and history document: its version and its bytes without it."""
+    out: dict[str, tuple[int, bytes]] = {}
+    for doc, key in [
+        *((p, f"p/{p.participant_id}") for p in folded.participants),
+        *((h, f"h/{h.principal_id}") for h in folded.history),
+    ]:
+        raw = msgspec.to_builtins(doc)
+        version = raw.pop("version")
+        out[key] = (version, msgspec.json.encode(raw))
+    return out
+
+
+def test_a_document_keeps_its_version_exactly_as_long_as_no_event_changes_it() -> None:
+    """For every two folds of a call's log, the shorter one first: a document's version
+    never goes down, and it stays the same only if the document did (so the writer may skip
+    it, and an older fold from another instance can never overwrite a newer document)."""
+    rec = recorded_call("versions")
+    folds = [_versioned(fold(log_of(rec.events[:n]))) for n in range(1, len(rec.events) + 1)]
+    unchanged = changed = 0
+    for i, older in enumerate(folds):
+        for newer in folds[i + 1 :]:
+            for key, (version, body) in older.items():
+                assert key in newer
+                new_version, new_body = newer[key]
+                assert new_version >= version
+                if new_version == version:
+                    assert new_body == body, key
+                    unchanged += 1
+                elif new_body != body:
+                    changed += 1
+    assert unchanged > 0 and changed > 0  # both cases really happen in this call
+    # The session's version is the log's length: a fuller log is a newer session.
+    session = fold(log_of(rec.events)).session
+    assert session is not None and session.version == len(rec.events)

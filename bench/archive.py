@@ -1,0 +1,225 @@
+"""Archive throughput: call events written one by one against in batches, in the same run.
+
+Starts its own nx-27017 (the embedded stack's MongoDB wire-protocol server, free port) and
+feeds :class:`gateway.archive.writer.ArchiveWriter` the events of ``--calls`` churning GROUP
+calls, interleaved as a busy bus delivers them: each call is initiated, then its six
+members join and leave it in turn ``--rounds`` times (its log grows to ``2 * rounds + 3``
+events), like the churn of ``bench/load.py`` part 3, whose archive fell behind.
+
+- ``one_by_one``: ``on_event`` per event (the archive before batching: log it, read the
+  call's whole log, fold, write);
+- ``batched``: ``on_events`` per ``--batch`` events (what the consumer now hands it: one
+  insert, one read of the batch's calls' logs, one fold per call, one bulk write per
+  collection).
+
+Each round runs both on fresh databases, in alternating order, so a noisy moment of the
+machine weighs on both; the figure is the median over rounds. CPU is this process's (the
+archive's) time, not the database server's. Both modes must leave the same documents.
+
+The last line is one JSON object: ``archive_events_per_s_one_by_one`` and
+``archive_events_per_s_batched`` (medians), ``archive_batch_speedup`` (median of the paired
+ratios), ``archive_cpu_ms_per_event_*``, ``documents_equal``, and
+``keeps_up_with_load_bench_churn`` (the batched rate is above the 633 events/s that
+``bench/load.py`` part 3 produced at most).
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gateway.archive import repository as r
+from gateway.archive.repository import ArchiveRepository
+from gateway.archive.writer import ArchiveWriter
+from schemas.call_events import (
+    AnyCallEvent,
+    CallInitiated,
+    CallStatusChanged,
+    Participant,
+    ParticipantJoined,
+    ParticipantLeft,
+)
+from schemas.codec import encode
+from tests.support.mongo_server import MongoServer
+
+#: The most events/s the churn of ``bench/load.py`` part 3 reached (its note).
+LOAD_BENCH_CHURN_PER_S = 633.0
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+class Delivered:
+    """What the writer reads of a JetStream message: stream sequence, time, payload."""
+
+    def __init__(self, stream_seq: int, data: bytes, at: datetime) -> None:
+        self.metadata = SimpleNamespace(sequence=SimpleNamespace(stream=stream_seq), timestamp=at)
+        self.data = data
+
+    async def in_progress(self) -> None:
+        return None
+
+
+#: People in a call's conversation, who join and leave it in turn (as in ``bench/load.py``
+#: part 3): each join is a new participant of one of them.
+MEMBERS = 6
+
+
+def churn_call(index: int, rounds: int) -> list[AnyCallEvent]:
+    """One GROUP call: initiated, active, then ``rounds`` times a member joins and leaves."""
+    call = f"bench-call-{index:04d}"
+
+    def person(n: int) -> Participant:
+        member = n % MEMBERS
+        return Participant(
+            participant_id=f"p{index}-{n}",
+            kind="user",
+            user_id=f"u{index}-{member}",
+            principal_id=f"u{index}-{member}",
+            display_name=f"Member {member}",
+        )
+
+    seq = iter(range(1, 10_000))
+    at = iter(T0 + timedelta(seconds=s) for s in range(10_000))
+    events: list[AnyCallEvent] = [
+        CallInitiated(
+            call_id=call,
+            seq=next(seq),
+            occurred_at=next(at),
+            conversation_id=f"grp-{index}",
+            conversation_type="GROUP",
+            initiator=person(0),
+        ),
+        ParticipantJoined(
+            call_id=call, seq=next(seq), occurred_at=next(at), participant=person(0), active_count=1
+        ),
+        CallStatusChanged(
+            call_id=call,
+            seq=next(seq),
+            occurred_at=next(at),
+            from_status="initiated",
+            to_status="active",
+        ),
+    ]
+    for n in range(1, rounds + 1):
+        events.append(
+            ParticipantJoined(
+                call_id=call,
+                seq=next(seq),
+                occurred_at=next(at),
+                participant=person(n),
+                active_count=2,
+            )
+        )
+        events.append(
+            ParticipantLeft(
+                call_id=call,
+                seq=next(seq),
+                occurred_at=next(at),
+                participant_id=f"p{index}-{n}",
+                reason="left",
+                active_count=1,
+            )
+        )
+    return events
+
+
+def interleaved(calls: int, rounds: int) -> list[tuple[AnyCallEvent, Delivered]]:
+    """Every call's events, one of each call in turn, as stream messages."""
+    per_call = [churn_call(i, rounds) for i in range(calls)]
+    order = [c[k] for k in range(max(map(len, per_call))) for c in per_call if k < len(c)]
+    return [
+        (e, Delivered(i + 1, encode(e), T0 + timedelta(milliseconds=i)))
+        for i, e in enumerate(order)
+    ]
+
+
+async def run_mode(
+    url: str, database: str, mode: str, delivered: list[tuple[AnyCallEvent, Delivered]], batch: int
+) -> tuple[float, float, dict[str, Any]]:
+    """(events/s, CPU ms per event, the sessions written) for one mode on a fresh database."""
+    repo = ArchiveRepository.connect(url, database)
+    try:
+        await repo.ensure_indexes()
+        writer = ArchiveWriter(repo, accepting=lambda: True)
+        cpu, wall = time.process_time(), time.perf_counter()
+        if mode == "one_by_one":
+            for event, msg in delivered:
+                await writer.on_event(event, msg)  # type: ignore[arg-type]
+        else:
+            for at in range(0, len(delivered), batch):
+                await writer.on_events(delivered[at : at + batch])  # type: ignore[arg-type]
+        wall = time.perf_counter() - wall
+        cpu = time.process_time() - cpu
+        assert writer.events_logged == len(delivered)
+        sessions = {d["_id"]: d for d in await repo.dump(r.SESSIONS)}
+        for d in sessions.values():
+            d.pop("_id")
+        return len(delivered) / wall, cpu * 1000 / len(delivered), sessions
+    finally:
+        await repo.db.client.drop_database(database)
+        repo.close()
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    delivered = interleaved(args.calls, args.rounds)
+    print(
+        f"{args.calls} calls x {2 * args.rounds + 3} events = {len(delivered)} events, "
+        f"batches of {args.batch}, {args.repeat} rounds"
+    )
+    server = MongoServer().start()
+    rates: dict[str, list[float]] = {"one_by_one": [], "batched": []}
+    cpus: dict[str, list[float]] = {"one_by_one": [], "batched": []}
+    ratios: list[float] = []
+    equal = True
+    try:
+        for n in range(args.repeat):
+            modes = ["one_by_one", "batched"] if n % 2 == 0 else ["batched", "one_by_one"]
+            seen: dict[str, dict[str, Any]] = {}
+            for mode in modes:
+                rate, cpu, sessions = await run_mode(
+                    server.url, f"bench_{n}_{mode}", mode, delivered, args.batch
+                )
+                rates[mode].append(rate)
+                cpus[mode].append(cpu)
+                seen[mode] = sessions
+                print(f"round {n + 1} {mode:>10}: {rate:7.1f} events/s, {cpu:5.2f} ms CPU/event")
+            equal = equal and seen["one_by_one"] == seen["batched"]
+            ratios.append(rates["batched"][-1] / rates["one_by_one"][-1])
+    finally:
+        server.cleanup()
+    batched = statistics.median(rates["batched"])
+    result = {
+        "calls": args.calls,
+        "events": len(delivered),
+        "batch": args.batch,
+        "archive_events_per_s_one_by_one": round(statistics.median(rates["one_by_one"]), 1),
+        "archive_events_per_s_batched": round(batched, 1),
+        "archive_batch_speedup": round(statistics.median(ratios), 2),
+        "archive_batch_speedup_spread": [round(min(ratios), 2), round(max(ratios), 2)],
+        "archive_cpu_ms_per_event_one_by_one": round(statistics.median(cpus["one_by_one"]), 3),
+        "archive_cpu_ms_per_event_batched": round(statistics.median(cpus["batched"]), 3),
+        "documents_equal": equal,
+        "keeps_up_with_load_bench_churn": batched > LOAD_BENCH_CHURN_PER_S,
+    }
+    print(
+        f"batched {result['archive_batch_speedup']}x one by one "
+        f"(rounds {result['archive_batch_speedup_spread']}); same documents: {equal}"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=20, help="joins and leaves per call")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3)
+    out = asyncio.run(main(parser.parse_args()))
+    print(json.dumps(out))
