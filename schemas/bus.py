@@ -782,6 +782,13 @@ class Bus:
                     messages=len(items),
                     error=type(exc).__name__,
                 )
+                if stopping.is_set():
+                    # Draining: hand them back at once (whoever runs next takes them)
+                    # rather than fail each again, one timeout after another.
+                    for _, msg in items:
+                        with contextlib.suppress(Exception):
+                            await msg.nak()
+                    return
                 for _, msg in items:
                     if _tracing.active:
                         with _continue(msg, "process", SpanKind.CONSUMER):

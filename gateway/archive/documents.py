@@ -10,10 +10,11 @@
 | ``captions`` | final caption of a segment in one language | ``<call>:<utterance>:<lang>`` |
 
 Every projected document carries ``version``. A session's is how many events of its call
-the archive had logged when it computed it; a participant's or history entry's is the
-position (in fold order) of the last event that could change it, so a document no event
-touched keeps its version and is not written again. Writes only ever raise a version, so
-concurrent or replayed writes can never move a document back in time.
+the archive had logged when it computed it. A participant's or history entry's is 2**32
+plus the position (in fold order) of the last event that could change it: a document no
+event touched keeps its version and is not written again, and one written before this
+scheme (its version a log's length) is replaced on the next fold. Writes only ever raise a
+version, so concurrent or replayed writes can never move a document back in time.
 """
 
 from datetime import datetime

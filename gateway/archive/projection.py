@@ -134,6 +134,12 @@ def in_order(
     return Ordered(ordered, len(by_seq) - len(ordered), skipped)
 
 
+#: Where participant and history versions start: above any log's length, so a document
+#: written by an archive before per-document versions (``version`` = the log's length) is
+#: older than every one written since, and is replaced on the next fold of its call.
+DOCUMENT_VERSION_BASE = 1 << 32
+
+
 def fold(
     log: Sequence[Sequenced],
     *,
@@ -143,8 +149,9 @@ def fold(
     """Fold a call's whole log.
 
     ``version`` of the session is the log's length (every event logged counts, pending ones
-    too: a fuller log is a newer session). That of a participant or history document is the
-    position, in fold order, of the last event that could change it: a document no event
+    too: a fuller log is a newer session). That of a participant or history document is
+    :data:`DOCUMENT_VERSION_BASE` plus the position, in fold order, of the last event that
+    could change it: a document no event
     touched keeps its version (and its bytes), so the writer need not write it again, and a
     fold of an older log can never give a changed document a version as high as a newer
     fold's.
@@ -152,7 +159,7 @@ def fold(
     events, pending, skipped = in_order(log, now=now, gap_deadline_s=gap_deadline_s)
     version = len(log)
     builder: _Builder | None = None
-    for position, event in enumerate(events, start=1):
+    for position, event in enumerate(events, start=DOCUMENT_VERSION_BASE + 1):
         if builder is None:
             if not isinstance(event, CallInitiated):
                 continue  # nothing to attach it to yet; it stays in the log

@@ -93,6 +93,9 @@ TRANSLATION_TIME = metrics.histogram(
 
 #: Calls whose last written documents are remembered (to skip rewriting unchanged ones).
 CACHE_CALLS = 2048
+#: Event ids logged but not yet counted (their batch failed after logging them) kept at
+#: most; past it the oldest would count as redeliveries.
+UNOBSERVED_MAX = 8192
 
 
 class ArchiveWriter:
@@ -111,6 +114,7 @@ class ArchiveWriter:
         # call id -> (event ids folded, {doc key: encoded doc}) as last written by us.
         self._written: OrderedDict[str, tuple[frozenset[str], dict[str, bytes]]] = OrderedDict()
         self._pending: dict[str, int] = {}
+        self._unobserved: OrderedDict[str, None] = OrderedDict()
         self._skipped: dict[str, list[int]] = {}
         self.events_logged = 0
         self.duplicates = 0
@@ -160,12 +164,17 @@ class ArchiveWriter:
                 (event, int(msg.metadata.sequence.stream), msg.data, msg.metadata.timestamp)
                 for event, msg in batch
             ]
-            new_ids = await self._retrying(lambda: self.repo.log_events(rows), msgs)
+            logged = await self._retrying(lambda: self.repo.log_events(rows), msgs)
+            # Logged here but not yet counted: if what follows fails, the retry finds these
+            # "already logged", and must still count and observe them once.
+            for event_id in logged:
+                self._unobserved[event_id] = None
+            while len(self._unobserved) > UNOBSERVED_MAX:
+                self._unobserved.popitem(last=False)
             # call id -> the stream time of its latest event in the batch
             calls: dict[str, datetime] = {}
             for event, msg in batch:
                 calls[event.call_id] = msg.metadata.timestamp
-            self._count(batch, new_ids)
             logs = await self._retrying(lambda: self.repo.call_logs(list(calls)), msgs)
             writes: list[list[tuple[str, str, Versioned]]] = []
             remember: list[tuple[str, frozenset[str], list[tuple[str, str, Versioned]]]] = []
@@ -187,28 +196,26 @@ class ArchiveWriter:
                 self._remember(call_id, ids, docs)
         BATCH_EVENTS.observe(len(batch))
         for event, _ in batch:
-            if event.event_id in new_ids:
-                new_ids.discard(event.event_id)  # twice in one batch: observed once
-                self._observe(event, created.get(event.call_id))
+            self._count(event, created.get(event.call_id))
 
-    def _count(self, batch: Sequence[tuple[LoggedCallEvent, Incoming]], new_ids: set[str]) -> None:
-        seen: set[str] = set()
-        for event, _ in batch:
-            new = event.event_id in new_ids and event.event_id not in seen
-            seen.add(event.event_id)
-            EVENTS.labels(outcome="new" if new else "duplicate").inc()
-            if not new:
-                self.duplicates += 1
-                continue
-            self.events_logged += 1
-            if isinstance(event, CallEventEnvelope):
-                UNKNOWN.labels(type=event.type[:64]).inc()
-                log.warning(
-                    "archive.event_not_understood",
-                    call_id=event.call_id,
-                    event_type=event.type,
-                    seq=event.seq,
-                )
+    def _count(self, event: LoggedCallEvent, created_at: datetime | None) -> None:
+        """Count an event written, once: new if this writer logged it and has not counted
+        it yet (even if the batch that logged it failed afterwards), else a redelivery."""
+        new = self._unobserved.pop(event.event_id, False) is None
+        EVENTS.labels(outcome="new" if new else "duplicate").inc()
+        if not new:
+            self.duplicates += 1
+            return
+        self.events_logged += 1
+        self._observe(event, created_at)
+        if isinstance(event, CallEventEnvelope):
+            UNKNOWN.labels(type=event.type[:64]).inc()
+            log.warning(
+                "archive.event_not_understood",
+                call_id=event.call_id,
+                event_type=event.type,
+                seq=event.seq,
+            )
 
     def _note_gaps(self, call_id: str, folded: Folded) -> None:
         """Track the call's events waiting for a missing revision, and say once which

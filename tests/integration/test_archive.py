@@ -403,3 +403,69 @@ async def test_logging_several_events_tells_the_new_from_the_redelivered(
     logs = await repo.call_logs([rec.call_id, f"none-{uid}"])
     assert list(logs) == [rec.call_id]
     assert [s.event.event_id for s in logs[rec.call_id]] == [e.event_id for e in rec.events[:3]]
+
+
+def _delivered(events: list[AnyCallEvent]) -> list[tuple[AnyCallEvent, _Delivered]]:
+    from datetime import UTC, timedelta
+
+    from schemas.codec import encode
+
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    return [
+        (e, _Delivered(i + 1, encode(e), t0 + timedelta(seconds=i))) for i, e in enumerate(events)
+    ]
+
+
+async def test_documents_written_before_per_document_versions_are_replaced(
+    repo: ArchiveRepository, uid: str
+) -> None:
+    """A participant or history document of the old scheme (version = a log's length, here
+    a long one) does not block the next fold's writes."""
+    from gateway.archive.projection import Sequenced, fold
+    from gateway.archive.writer import ArchiveWriter
+
+    rec = recorded_call(uid)
+    early = [Sequenced(i + 1, e, None) for i, e in enumerate(rec.events[:6])]
+    old = [
+        (c, i, msgspec.structs.replace(d, version=500))
+        for c, i, d in ArchiveRepository.documents(fold(early))
+    ]
+    assert await repo.write(old)
+    writer = ArchiveWriter(repo, accepting=lambda: True)
+    await writer.on_events(_delivered(rec.events))  # type: ignore[arg-type]
+    for collection in (r.PARTICIPANTS, r.HISTORY):
+        docs = [d for d in await repo.dump(collection) if d["call_id"] == rec.call_id]
+        assert docs and all(d["version"] > 500 for d in docs), collection
+    left = [d for d in await repo.dump(r.PARTICIPANTS) if d["call_id"] == rec.call_id]
+    assert all(d["left_at"] is not None for d in left)  # the call's end reached them
+
+
+async def test_a_batch_that_fails_after_logging_still_counts_each_event_once(
+    repo: ArchiveRepository, uid: str
+) -> None:
+    """The batch's events were logged, then its writes failed: retried one by one, each is
+    counted (and observed) once as new, not as a redelivery."""
+    from gateway.archive.writer import ArchiveWriter
+
+    rec = recorded_call(uid)
+    delivered = _delivered(rec.events)
+    writer = ArchiveWriter(repo, accepting=lambda: True)
+    real_write = repo.write_calls
+    calls = 0
+
+    async def fails_once(*args: Any) -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug after logging")
+        return await real_write(*args)
+
+    repo.write_calls = fails_once  # type: ignore[method-assign,assignment]
+    with pytest.raises(RuntimeError):
+        await writer.on_events(delivered)  # type: ignore[arg-type]
+    assert writer.events_logged == 0
+    for event, msg in delivered:  # what the bus helper does next
+        await writer.on_event(event, msg)  # type: ignore[arg-type]
+    assert writer.events_logged == len(rec.events) and writer.duplicates == 0
+    session = await repo.session(rec.call_id)
+    assert session is not None and session.seq == rec.revised[-1].seq

@@ -370,11 +370,18 @@ async def test_a_trace_spans_the_gateway_and_the_archive(
             if s["kind"] == "PRODUCER" and scenario.group_call in s["attributes"].get(
                 "messaging.destination.name", "")
         }  # fmt: skip
-        return any(
-            s["kind"] == "CONSUMER" and s["parent_id"] in published
-            and published[s["parent_id"]]["trace_id"] == s["trace_id"]
-            for s in stack.spans("archive")
-        )  # fmt: skip
+
+        def continues(s: dict[str, Any]) -> bool:
+            """Handled alone (a child of the publication) or in a batch (linked to it)."""
+            if s["parent_id"] in published:
+                return bool(published[s["parent_id"]]["trace_id"] == s["trace_id"])
+            return any(
+                link["span_id"] in published
+                and published[link["span_id"]]["trace_id"] == link["trace_id"]
+                for link in s.get("links", [])
+            )
+
+        return any(s["kind"] == "CONSUMER" and continues(s) for s in stack.spans("archive"))
 
     await eventually(joined, 20, step=0.1)
     archive_spans = stack.spans("archive")
