@@ -133,11 +133,12 @@ def test_captions_in_the_readers_language_switched_mid_call(
     expect(original).to_contain_text("English:")
     source = original.inner_text().split(":", 1)[1].strip().rstrip(")")
     shown = spanish.locator(".text").inner_text()
-    assert normalised(shown) == normalised(apertium.translate(source, ["en", "es"])), (
-        shown,
-        source,
-    )
-    assert normalised(shown) != normalised(source)
+    expected = apertium.translate(source, ["en", "es"])
+    assert normalised(shown) == normalised(expected), (shown, source)
+    # Went through the translator, not shown as heard (unless Apertium keeps the words, as
+    # it does with a recognised "fella": then the equality above is the whole check).
+    if normalised(expected) != normalised(source):
+        assert normalised(shown) != normalised(source)
     # The speaker reads her own words, in her language.
     own = alice.page.locator('#captions-panel li.caption.own[data-final="true"]').first
     expect(own).to_be_visible(timeout=CAPTION_TIMEOUT_MS)
