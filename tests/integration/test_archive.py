@@ -24,6 +24,7 @@ from schemas import subjects
 from schemas.bus import Bus
 from schemas.call_events import AnyCallEvent
 from schemas.runtime import run_service
+from tests.support.delivered import Delivered
 from tests.support.mongo_server import MongoServer
 from tests.support.nats_server import NatsServer, with_role
 from tests.support.recorded_call import RecordedCall, recorded_call
@@ -327,36 +328,17 @@ async def test_a_fold_older_than_what_is_stored_writes_nothing_in_its_bulk_write
     assert (await repo.write(again)).get(r.SESSIONS) == 1
 
 
-class _Delivered:
-    """What the writer reads of a JetStream message (its stream sequence and time)."""
-
-    def __init__(self, stream_seq: int, data: bytes, at: datetime) -> None:
-        from types import SimpleNamespace
-
-        self.metadata = SimpleNamespace(sequence=SimpleNamespace(stream=stream_seq), timestamp=at)
-        self.data = data
-
-    async def in_progress(self) -> None:
-        return None
-
-
 async def test_writing_in_batches_gives_the_documents_written_one_by_one(
     mongo_server: MongoServer, uid: str
 ) -> None:
     """Three calls' events interleaved, written once event by event and once in batches of
     every size (a redelivery inside a batch and across batches): the same archive."""
-    from datetime import UTC, timedelta
-
     from gateway.archive.writer import ArchiveWriter
-    from schemas.codec import encode
 
     recs = [recorded_call(f"{uid}-{i}") for i in range(3)]
     longest = max(len(x.events) for x in recs)
     order = [x.events[k] for k in range(longest) for x in recs if k < len(x.events)]
-    t0 = datetime(2026, 12, 1, tzinfo=UTC)
-    delivered = [
-        (e, _Delivered(i + 1, encode(e), t0 + timedelta(seconds=i))) for i, e in enumerate(order)
-    ]
+    delivered = _delivered(order)
     dumps = []
     for mode in ("one_by_one", "batches"):
         repo = ArchiveRepository.connect(mongo_server.url, f"db-{uid}-{mode}")
@@ -405,14 +387,14 @@ async def test_logging_several_events_tells_the_new_from_the_redelivered(
     assert [s.event.event_id for s in logs[rec.call_id]] == [e.event_id for e in rec.events[:3]]
 
 
-def _delivered(events: list[AnyCallEvent]) -> list[tuple[AnyCallEvent, _Delivered]]:
+def _delivered(events: list[AnyCallEvent]) -> list[tuple[AnyCallEvent, Delivered]]:
     from datetime import UTC, timedelta
 
     from schemas.codec import encode
 
     t0 = datetime(2026, 12, 1, tzinfo=UTC)
     return [
-        (e, _Delivered(i + 1, encode(e), t0 + timedelta(seconds=i))) for i, e in enumerate(events)
+        (e, Delivered(i + 1, encode(e), t0 + timedelta(seconds=i))) for i, e in enumerate(events)
     ]
 
 
