@@ -43,7 +43,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from bench.stats import pct
 from schemas import telemetry
-from schemas.bus import Bus, Incoming
+from schemas.bus import Bus, Incoming, flush_through
 from schemas.call_events import Participant, ParticipantJoined
 from schemas.codec import encode
 from schemas.settings import BusSettings
@@ -163,8 +163,8 @@ async def main() -> int:
 
         await raw_sub.subscribe("bench.raw", cb=raw_cb)
         await typed_sub.subscribe("bench.typed", ParticipantJoined, typed_cb)
-        await raw_sub.flush()
-        await typed_sub.nc.flush()
+        await flush_through(raw_sub)
+        await typed_sub.flush()
 
         async def raw_publish() -> None:
             await raw_pub.publish("bench.raw", RAW)
@@ -193,8 +193,8 @@ async def main() -> int:
 
         await raw_sub.subscribe("bench.rpc.raw", cb=raw_responder)
         await typed_sub.serve("bench.rpc.typed", ParticipantJoined, typed_responder)
-        await raw_sub.flush()
-        await typed_sub.nc.flush()
+        await flush_through(raw_sub)
+        await typed_sub.flush()
 
         async def raw_request() -> None:
             await raw_pub.request("bench.rpc.raw", RAW, timeout=2)

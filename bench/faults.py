@@ -80,7 +80,7 @@ async def one_round(stack: CallStack, bus: Bus, tag: str) -> dict[str, float]:
         call_id = (await a.initiate(conv))["call"]["callId"]
         log: Collector[AnyCallEvent] = Collector()
         await bus.subscribe(subjects.call_events_of(call_id), AnyCallEvent, log)
-        await bus.nc.flush()
+        await bus.flush()
         await b.accept(call_id)
         await c.join(call_id)
         for x in people:

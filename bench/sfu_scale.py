@@ -368,7 +368,7 @@ class CallWorker:
 
     async def join(self) -> None:
         await self.bus.subscribe(subjects.media_events_of(self.call), AnyMediaEvent, self.on_event)
-        await self.bus.nc.flush()
+        await self.bus.flush()
         for start in range(0, len(self.pids), 5):
             await asyncio.gather(*(self._join(pid) for pid in self.pids[start : start + 5]))
 

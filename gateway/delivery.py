@@ -106,7 +106,7 @@ class Delivery:
             subscription = await self._bus.subscribe(
                 subjects.user_signal(pid), SocketDelivery, self._on_delivery
             )
-            await self._bus.nc.flush()
+            await self._bus.flush()
         except BaseException:
             if self._principals.get(pid) is entry:
                 del self._principals[pid]

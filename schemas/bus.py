@@ -190,6 +190,24 @@ CONSUMER_GONE: tuple[type[Exception], ...] = (
 )
 
 
+async def flush_through(nc: NatsClient, timeout: float = 5.0) -> None:
+    """Return once the server has processed every command this connection sent before.
+
+    ``nc.flush()`` alone does not promise that in nats-py 2.16: it writes its PING straight
+    to the socket while earlier commands (a SUB, a PUB) wait in the client's buffer for the
+    flusher task, which writes them one loop turn later, after the PING. The server answers
+    the PING before it has read them, so a subscription made just before could still miss a
+    message published right after ``flush`` returned (the "no responders" of a request to a
+    responder that had "flushed" its subscription). The flusher is woken when a command is
+    queued and writes it before the first PONG can be read, so a second round trip starts
+    behind everything queued before this call, and its PONG covers it.
+    """
+    # nats-py annotates the timeout as an int; it hands it to asyncio.wait_for (seconds).
+    flush = cast("Callable[[float], Awaitable[None]]", nc.flush)
+    await flush(timeout)
+    await flush(timeout)
+
+
 def _inbox_prefix(settings: BusSettings) -> str:
     user = settings.effective_user()
     try:
@@ -324,6 +342,11 @@ class Bus:
     @property
     def is_connected(self) -> bool:
         return bool(self.nc.is_connected)
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Return once the server has processed everything sent before (see
+        :func:`flush_through`): after it, a subscription made before is live."""
+        await flush_through(self.nc, timeout)
 
     async def drain(self) -> None:
         """Stop consumers, let subscriptions finish what they hold, flush, close."""

@@ -153,7 +153,7 @@ class Demo:
                 f"no NATS at {self.nats_url} to watch call.evt (pass --nats URL, or --no-events)"
             ) from None
         await self.bus.subscribe(subjects.ALL_CALL_EVENTS, AnyCallEvent, self.watch)
-        await self.bus.nc.flush()
+        await self.bus.flush()
 
     async def connect(self, alice_token: str, bob_token: str) -> None:
         self.alice = await CallClient.connect(self.gateway, alice_token, name="alice")

@@ -128,7 +128,7 @@ async def test_after_a_whole_bus_restart_every_service_and_subscription_resumes(
     # Every service announces itself again.
     beats: Collector[ServiceHeartbeat] = Collector()
     await bus.subscribe(subjects.ALL_SERVICE_HEARTBEATS, ServiceHeartbeat, beats)
-    await bus.nc.flush()
+    await bus.flush()
     ids = {g.service_id for g in stack.gateways} | set(stack.services)
     await beats.wait(lambda items: {h.service_id for h in items} >= ids, 30)
 
@@ -140,7 +140,7 @@ async def test_after_a_whole_bus_restart_every_service_and_subscription_resumes(
     # The SFU call: a newcomer gets everyone's media, and everyone gets the newcomer's.
     log: Collector[AnyCallEvent] = Collector()
     await bus.subscribe(subjects.call_events_of(group), AnyCallEvent, log)
-    await bus.nc.flush()
+    await bus.flush()
     t = time.monotonic()
     await f.join(group)
     for x in (c, d, e, f):

@@ -102,7 +102,7 @@ async def test_a_call_goes_on_when_one_nats_node_dies_and_no_event_is_lost(
     # Every service goes on beating (reconnected by itself where it used the dead node).
     beats: Collector[ServiceHeartbeat] = Collector()
     await bus.subscribe(subjects.ALL_SERVICE_HEARTBEATS, ServiceHeartbeat, beats)
-    await bus.nc.flush()
+    await bus.flush()
     ids = {g.service_id for g in stack.gateways} | set(stack.services)
     await beats.wait(lambda items: {h.service_id for h in items} >= ids, 30)
 

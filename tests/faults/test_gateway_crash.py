@@ -54,7 +54,7 @@ class Ends:
 async def _watch_ends(bus: Bus) -> Ends:
     ends = Ends()
     await bus.subscribe(subjects.ALL_CALL_EVENTS, AnyCallEvent, ends)
-    await bus.nc.flush()
+    await bus.flush()
     return ends
 
 

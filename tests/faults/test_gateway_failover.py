@@ -42,7 +42,7 @@ def _revive(stack: CallStack, index: int) -> None:
 async def _watch(bus: Bus, call_id: str) -> Collector[AnyCallEvent]:
     log: Collector[AnyCallEvent] = Collector()
     await bus.subscribe(subjects.call_events_of(call_id), AnyCallEvent, log)
-    await bus.nc.flush()
+    await bus.flush()
     return log
 
 
@@ -140,7 +140,7 @@ async def test_an_sfu_participant_fails_over_by_itself_and_gets_its_media_back(
     old_session = c.sfu.session_id
     media: Collector[AnyMediaEvent] = Collector()
     await bus.subscribe(subjects.media_events_of(call_id), AnyMediaEvent, media)
-    await bus.nc.flush()
+    await bus.flush()
 
     pid = c.participant_id
     stack.kill(2)  # c's gateway

@@ -51,7 +51,7 @@ async def test_a_killed_media_node_moves_the_call_to_another_node(
     call_id = (await a.initiate(conv))["call"]["callId"]
     log: Collector[AnyCallEvent] = Collector()
     await bus.subscribe(subjects.call_events_of(call_id), AnyCallEvent, log)
-    await bus.nc.flush()
+    await bus.flush()
     await b.accept(call_id)
     await c.join(call_id)
     for x in people:

@@ -21,7 +21,7 @@ from tests.support.waiting import Collector
 async def collect(bus: Bus, subject: str, type_: type) -> Collector:  # type: ignore[type-arg]
     collector: Collector = Collector()  # type: ignore[type-arg]
     await bus.subscribe(subject, type_, collector)
-    await bus.nc.flush()
+    await bus.flush()
     return collector
 
 

@@ -49,7 +49,7 @@ async def test_a_killed_gateway_leaks_no_media_session_past_its_lease(
     await bus.subscribe(subjects.media_events_of(call_id), AnyMediaEvent, closed)
     loads: Collector[MediaNodeHeartbeat] = Collector()
     await bus.subscribe(subjects.MEDIA_NODE_HEARTBEAT, MediaNodeHeartbeat, loads)
-    await bus.nc.flush()
+    await bus.flush()
     node = stack.of_kind("media_node")[0].service_id
     await loads.wait(
         lambda beats: any(h.node_id == node and h.participants >= 3 for h in beats), 10

@@ -63,7 +63,7 @@ async def _migrating_call(
     call_id = (await a.initiate(conv))["call"]["callId"]
     log: Collector[AnyCallEvent] = Collector()
     await bus.subscribe(subjects.call_events_of(call_id), AnyCallEvent, log)
-    await bus.nc.flush()
+    await bus.flush()
     await b.accept(call_id)
     await a.wait_media()
     await c.join(call_id)

@@ -54,7 +54,7 @@ async def publish_transcripts(bus: Bus, rec: RecordedCall) -> None:
         await bus.publish(subjects.transcript_segment(s.call_id), s)
     for c in rec.captions:
         await bus.publish(subjects.caption(c.call_id, c.language), c)
-    await bus.nc.flush()
+    await bus.flush()
 
 
 async def snapshot(repo: ArchiveRepository, call_id: str) -> dict[str, list[dict[str, Any]]]:

@@ -89,7 +89,7 @@ async def test_queue_group_delivers_each_message_once(bus: Bus, uid: str) -> Non
     await bus.subscribe(subject, CallEnded, b, queue="workers")
     for _ in range(40):
         await bus.publish(subject, CallEnded(call_id=uid, reason="completed"))
-    await bus.nc.flush()
+    await bus.flush()
 
     await eventually(lambda: len(a.items) + len(b.items) >= 40, 5)
     assert len(a.items) + len(b.items) == 40

@@ -84,8 +84,8 @@ async def test_publish_subscribe_and_a_second_hop_join_one_trace(
 
         await b.subscribe(first, Ping, relay)
         await a.subscribe(second, Ping, end)
-        await a.nc.flush()
-        await b.nc.flush()
+        await a.flush()
+        await b.flush()
         with telemetry.tracer().start_as_current_span("a join", kind=SpanKind.SERVER) as root:
             await a.publish(first, Ping(n=1))
         assert (await end.wait_count(1))[0].n == 2
@@ -117,7 +117,7 @@ async def test_request_serve_and_jetstream_paths_carry_the_trace(
             return Ping(n=msg.n * 2)
 
         await b.serve(rpc, Ping, answer)
-        await b.nc.flush()
+        await b.flush()
         assert (await a.request(rpc, Ping(n=21), Ping)).n == 42
         [client] = by_kind(spans, SpanKind.CLIENT, rpc)
         await eventually(lambda: len(by_kind(spans, SpanKind.SERVER, rpc)) == 1, 5)
@@ -161,7 +161,7 @@ async def test_without_an_exporter_no_header_is_added(bus: Bus, uid: str) -> Non
         seen.append(msg.headers)
 
     await bus.nc.subscribe(subject, cb=raw)
-    await bus.nc.flush()
+    await bus.flush()
     await bus.publish(subject, Ping(n=1))
     await eventually(lambda: len(seen) == 1, 5)
     assert not seen[0] or telemetry.TRACEPARENT not in seen[0]

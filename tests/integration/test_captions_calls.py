@@ -229,7 +229,7 @@ async def test_an_sfu_call_gives_each_reader_their_language_and_follows_changes(
     segments: Collector[TranscriptSegment] = Collector()
     await bus.subscribe(subjects.captions_of(call_id), Caption, published)
     await bus.subscribe(subjects.transcript_segment(call_id), TranscriptSegment, segments)
-    await bus.nc.flush()
+    await bus.flush()
     await bruno.join(call_id)
     await chloe.join(call_id)
     t = time.monotonic()

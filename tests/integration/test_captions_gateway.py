@@ -123,7 +123,7 @@ async def test_a_browser_transcript_reaches_each_reader_in_their_language_only(
     published: Collector[Caption] = Collector()
     await bus.subscribe(subjects.transcript_segment(call_id), TranscriptSegment, segments)
     await bus.subscribe(subjects.captions_of(call_id), Caption, published)
-    await bus.nc.flush()
+    await bus.flush()
 
     async def all_published(utterance: str, languages: set[str]) -> None:
         """Every caption of ``utterance``'s final is on the bus (so it reached the gateways

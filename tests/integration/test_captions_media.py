@@ -45,7 +45,7 @@ async def test_a_sessions_tap_turns_on_off_and_changes_language_without_a_reopen
     events: Collector[AnyMediaEvent] = Collector()
     await bus.subscribe(subjects.audio_chunks_of(call_id), AudioChunk, chunks)
     await bus.subscribe(subjects.media_events_of(call_id), AnyMediaEvent, events)
-    await bus.nc.flush()
+    await bus.flush()
     # The talker speaks in bursts (1.2 s on, 0.8 s off) on a call session opened without
     # transcription; the marker's captions session is tapped all along, as a clock.
     talker = SfuClient(transport, call_id, "talker", speaking=True, steady_speech=False)

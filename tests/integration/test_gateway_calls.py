@@ -51,7 +51,7 @@ async def test_direct_call_across_two_gateways_with_media(
     call_id = started["call"]["callId"]
     log = EventLog()
     await bus.subscribe(subjects.call_events_of(call_id), AnyCallEvent, log)
-    await bus.nc.flush()
+    await bus.flush()
     ice = started["iceServers"]
     # TURN credentials scoped to this call and Alice's participant in it.
     scoped = f":{call_id}.{started['participantId']}"

@@ -92,7 +92,7 @@ async def test_racing_sweepers_end_each_call_once(bus: Bus, uid: str) -> None:
         # publish on brings any duplicate they sent.
         done = {id(s): s.rounds for s in sweepers}
         await eventually(lambda: all(s.rounds >= done[id(s)] + 10 for s in sweepers), 10)
-        await bus.nc.flush()
+        await bus.flush()
     finally:
         for s in sweepers:
             await s.stop()

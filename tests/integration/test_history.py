@@ -185,7 +185,7 @@ async def _run_scenario(stack: HistoryStack, bus: Bus, uid: str) -> Scenario:
                             speech_ended_at=at, translation_ms=50,
                             produced_at=at + timedelta(milliseconds=800)),
                 )  # fmt: skip
-        await bus.nc.flush()
+        await bus.flush()
         ended = await http.delete(f"/api/calls/{call}", headers=bearer(tokens["alice"]))
         assert ended.status_code == 200, ended.text
 
@@ -451,7 +451,7 @@ async def test_who_left_the_call_or_the_conversation_reads_no_more_of_it(
                                       participant_id=alice_pid, language="en", text="Hi.",
                                       is_final=True, speech_ended_at=at, produced_at=at),
                 )  # fmt: skip
-                await bus.nc.flush()
+                await bus.flush()
 
             await say(f"u1-{uid}", datetime.now(UTC))
             left = await http.delete(

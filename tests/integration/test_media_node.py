@@ -53,7 +53,7 @@ async def node(bus: Bus, nats_server: NatsServer, uid: str) -> AsyncIterator[Nod
 async def collect(bus: Bus, subject: str, type_: type[T]) -> Collector[T]:
     collector: Collector[T] = Collector()
     await bus.subscribe(subject, type_, collector)
-    await bus.nc.flush()
+    await bus.flush()
     return collector
 
 

@@ -109,7 +109,7 @@ async def test_group_grows_to_sfu_and_shrinks_back_to_p2p_with_media_at_every_st
     call_id = started["call"]["callId"]
     log = Modes()
     await bus.subscribe(subjects.call_events_of(call_id), AnyCallEvent, log)
-    await bus.nc.flush()
+    await bus.flush()
     await b.accept(call_id)
     t = time.monotonic()
     for x in (a, b):
@@ -168,7 +168,7 @@ async def test_direct_stays_p2p_refuses_a_third_and_falls_back_to_the_sfu_when_c
     call_id = (await a.initiate(conv))["call"]["callId"]
     log = Modes()
     await bus.subscribe(subjects.call_events_of(call_id), AnyCallEvent, log)
-    await bus.nc.flush()
+    await bus.flush()
     await b.accept(call_id)
     t = time.monotonic()
     for x in (a, b):
@@ -326,7 +326,7 @@ async def test_a_node_that_refuses_leaves_the_call_on_p2p_then_a_retry_places_it
         call_id = (await a.initiate(conv))["call"]["callId"]
         log = Modes()
         await bus.subscribe(subjects.call_events_of(call_id), AnyCallEvent, log)
-        await bus.nc.flush()
+        await bus.flush()
         await b.accept(call_id)
         t = time.monotonic()
         await a.wait_everyone(t, "p2p")
@@ -373,7 +373,7 @@ async def test_a_crash_between_compare_and_set_and_publish_loses_no_event_notice
         await c.join(call_id)  # nobody decides: no selector runs
         commands: Collector[AnyCallCommand] = Collector()
         await bus.subscribe(subjects.call_commands_of(call_id), AnyCallCommand, commands)
-        await bus.nc.flush()
+        await bus.flush()
 
         crashing = CrashingStore(
             bus,

@@ -41,7 +41,7 @@ async def test_a_prewarmed_call_switches_on_its_idle_sessions(
     call_id = (await a.initiate(conv))["call"]["callId"]
     log: Collector[AnyCallEvent] = Collector()
     await bus.subscribe(subjects.call_events_of(call_id), AnyCallEvent, log)
-    await bus.nc.flush()
+    await bus.flush()
     await b.accept(call_id)
     t = time.monotonic()
     for x in (a, b):

@@ -96,7 +96,7 @@ def bridge(nats_here: NatsServer, apertium: ApyServer) -> Iterator[ServiceProces
 async def publish_chunks(bus: Bus, chunks: list[AudioChunk]) -> None:
     for chunk in chunks:
         await bus.publish(subjects.audio_chunk(chunk.call_id, chunk.participant_id), chunk)
-    await bus.nc.flush()
+    await bus.flush()
 
 
 async def open_call(bus: Bus, call_id: str, readers: dict[str, tuple[str, str | None]]) -> None:
@@ -125,7 +125,7 @@ async def test_english_speaker_spanish_and_french_readers_get_apertiums_translat
     segments: Collector[TranscriptSegment] = Collector()
     await bus.subscribe(subjects.captions_of(call_id), Caption, captions)
     await bus.subscribe(subjects.transcript_segment(call_id), TranscriptSegment, segments)
-    await bus.nc.flush()
+    await bus.flush()
 
     chunks = speech_chunks(speak(EN, "en"), call_id=call_id, participant_id="alice", language="en")
     assert chunks and chunks[-1].is_final and len({c.utterance_id for c in chunks}) == 1
@@ -161,7 +161,7 @@ async def test_french_speaker_is_transcribed_by_the_multilingual_model(
     segments: Collector[TranscriptSegment] = Collector()
     await bus.subscribe(subjects.captions_of(call_id), Caption, captions)
     await bus.subscribe(subjects.transcript_segment(call_id), TranscriptSegment, segments)
-    await bus.nc.flush()
+    await bus.flush()
     chunks = speech_chunks(speak(FR, "fr"), call_id=call_id, participant_id="chloe", language="fr")
     await publish_chunks(bus, chunks)
 
@@ -183,7 +183,7 @@ async def test_a_long_utterance_gets_interim_captions_the_final_replaces(
     await open_call(bus, call_id, {"alice": ("en", None), "bruno": ("es", None)})
     captions: Collector[Caption] = Collector()
     await bus.subscribe(subjects.caption(call_id, "es"), Caption, captions)
-    await bus.nc.flush()
+    await bus.flush()
     # Two sentences with a breath between them shorter than a pause: one ~5 s utterance.
     speech = np.concatenate([speak(SENTENCES["en"][3], "en"), silence(0.1), speak(EN, "en")])
     chunks = speech_chunks(speech, call_id=call_id, participant_id="alice", language="en")
@@ -211,7 +211,7 @@ async def test_bad_chunks_are_dead_lettered_and_the_worker_carries_on(
         subjects.dead_letter(subjects.audio_chunks_of(call_id)), DeadLetter, letters
     )
     await bus.subscribe(subjects.transcript_segment(call_id), TranscriptSegment, segments)
-    await bus.nc.flush()
+    await bus.flush()
     good = speech_chunks(
         speak(SENTENCES["en"][1], "en"), call_id=call_id, participant_id="p", language="en"
     )[-1]
@@ -221,7 +221,7 @@ async def test_bad_chunks_are_dead_lettered_and_the_worker_carries_on(
     await bus.publish(subject, msgspec_replace(good, pcm=b"\x01\x02\x03", utterance_id="u-odd"))
     await bus.publish(subject, msgspec_replace(good, language="zz", utterance_id="u-lang"))
     await bus.publish(subject, good)
-    await bus.nc.flush()
+    await bus.flush()
 
     await letters.wait_count(4, 30)
     reasons = sorted(letter.reason.split(":")[0] for letter in letters.items)
@@ -263,7 +263,7 @@ async def test_killing_one_of_two_workers_mid_batch_loses_no_utterance(
         )[-1]
         utterances.append(chunk.utterance_id)
         await bus.nc.publish(subjects.audio_chunk(call_id, chunk.participant_id), encode(chunk))
-    await bus.nc.flush()
+    await bus.flush()
     try:
         await watch.wait(lambda beats: any(b.load.extra.get("in_hand", 0) > 0 for b in beats), 30)
     finally:

@@ -129,7 +129,7 @@ async def watch(
     await bus.subscribe(
         subjects.dead_letter(subjects.audio_chunks_of(call_id)), DeadLetter, letters
     )
-    await bus.nc.flush()
+    await bus.flush()
     return segments, letters
 
 

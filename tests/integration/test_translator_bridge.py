@@ -298,7 +298,7 @@ async def test_bridge_service_captions_a_live_call_from_the_kv_state(
         await kv.create(call_id, call_state(call_id, {"a": ("en", None), "b": ("es", None)}))
         captions: Collector[Caption] = Collector()
         await bus.subscribe(subjects.captions_of(call_id), Caption, captions)
-        await bus.nc.flush()
+        await bus.flush()
         await bus.publish(subjects.transcript_segment(call_id), segment(call_id))
         await captions.wait(lambda cs: {c.language for c in cs} == {"en", "es"}, 20)
         spanish = next(c for c in captions.items if c.language == "es")

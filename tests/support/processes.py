@@ -31,7 +31,7 @@ class HeartbeatWatch(Collector[ServiceHeartbeat]):
     async def start(cls, bus: Bus, kind: str, service_id: str) -> "HeartbeatWatch":
         watch = cls()
         await bus.subscribe(subjects.service_heartbeat(kind, service_id), ServiceHeartbeat, watch)
-        await bus.nc.flush()
+        await bus.flush()
         return watch
 
 

@@ -98,7 +98,7 @@ class NatsSfuTransport:
             handler(event)
 
         sub = await self.bus.subscribe(subjects.media_events_of(call_id), AnyMediaEvent, deliver)
-        await self.bus.nc.flush()
+        await self.bus.flush()
         return sub.unsubscribe
 
 
