@@ -2,8 +2,9 @@
 
 Only query features that both MongoDB and nx-27017 (the embedded stack's wire-protocol
 server) support are used: equality and range filters, ``$or``, ``$in``, ``$lt``, sorts on
-two keys, ``update_one`` with ``$set`` and ``upsert``, unique ``_id``. Not used: aggregation
-pipelines, upserts that take ``_id`` from a ``replace_one`` filter, transactions. Booleans
+two keys, ``update_one`` with ``$set`` and ``upsert``, unique ``_id``, and one aggregation
+(``$match`` then ``$group`` with ``$sum``: a count per call). Not used: other pipelines,
+upserts that take ``_id`` from a ``replace_one`` filter, transactions. Booleans
 may come back from nx-27017 as 0/1; documents are decoded non-strictly, so both servers give
 the same Structs.
 """
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
+import bson
 import msgspec
+from bson.codec_options import CodecOptions
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -127,6 +130,26 @@ def _load(raw: dict[str, Any], type_: type[D]) -> D:
     return msgspec.convert(_utc(raw), type_, strict=False)
 
 
+#: How BSON comes back from the server (``tz_aware`` as the client is configured).
+_AS_READ: "CodecOptions[dict[str, Any]]" = CodecOptions(tz_aware=True, tzinfo=UTC)
+
+
+def _sequenced(raw: dict[str, Any]) -> Sequenced:
+    """An event-log document as the fold takes it."""
+    fields = _utc(raw["event"])
+    event: LoggedCallEvent
+    try:
+        event = msgspec.convert(fields, AnyCallEvent, strict=False)
+    except msgspec.ValidationError:  # a type (or version) newer than this archive
+        event = msgspec.convert(fields, CallEventEnvelope, strict=False)
+    stored_at = raw.get("stored_at")
+    return Sequenced(
+        int(raw["stream_seq"]),
+        event,
+        _utc(stored_at) if isinstance(stored_at, datetime) else None,
+    )
+
+
 class ArchiveRepository:
     """The archive's collections in one database."""
 
@@ -224,6 +247,24 @@ class ArchiveRepository:
             failed = {int(e["index"]) for e in errors}
         return {str(d["_id"]) for i, d in enumerate(docs) if i not in failed}
 
+    @classmethod
+    def as_read_back(cls, row: ToLog) -> Sequenced:
+        """What :meth:`call_logs` will read of an event :meth:`log_events` logged: its
+        document through BSON (times to the millisecond, as the server keeps them)."""
+        raw = bson.decode(bson.encode(cls._logged(*row)), codec_options=_AS_READ)
+        return _sequenced(raw)
+
+    async def log_counts(self, call_ids: Sequence[str]) -> dict[str, int]:
+        """How many events of each call are logged (a call with none is absent)."""
+        if not call_ids:
+            return {}
+        pipeline = [
+            {"$match": {"call_id": {"$in": list(call_ids)}}},
+            {"$group": {"_id": "$call_id", "n": {"$sum": 1}}},
+        ]
+        cursor = self.db[EVENTS].aggregate(pipeline)
+        return {str(row["_id"]): int(row["n"]) async for row in cursor}
+
     async def call_log(self, call_id: str) -> list[Sequenced]:
         """Every logged event of a call, in stream order."""
         return (await self.call_logs([call_id])).get(call_id, [])
@@ -239,20 +280,7 @@ class ArchiveRepository:
         cursor = self.db[EVENTS].find(query).sort("stream_seq", ASCENDING)
         out: dict[str, list[Sequenced]] = {}
         async for raw in cursor:
-            fields = _utc(raw["event"])
-            event: LoggedCallEvent
-            try:
-                event = msgspec.convert(fields, AnyCallEvent, strict=False)
-            except msgspec.ValidationError:  # a type (or version) newer than this archive
-                event = msgspec.convert(fields, CallEventEnvelope, strict=False)
-            stored_at = raw.get("stored_at")
-            out.setdefault(str(raw["call_id"]), []).append(
-                Sequenced(
-                    int(raw["stream_seq"]),
-                    event,
-                    _utc(stored_at) if isinstance(stored_at, datetime) else None,
-                )
-            )
+            out.setdefault(str(raw["call_id"]), []).append(_sequenced(raw))
         return out
 
     # --- projected documents ------------------------------------------------------------

@@ -63,6 +63,7 @@ class ArchiveService(Service[ArchiveSettings]):
             self.repo,
             accepting=lambda: self.accepting,
             gap_deadline_s=self.settings.archive_gap_deadline_s,
+            cache_events=self.settings.archive_cache_events,
         )
         durable = self.settings.archive_durable
         self.consumers = [

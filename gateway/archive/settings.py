@@ -31,8 +31,11 @@ class ArchiveSettings(ServiceSettings, frozen=True, kw_only=True):
     #: than the first event waiting behind it; once ``call.ended`` is logged, at once.
     archive_gap_deadline_s: PositiveFloat = 120.0
     #: Call events taken from the stream and written together at most (one insert, one
-    #: read of their calls' logs, one bulk write per collection); 1 writes them one by one.
-    archive_batch_events: BatchSize = 64
+    #: count of their calls' logs, one bulk write per collection); 1 writes them one by one.
+    archive_batch_events: BatchSize = 256
+    #: Logged events the archive remembers (of the calls it folded lately), so a batch
+    #: need not read their logs back; 0 reads every log back. About 1 KiB each.
+    archive_cache_events: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 100_000
     #: Every MongoDB wait (server selection, connect, socket read, whole operation) gives
     #: up after this long; the archive then keeps the message in hand and retries.
     mongo_timeout_s: PositiveFloat = 10.0

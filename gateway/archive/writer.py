@@ -17,8 +17,9 @@ from typing import TypeVar
 import msgspec
 from pymongo.errors import ConnectionFailure, PyMongoError
 
+from gateway.archive.call_cache import CallCache
 from gateway.archive.documents import CaptionRecord, TranscriptionRecord, Versioned
-from gateway.archive.projection import Folded, LoggedCallEvent, epoch_ms, fold
+from gateway.archive.projection import Folded, LoggedCallEvent, Sequenced, epoch_ms, fold
 from gateway.archive.repository import ArchiveRepository
 from schemas import metrics
 from schemas.bus import Incoming
@@ -56,6 +57,11 @@ UNKNOWN = metrics.counter(
 WRITE_SECONDS = metrics.histogram(
     "archive_write_seconds", "Time to log, fold and write one batch of call events."
 )
+LOGS_READ = metrics.counter(
+    "archive_call_logs_total",
+    "Call logs a batch needed: known from the writer's memory, or read back from MongoDB.",
+    ("source",),
+)
 BATCH_EVENTS = metrics.histogram(
     "archive_batch_events",
     "Call events per batch the archive wrote together.",
@@ -91,8 +97,8 @@ TRANSLATION_TIME = metrics.histogram(
     "translation_duration_seconds", "Time the translator took for one caption."
 )
 
-#: Calls whose last written documents are remembered (to skip rewriting unchanged ones).
-CACHE_CALLS = 2048
+#: Logged events remembered by default (``ARCHIVE_CACHE_EVENTS``).
+CACHE_EVENTS = 100_000
 #: Event ids logged but not yet counted (their batch failed after logging them) kept at
 #: most; past it the oldest would count as redeliveries.
 UNOBSERVED_MAX = 8192
@@ -107,17 +113,20 @@ class ArchiveWriter:
         *,
         accepting: Callable[[], bool],
         gap_deadline_s: float | None = None,
+        cache_events: int = CACHE_EVENTS,
     ) -> None:
         self.repo = repo
         self.gap_deadline_s = gap_deadline_s
         self._accepting = accepting
-        # call id -> (event ids folded, {doc key: encoded doc}) as last written by us.
-        self._written: OrderedDict[str, tuple[frozenset[str], dict[str, bytes]]] = OrderedDict()
+        self._cache = CallCache(max_events=cache_events)
         self._pending: dict[str, int] = {}
         self._unobserved: OrderedDict[str, None] = OrderedDict()
         self._skipped: dict[str, list[int]] = {}
         self.events_logged = 0
         self.duplicates = 0
+        #: Call logs a batch took from memory, and read back from MongoDB.
+        self.logs_known = 0
+        self.logs_read = 0
 
     async def _retrying(self, what: Callable[[], Awaitable[T]], msgs: Sequence[Incoming]) -> T:
         """Run a MongoDB step; while the server is unreachable or timing out (a stalled
@@ -142,8 +151,8 @@ class ArchiveWriter:
 
     def folded_count(self, call_id: str) -> int:
         """How many events of a call this writer last folded and wrote (0: none lately)."""
-        known = self._written.get(call_id)
-        return len(known[0]) if known is not None else 0
+        known = self._cache.get(call_id)
+        return len(known.ids) if known is not None else 0
 
     # --- call events --------------------------------------------------------------------
     async def on_event(self, event: LoggedCallEvent, msg: Incoming) -> None:
@@ -153,8 +162,10 @@ class ArchiveWriter:
 
     async def on_events(self, batch: Sequence[tuple[LoggedCallEvent, Incoming]]) -> None:
         """A batch of events, in stream order, in a handful of round trips whatever its
-        size: log them all, read the logs of their calls in one query, fold each call once,
-        and write every changed document with one bulk write per collection."""
+        size: log them all, count each call's logged events (its log is then known from
+        memory when the count says nobody else logged any; else it is read back, every such
+        call in one query), fold each call once, and write every changed document with one
+        bulk write per collection."""
         if not batch:
             return
         msgs = [msg for _, msg in batch]
@@ -175,9 +186,9 @@ class ArchiveWriter:
             calls: dict[str, datetime] = {}
             for event, msg in batch:
                 calls[event.call_id] = msg.metadata.timestamp
-            logs = await self._retrying(lambda: self.repo.call_logs(list(calls)), msgs)
+            logs = await self._logs(rows, logged, calls, msgs)
             writes: list[list[tuple[str, str, Versioned]]] = []
-            remember: list[tuple[str, frozenset[str], list[tuple[str, str, Versioned]]]] = []
+            remember: list[tuple[str, list[Sequenced], list[tuple[str, str, Versioned]]]] = []
             created: dict[str, datetime | None] = {}
             for call_id, stored_at in calls.items():
                 call_log = logs.get(call_id, [])
@@ -185,18 +196,66 @@ class ArchiveWriter:
                 self._note_gaps(call_id, folded)
                 created[call_id] = folded.session.created_at if folded.session else None
                 docs = ArchiveRepository.documents(folded)
-                ids = frozenset(s.event.event_id for s in call_log)
                 writes.append(self._changed(call_id, docs))
-                remember.append((call_id, ids, docs))
+                remember.append((call_id, call_log, docs))
             PENDING.set(sum(self._pending.values()))
             written = await self._retrying(lambda: self.repo.write_calls(writes), msgs)
             for collection, count in written.items():
                 WRITES.labels(collection=collection).inc(count)
-            for call_id, ids, docs in remember:
-                self._remember(call_id, ids, docs)
+            for call_id, call_log, docs in remember:
+                self._cache.put(
+                    call_id, call_log, {f"{c}/{i}": msgspec.json.encode(d) for c, i, d in docs}
+                )
         BATCH_EVENTS.observe(len(batch))
         for event, _ in batch:
             self._count(event, created.get(event.call_id))
+
+    async def _logs(
+        self,
+        rows: Sequence[tuple[LoggedCallEvent, int, bytes, datetime | None]],
+        logged: set[str],
+        calls: dict[str, datetime],
+        msgs: Sequence[Incoming],
+    ) -> dict[str, list[Sequenced]]:
+        """The whole log of each call of the batch: from memory where the count of its
+        logged events proves it complete, else read back (one query for all of those)."""
+        ids = list(calls)
+        if not any(self._cache.get(c) is not None for c in ids):
+            return await self._read_logs(ids, msgs)
+        mine: dict[str, list[Sequenced]] = {}
+        redelivered: dict[str, set[str]] = {}
+        for row in rows:
+            event = row[0]
+            if event.event_id in logged:
+                mine.setdefault(event.call_id, []).append(ArchiveRepository.as_read_back(row))
+            else:
+                redelivered.setdefault(event.call_id, set()).add(event.event_id)
+        counts = await self._retrying(lambda: self.repo.log_counts(ids), msgs)
+        logs: dict[str, list[Sequenced]] = {}
+        unknown: list[str] = []
+        for call_id in ids:
+            known = self._cache.extended(
+                call_id,
+                mine.get(call_id, ()),
+                redelivered.get(call_id, ()),
+                counts.get(call_id, 0),
+            )
+            if known is None:
+                unknown.append(call_id)
+            else:
+                logs[call_id] = known
+        self.logs_known += len(logs)
+        LOGS_READ.labels(source="memory").inc(len(logs))
+        if unknown:
+            logs.update(await self._read_logs(unknown, msgs))
+        return logs
+
+    async def _read_logs(
+        self, call_ids: list[str], msgs: Sequence[Incoming]
+    ) -> dict[str, list[Sequenced]]:
+        self.logs_read += len(call_ids)
+        LOGS_READ.labels(source="read").inc(len(call_ids))
+        return await self._retrying(lambda: self.repo.call_logs(call_ids), msgs)
 
     def _count(self, event: LoggedCallEvent, created_at: datetime | None) -> None:
         """Count an event written, once: new if this writer logged it and has not counted
@@ -245,22 +304,11 @@ class ArchiveWriter:
         to a write already made (version included) are a document no event since has
         touched: the stored one is that write, or a newer one from another instance.
         """
-        known = self._written.get(call_id)
+        known = self._cache.get(call_id)
         if known is None:
             return docs  # first sight, or a restart
-        before = known[1]
+        before = known.written
         return [d for d in docs if before.get(f"{d[0]}/{d[1]}") != msgspec.json.encode(d[2])]
-
-    def _remember(
-        self, call_id: str, ids: frozenset[str], docs: list[tuple[str, str, Versioned]]
-    ) -> None:
-        self._written[call_id] = (
-            ids,
-            {f"{c}/{i}": msgspec.json.encode(d) for c, i, d in docs},
-        )
-        self._written.move_to_end(call_id)
-        while len(self._written) > CACHE_CALLS:
-            self._written.popitem(last=False)
 
     @staticmethod
     def _observe(event: LoggedCallEvent, created_at: datetime | None) -> None:

@@ -331,42 +331,96 @@ async def test_a_fold_older_than_what_is_stored_writes_nothing_in_its_bulk_write
 async def test_writing_in_batches_gives_the_documents_written_one_by_one(
     mongo_server: MongoServer, uid: str
 ) -> None:
-    """Three calls' events interleaved, written once event by event and once in batches of
-    every size (a redelivery inside a batch and across batches): the same archive."""
+    """Three calls' events interleaved, written event by event, in batches of every size (a
+    redelivery inside a batch and across batches) with and without the writer's memory of
+    the calls' logs, and in batches shared by two writers (two instances on one durable:
+    each logs events the other's memory does not hold, so each must notice its memory is
+    short and read the log back): the same archive every time."""
     from gateway.archive.writer import ArchiveWriter
 
     recs = [recorded_call(f"{uid}-{i}") for i in range(3)]
     longest = max(len(x.events) for x in recs)
     order = [x.events[k] for k in range(longest) for x in recs if k < len(x.events)]
     delivered = _delivered(order)
-    dumps = []
-    for mode in ("one_by_one", "batches"):
+    sizes = [1, 2, 3, 5, 8, 13, 21, 64]
+
+    def batches() -> list[list[tuple[AnyCallEvent, Delivered]]]:
+        out, at = [], 0
+        for n in sizes * 10:
+            if at >= len(delivered):
+                break
+            batch = delivered[at : at + n]
+            if at and n > 2:
+                batch = [delivered[at - 1], *batch]  # redelivered with the next ones
+            out.append(batch)
+            at += n
+        return out
+
+    dumps = {}
+    for mode in ("one_by_one", "batches", "batches_no_memory", "two_writers"):
         repo = ArchiveRepository.connect(mongo_server.url, f"db-{uid}-{mode}")
         try:
-            writer = ArchiveWriter(repo, accepting=lambda: True)
+            memory = 0 if mode == "batches_no_memory" else 10_000
+            writers = [ArchiveWriter(repo, accepting=lambda: True, cache_events=memory)]
             if mode == "one_by_one":
                 for event, msg in delivered:
-                    await writer.on_event(event, msg)  # type: ignore[arg-type]
+                    await writers[0].on_event(event, msg)  # type: ignore[arg-type]
             else:
-                sizes = [1, 2, 3, 5, 8, 13, 21, 64]
-                at = 0
-                for n in sizes * 10:
-                    if at >= len(delivered):
-                        break
-                    batch = delivered[at : at + n]
-                    if at and n > 2:
-                        batch = [delivered[at - 1], *batch]  # redelivered with the next ones
+                if mode == "two_writers":
+                    writers.append(ArchiveWriter(repo, accepting=lambda: True))
+                for k, batch in enumerate(batches()):
+                    # Two batches each in turn: a writer's memory holds for its second one,
+                    # and is short once the other has logged events of its calls.
+                    writer = writers[(k // 2) % len(writers)]
                     await writer.on_events(batch)  # type: ignore[arg-type]
-                    at += n
-                assert writer.duplicates > 0
-            assert writer.events_logged == len(order)
-            dumps.append(
-                {c: await repo.dump(c) for c in (r.EVENTS, r.SESSIONS, r.PARTICIPANTS, r.HISTORY)}
-            )
+                assert sum(w.duplicates for w in writers) > 0
+            assert sum(w.events_logged for w in writers) == len(order)
+            if mode in ("batches", "one_by_one"):
+                assert writers[0].logs_known > 0  # the memory was used
+            if mode == "two_writers":
+                assert all(w.logs_known > 0 and w.logs_read > len(recs) for w in writers)
+            dumps[mode] = {
+                c: await repo.dump(c) for c in (r.EVENTS, r.SESSIONS, r.PARTICIPANTS, r.HISTORY)
+            }
         finally:
             repo.close()
-    assert all(dumps[0][c] for c in dumps[0])
-    assert dumps[0] == dumps[1]
+    assert all(dumps["one_by_one"][c] for c in dumps["one_by_one"])
+    for mode in ("batches", "batches_no_memory", "two_writers"):
+        assert dumps[mode] == dumps["one_by_one"], mode
+
+
+async def test_an_event_logged_is_read_back_as_the_writer_remembers_it(
+    repo: ArchiveRepository, uid: str
+) -> None:
+    """What the writer remembers of an event it logged is what reading the log gives (times
+    to the millisecond, the stream time included), for a known type and an unknown one."""
+    from gateway.archive.projection import Sequenced
+    from schemas.call_events import CallEventEnvelope
+
+    rec = recorded_call(uid)
+    delivered = _delivered(rec.events)
+    rows: list[r.ToLog] = [
+        (e, m.metadata.sequence.stream, m.data, m.metadata.timestamp) for e, m in delivered
+    ]
+    rows = [(e, q, d, t and t.replace(microsecond=123456)) for e, q, d, t in rows]
+    future = msgspec.json.encode(
+        {
+            "type": "call.someday",
+            "call_id": rec.call_id,
+            "event_id": f"f-{uid}",
+            "seq": 0,
+            "occurred_at": "2026-12-01T00:00:00.654321Z",
+            "new_field": [1, 2],
+        }
+    )
+    envelope = msgspec.json.decode(future, type=CallEventEnvelope)
+    rows.append((envelope, len(rows) + 1, future, None))
+    assert await repo.log_events(rows)
+    remembered = [ArchiveRepository.as_read_back(row) for row in rows]
+    read: list[Sequenced] = (await repo.call_logs([rec.call_id]))[rec.call_id]
+    assert read == remembered
+    assert remembered[0].stored_at is not None and remembered[0].stored_at.microsecond == 123000
+    assert await repo.log_counts([rec.call_id, f"none-{uid}"]) == {rec.call_id: len(rows)}
 
 
 async def test_logging_several_events_tells_the_new_from_the_redelivered(
