@@ -145,18 +145,6 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def as_utc(value: Any) -> Any:
-    """Times made aware: nx-27017 hands back a time it stored on an update without its zone
-    (an updated document, not a fresh one), so the two modes' sessions compare by value."""
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-    if isinstance(value, dict):
-        return {k: as_utc(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [as_utc(v) for v in value]
-    return value
-
-
 async def run_mode(
     server: MongoServer,
     database: str,
@@ -185,9 +173,7 @@ async def run_mode(
         db_cpu = process_cpu_s(pid) - db_cpu
         assert writer.events_logged == len(delivered)
         sessions = {
-            d["_id"]: as_utc(
-                msgspec.to_builtins(await repo.session(d["_id"]), builtin_types=(datetime,))
-            )
+            d["_id"]: msgspec.to_builtins(await repo.session(d["_id"]), builtin_types=(datetime,))
             for d in await repo.dump(r.SESSIONS)
         }
         n = len(delivered)

@@ -126,8 +126,30 @@ def _utc(value: Any) -> Any:
     return value
 
 
+def _aware(value: Any) -> Any:
+    """``value`` with every time in it (in Structs and lists, at any depth) in UTC."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    if isinstance(value, msgspec.Struct):
+        changed = {}
+        for name in value.__struct_fields__:
+            before = getattr(value, name)
+            after = _aware(before)
+            if after is not before:
+                changed[name] = after
+        return msgspec.structs.replace(value, **changed) if changed else value
+    if isinstance(value, list):
+        items = [_aware(v) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
+
+
 def _load(raw: dict[str, Any], type_: type[D]) -> D:
-    return msgspec.convert(_utc(raw), type_, strict=False)
+    """A stored document as its Struct, times in UTC. nx-27017 hands back a top-level time
+    written by an update's ``$set`` as a string without a zone ("2026-12-01 09:00:00.1"),
+    which the conversion reads as a naive time; MongoDB hands back an aware one."""
+    loaded: D = _aware(msgspec.convert(_utc(raw), type_, strict=False))
+    return loaded
 
 
 #: How BSON comes back from the server (``tz_aware`` as the client is configured).

@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -505,3 +505,39 @@ async def test_a_batch_that_fails_after_logging_still_counts_each_event_once(
     assert writer.events_logged == len(rec.events) and writer.duplicates == 0
     session = await repo.session(rec.call_id)
     assert session is not None and session.seq == rec.revised[-1].seq
+
+
+async def test_times_read_back_are_in_utc_after_documents_were_updated(
+    repo: ArchiveRepository, uid: str
+) -> None:
+    """A document written twice (the second time by an update): every time read back from
+    it is zoned UTC, as the history API hands them out (nx-27017 returns a top-level time
+    an update wrote as a zoneless string)."""
+    from gateway.archive.projection import Sequenced, fold
+
+    rec = recorded_call(uid)
+    log = [Sequenced(i + 1, e, None) for i, e in enumerate(rec.events)]
+    await repo.write(ArchiveRepository.documents(fold(log[:4])))
+    await repo.write(ArchiveRepository.documents(fold(log)))
+    session = await repo.session(rec.call_id)
+    participants = await repo.participants(rec.call_id)
+    assert session is not None and participants
+    people = {p.principal_id for p in participants if p.principal_id is not None}
+    history = [await repo.history_entry(who, rec.call_id) for who in sorted(people)]
+    assert history and all(h is not None for h in history)
+    times: list[datetime] = []
+
+    def collect(value: Any) -> None:
+        if isinstance(value, datetime):
+            times.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, list):
+            for v in value:
+                collect(v)
+
+    for doc in (session, *participants, *history):
+        collect(msgspec.to_builtins(doc, builtin_types=(datetime,)))
+    assert session.ended_at is not None and len(times) > len(participants) + 2
+    assert all(t.utcoffset() == timedelta(0) for t in times), times
