@@ -38,6 +38,10 @@ from schemas.provisioning import DUPLICATE_WINDOW_S
 log = get_logger("gateway.call_store")
 
 MAX_CAS_ATTEMPTS = 50
+#: How long a read of a call keeps retrying while the bucket elects a leader before the
+#: request is refused ``unavailable`` (retryable): under the 10 s a browser waits for an
+#: answer, so it hears a reason instead of a timeout.
+READ_BUDGET_S = 8.0
 #: A claim whose call never got written (crash between the two writes) is stale after this.
 STALE_CLAIM_S = 5.0
 
@@ -77,7 +81,7 @@ class CallStore:
         except ValueError:
             return None
         try:
-            return await self.calls.get(call_id)
+            return await self.calls.get(call_id, budget_s=READ_BUDGET_S)
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
             # The bucket is electing a leader for longer than the retries last (a node of
             # the cluster just died): a typed refusal the client may retry, not "internal".

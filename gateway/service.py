@@ -31,7 +31,7 @@ from gateway.http_server import EmbeddedServer
 from gateway.media.coordinator import MediaCoordinator
 from gateway.media.node_events import NodeEvents
 from gateway.media.sessions import MediaSessions
-from gateway.presence import PresenceReader, PresenceWriter
+from gateway.presence import PresenceHealth, PresenceReader, PresenceWriter
 from gateway.rate_limit import RateLimiter
 from gateway.settings import GatewaySettings
 from gateway.sockets.authority import SocketAuthority
@@ -113,13 +113,14 @@ class GatewayService(Service[GatewaySettings]):
         self.store = CallStore(bus, calls_kv, claims_kv)
         calls = CallService(settings, self.store, conversations, self.mirror, guests.admit)
         guests.remove_guests = calls.remove_guests_of
-        self.presence = PresenceWriter(presence_kv, self.service_id)
+        presence_health = PresenceHealth()
+        self.presence = PresenceWriter(presence_kv, self.service_id, health=presence_health)
         self.sockets = SocketServer(settings, self.tokens, calls, self.limiter)
         self.sockets.attach(self.delivery)
         self.relay = SignalRelay(settings, calls, self.delivery)
-        self.sockets.register(
-            Lifecycle(settings, calls, self.delivery, self.presence, self._emit).handlers()
-        )
+        lifecycle = Lifecycle(settings, calls, self.delivery, self.presence, self._emit)
+        self.sockets.register(lifecycle.handlers())
+        self.sockets.register(lifecycle.unordered_handlers(), ordered=False)
         self.sockets.register(self.relay.handlers())
         self.sockets.register(IceServers(settings).handlers())
         self.authority = SocketAuthority(
@@ -200,7 +201,7 @@ class GatewayService(Service[GatewaySettings]):
         self.sweeper = Sweeper(
             self.store,
             self.mirror,
-            PresenceReader(presence_kv),
+            PresenceReader(presence_kv, presence_health),
             interval_s=settings.call_sweep_interval_s,
             retention_s=settings.call_ended_retention_s,
             outbox_grace_s=settings.call_outbox_grace_s,

@@ -23,8 +23,8 @@ from nats.js.kv import KeyValue
 
 from gateway.call_store import CallStore
 from gateway.errors import CallError
-from gateway.presence import PresenceReader
-from gateway.state_machine import apply_due, next_deadline
+from gateway.presence import PresenceReader, vouched
+from gateway.state_machine import apply_due, last_seen, next_deadline
 from schemas.call_state import CallState
 from schemas.codec import decoder_for
 from schemas.logs import get_logger
@@ -177,8 +177,11 @@ class Sweeper:
         deadline = next_deadline(state, self._presence.cached(call_id))
         if deadline is None or deadline > now:
             return False
-        # Due by what we knew: read the heartbeats before deciding anyone is gone.
-        presence = await self._presence.refresh(state)
+        # Due by what we knew: read the heartbeats before deciding anyone is gone, and
+        # believe a stale one only if heartbeats could be written all along.
+        seen = await self._presence.refresh(state)
+        trusted = self._presence.health.trusted_since()
+        presence = vouched(state, seen, trusted, time.time())
         deadline = next_deadline(state, presence)
         if deadline is None or deadline > now:
             return False
@@ -190,10 +193,17 @@ class Sweeper:
             return False
         if outcome is None:
             return False  # another gateway won; nothing to publish here
+        at = time.time()
         log.info(
             "sweeper.fired",
             call_id=call_id,
             status=outcome.state.status,
             end_reason=outcome.state.end_reason,
+            # Why: how long ago each participant was last heard of, and since when (if
+            # ever) heartbeats could not be written.
+            last_seen_s_ago={
+                p.participant_id: round(at - last_seen(p, presence), 2) for p in state.participants
+            },
+            presence_trusted_since_s_ago=None if trusted is None else round(at - trusted, 2),
         )
         return True

@@ -208,6 +208,10 @@ async def flush_through(nc: NatsClient, timeout: float = 5.0) -> None:
     await flush(timeout)
 
 
+#: How long one attempt at a key-value read waits for its answer (then it is retried).
+KV_READ_ATTEMPT_S = 2.0
+
+
 def _inbox_prefix(settings: BusSettings) -> str:
     user = settings.effective_user()
     try:
@@ -222,6 +226,11 @@ class Bus:
     def __init__(self, nc: NatsClient, service_id: str) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
+        # A key-value read of a bucket that has no leader (electing one after a node died)
+        # is not answered at all, while a write is refused at once: reads wait less than
+        # nats-py's 5 s per attempt, so their retry finds the new leader soon after it is
+        # elected.
+        self._kv_reads = nc.jetstream(timeout=KV_READ_ATTEMPT_S)
         self.service_id = service_id
         self.stats = BusStats()
         self._logged_failures: set[tuple[str, str]] = set()
@@ -878,4 +887,9 @@ class Bus:
     # --- key-value ----------------------------------------------------------------------
     async def kv(self, bucket: str, type_: type[T] | Any) -> "TypedKv[T]":
         """A typed handle on an existing bucket (see :mod:`schemas.provisioning`)."""
-        return TypedKv(await self.js.key_value(bucket), bucket, type_)
+        return TypedKv(
+            await self.js.key_value(bucket),
+            bucket,
+            type_,
+            reads=await self._kv_reads.key_value(bucket),
+        )

@@ -9,7 +9,7 @@ from nats.js.kv import KeyValue
 
 from schemas.codec import decoder_for, encode
 from schemas.errors import CorruptEntry, KeyExists, RevisionMismatch
-from schemas.js_retry import retry_transient
+from schemas.js_retry import DEFAULT_BUDGET_S, retry_transient
 
 T = TypeVar("T")
 
@@ -26,17 +26,25 @@ class KvEntry(Generic[T]):
 class TypedKv(Generic[T]):
     """Get / create / update-with-revision over a bucket whose values are one type."""
 
-    def __init__(self, kv: KeyValue, bucket: str, type_: type[T] | Any) -> None:
+    def __init__(
+        self, kv: KeyValue, bucket: str, type_: type[T] | Any, *, reads: KeyValue | None = None
+    ) -> None:
         self._kv = kv
+        #: The same bucket for reads, through a context with a shorter timeout per attempt.
+        self._reads = reads or kv
         self.bucket = bucket
         self._decoder = decoder_for(type_)
 
-    async def get(self, key: str) -> KvEntry[T] | None:
-        """The current value, or ``None`` if the key is absent or deleted."""
+    async def get(self, key: str, *, budget_s: float = DEFAULT_BUDGET_S) -> KvEntry[T] | None:
+        """The current value, or ``None`` if the key is absent or deleted. Retried through a
+        leader election of the bucket for up to ``budget_s``; then the last error."""
         try:
             # A read is idempotent: retried through a leader election of the bucket.
             entry = await retry_transient(
-                lambda: self._kv.get(key), what=f"kv:{self.bucket}", idempotent=True
+                lambda: self._reads.get(key),
+                what=f"kv:{self.bucket}",
+                idempotent=True,
+                budget_s=budget_s,
             )
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return None

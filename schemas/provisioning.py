@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import nats.errors
 import nats.js.errors
 from nats.js.api import (
     DiscardPolicy,
@@ -46,6 +47,10 @@ def _forming(exc: Exception) -> bool:
     """Whether a provisioning error is the cluster not being ready yet (worth a retry)."""
     if isinstance(exc, nats.js.errors.ServiceUnavailableError):
         return True  # JetStream temporarily unavailable (no meta leader yet)
+    if isinstance(exc, nats.errors.TimeoutError | nats.errors.NoRespondersError):
+        # No answer at all: the API request reached no leader (a cluster still electing).
+        # Every step is safe to repeat: each looks the resource up before changing it.
+        return True
     return isinstance(exc, nats.js.errors.BadRequestError) and (
         exc.err_code == _NO_PEERS_FOR_PLACEMENT
     )
@@ -60,7 +65,11 @@ async def _while_forming(op: Callable[[], Awaitable[str]], what: str, deadline: 
     while True:
         try:
             return await op()
-        except nats.js.errors.Error as exc:
+        except (
+            nats.js.errors.Error,
+            nats.errors.TimeoutError,
+            nats.errors.NoRespondersError,
+        ) as exc:
             if not _forming(exc) or loop.time() + delay > deadline:
                 raise
             if not warned:

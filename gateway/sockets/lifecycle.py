@@ -61,8 +61,13 @@ class Lifecycle:
             "call:end": self.end,
             "call:toggle-audio": self.toggle_audio,
             "call:toggle-video": self.toggle_video,
-            "call:heartbeat": self.heartbeat,
         }
+
+    def unordered_handlers(self) -> Handlers:
+        """Events that must not wait behind the socket's other events: a heartbeat stuck
+        behind a command the call store is slow to take (a leader election of its bucket)
+        would let the participant's presence go stale, and get them swept as gone."""
+        return {"call:heartbeat": self.heartbeat}
 
     def _binder(self, session: SocketSession) -> Callable[[Joined], None]:
         def bind(joined: Joined) -> None:
@@ -173,12 +178,14 @@ class Lifecycle:
     async def heartbeat(self, session: SocketSession, who: Principal, data: Any) -> Ack:
         req = decode(data, CallRef)
         pid = require_bound(session, req.call_id)
-        state = await self.calls.current(req.call_id)
-        if state.status == "ended":
-            raise CallError("call_ended", "the call has ended")
-        if sm.find_participant(state, pid) is None:
-            state = await self.calls.current(req.call_id, fresh=True)
+        # Whether heartbeats get through here is what lets a stale one mean "gone".
+        with self.presence.health.watch():
+            state = await self.calls.current(req.call_id)
+            if state.status == "ended":
+                raise CallError("call_ended", "the call has ended")
             if sm.find_participant(state, pid) is None:
-                raise CallError("not_in_call", "you are not in this call")
-        await self.presence.beat(state, pid)
+                state = await self.calls.current(req.call_id, fresh=True)
+                if sm.find_participant(state, pid) is None:
+                    raise CallError("not_in_call", "you are not in this call")
+            await self.presence.beat(state, pid)
         return ok(intervalS=self.settings.call_heartbeat_interval_s, at=time.time())

@@ -188,3 +188,78 @@ async def test_events_of_a_writer_that_died_before_publishing_are_recovered_once
     await sub.unsubscribe()
     # Every event exactly once, in the call's revision order.
     assert seqs == list(range(1, len(started.events) + len(lost_events) + 1))
+
+
+async def test_stale_heartbeats_time_nobody_out_while_presence_is_unavailable(
+    bus: Bus, uid: str
+) -> None:
+    """Two people whose last heartbeats are long past the timeout: a sweeper that cannot
+    currently handle heartbeats leaves them in; once presence is back it waits a whole
+    timeout from that moment, then sweeps them."""
+    from gateway.presence import PresenceHealth
+
+    calls_kv: TypedKv[CallState] = await bus.kv(subjects.CALLS_BUCKET, CallState)
+    claims_kv: TypedKv[ActiveCallClaim] = await bus.kv(subjects.CALL_CLAIMS_BUCKET, ActiveCallClaim)
+    presence: TypedKv[Presence] = await bus.kv(subjects.PRESENCE_BUCKET, Presence)
+    store = CallStore(bus, calls_kv, claims_kv)
+    long_ago = time.time() - 30
+    timers = sm.Timers(
+        ring_timeout_s=60, heartbeat_timeout_s=2, reconnect_grace_s=5, max_duration_s=600
+    )
+    conv = ConversationRecord(
+        conversation_id=f"pr-{uid}",
+        type="DIRECT",
+        members=[ConversationMember(user_id=f"a{uid}"), ConversationMember(user_id=f"b{uid}")],
+    )
+    started = sm.start_call(
+        call_id=f"callpr-{uid}",
+        conversation=conv,
+        initiator=Principal(f"a{uid}", "user"),
+        participant_id=f"p-a{uid}",
+        media="audio",
+        now=long_ago,
+        timers=timers,
+        resume_token="t",
+    )
+    await store.create(started)
+    joined = sm.join(
+        started.state,
+        Principal(f"b{uid}", "user"),
+        participant_id=f"p-b{uid}",
+        now=long_ago,
+        resume_token="t2",
+        max_participants=50,
+        may_join=True,
+    )
+    await store.apply(started.call_id, lambda s: joined)
+    clock_at = [time.time()]
+    health = PresenceHealth(clock=lambda: clock_at[0])
+    health.ended(health.started(), ok=False)  # heartbeats cannot be handled right now
+    mirror = CallMirror(await bus.js.key_value(subjects.CALLS_BUCKET))
+    await mirror.start()
+    sweeper = Sweeper(
+        store, mirror, PresenceReader(presence, health), interval_s=1, retention_s=3600
+    )
+    try:
+        await eventually(lambda: len(mirror.get(started.call_id).participants) == 2, 10)  # type: ignore[union-attr]
+
+        async def status() -> str:
+            entry = await calls_kv.get(started.call_id)
+            assert entry is not None
+            return entry.value.status
+
+        await sweeper.sweep_once()
+        assert await status() == "active"
+        clock_at[0] = time.time()  # back now: the timeout counts from here
+        health.ended(health.started(), ok=True)
+        await sweeper.sweep_once()
+        assert await status() == "active"
+        clock_at[0] = time.time() - 3  # back longer than a timeout ago
+        health.ended(health.started(), ok=False)
+        health.ended(health.started(), ok=True)
+        await sweeper.sweep_once()
+        assert await status() == "ended"
+        entry = await calls_kv.get(started.call_id)
+        assert entry is not None and entry.value.end_reason == "heartbeat_timeout"
+    finally:
+        await mirror.stop()

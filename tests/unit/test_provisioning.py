@@ -2,6 +2,7 @@
 
 import asyncio
 
+import nats.errors
 import nats.js.errors
 import pytest
 
@@ -55,3 +56,19 @@ async def test_a_cluster_that_never_forms_fails_at_the_deadline() -> None:
     with pytest.raises(nats.js.errors.BadRequestError):
         await _while_forming(create, "stream:X", deadline)
     assert attempts > 1
+
+
+async def test_a_lookup_no_leader_answers_is_asked_again() -> None:
+    """On a cluster still electing its leaders an API request gets no answer at all."""
+    attempts = 0
+
+    async def lookup() -> str:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise nats.errors.TimeoutError
+        return "unchanged"
+
+    deadline = asyncio.get_running_loop().time() + 10
+    assert await _while_forming(lookup, "stream:X", deadline) == "unchanged"
+    assert attempts == 3
