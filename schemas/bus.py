@@ -201,6 +201,11 @@ async def flush_through(nc: NatsClient, timeout: float = 5.0) -> None:
     responder that had "flushed" its subscription). The flusher is woken when a command is
     queued and writes it before the first PONG can be read, so a second round trip starts
     behind everything queued before this call, and its PONG covers it.
+
+    Only on a connected client: while nats-py is reconnecting, its ``flush`` returns at
+    once with nothing sent (what is queued goes out after the reconnect). And the PONG
+    vouches for the server this client is on; in a cluster, interest reaches the other
+    servers shortly after.
     """
     # nats-py annotates the timeout as an int; it hands it to asyncio.wait_for (seconds).
     flush = cast("Callable[[float], Awaitable[None]]", nc.flush)
@@ -354,7 +359,8 @@ class Bus:
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Return once the server has processed everything sent before (see
-        :func:`flush_through`): after it, a subscription made before is live."""
+        :func:`flush_through`): after it, a subscription made before is live on that
+        server (on a connected client)."""
         await flush_through(self.nc, timeout)
 
     async def drain(self) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from gateway.archive.projection import Sequenced
+from gateway.archive.repository import LogCount
 
 #: Calls remembered at most.
 MAX_CALLS = 2048
@@ -31,6 +32,8 @@ class CachedCall:
     ids: frozenset[str]
     #: ``"collection/_id"`` -> the document as last written (JSON bytes).
     written: dict[str, bytes] = field(default_factory=dict)
+    #: The sum of the stream sequences in ``log`` (see :class:`LogCount`).
+    stream_seq_sum: int = 0
 
 
 class CallCache:
@@ -54,23 +57,32 @@ class CallCache:
         return self._calls.get(call_id)
 
     def extended(
-        self, call_id: str, logged: Iterable[Sequenced], others: Iterable[str], count: int
+        self,
+        call_id: str,
+        logged: Iterable[Sequenced],
+        others: Iterable[str],
+        count: LogCount,
     ) -> list[Sequenced] | None:
         """The call's whole log, without reading it, or ``None`` if this writer cannot
         know it.
 
-        ``logged``: the batch's events this writer has just logged itself (so they are in
-        MongoDB exactly as given). ``others``: the ids of the batch's events that were
-        already logged (redeliveries). ``count``: how many events MongoDB holds for the
+        ``logged``: the batch's events this writer has just logged itself, each once (so
+        they are in MongoDB exactly as given). ``others``: the ids of the batch's events
+        that were already logged (redeliveries). ``count``: what MongoDB holds for the
         call, counted after this writer's insert. The remembered log plus ``logged`` is the
-        whole log when it holds every redelivered id and exactly ``count`` events: every
-        event in it is in MongoDB, so if MongoDB held one more, the count would be higher.
+        whole log when it holds every redelivered id and exactly ``count.events`` events:
+        every event in it is in MongoDB, so if MongoDB held one more, the count would be
+        higher. The sum of stream sequences must agree too, so a log that lost events under
+        the writer (a database restored from a backup) is not taken for whole because as
+        many others were logged since.
         """
         known = self._calls.get(call_id)
         if known is None or not known.ids.issuperset(others):
             return None
         new = [s for s in logged if s.event.event_id not in known.ids]
-        if len(known.ids) + len(new) != count:
+        if len(known.ids) + len(new) != count.events:
+            return None
+        if known.stream_seq_sum + sum(s.stream_seq for s in new) != count.stream_seq_sum:
             return None
         if not new:
             return known.log
@@ -86,7 +98,10 @@ class CallCache:
         if len(log) > self.max_events:
             return
         self._calls[call_id] = CachedCall(
-            log=log, ids=frozenset(s.event.event_id for s in log), written=written
+            log=log,
+            ids=frozenset(s.event.event_id for s in log),
+            written=written,
+            stream_seq_sum=sum(s.stream_seq for s in log),
         )
         self._events += len(log)
         while self._calls and (self._events > self.max_events or len(self) > self.max_calls):

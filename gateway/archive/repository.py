@@ -14,7 +14,7 @@ import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 import bson
 import msgspec
@@ -152,6 +152,15 @@ def _load(raw: dict[str, Any], type_: type[D]) -> D:
     return loaded
 
 
+class LogCount(NamedTuple):
+    """What MongoDB holds of one call's log, in brief: how many events, and the sum of
+    their stream sequences (two logs of the same length with different events differ in
+    it, unless their sequences happen to add up the same)."""
+
+    events: int
+    stream_seq_sum: int
+
+
 #: How BSON comes back from the server (``tz_aware`` as the client is configured).
 _AS_READ: "CodecOptions[dict[str, Any]]" = CodecOptions(tz_aware=True, tzinfo=UTC)
 
@@ -276,16 +285,17 @@ class ArchiveRepository:
         raw = bson.decode(bson.encode(cls._logged(*row)), codec_options=_AS_READ)
         return _sequenced(raw)
 
-    async def log_counts(self, call_ids: Sequence[str]) -> dict[str, int]:
-        """How many events of each call are logged (a call with none is absent)."""
+    async def log_counts(self, call_ids: Sequence[str]) -> dict[str, LogCount]:
+        """How many events of each call are logged, and the sum of their stream
+        sequences (a call with none is absent)."""
         if not call_ids:
             return {}
         pipeline = [
             {"$match": {"call_id": {"$in": list(call_ids)}}},
-            {"$group": {"_id": "$call_id", "n": {"$sum": 1}}},
+            {"$group": {"_id": "$call_id", "n": {"$sum": 1}, "seqs": {"$sum": "$stream_seq"}}},
         ]
         cursor = self.db[EVENTS].aggregate(pipeline)
-        return {str(row["_id"]): int(row["n"]) async for row in cursor}
+        return {str(row["_id"]): LogCount(int(row["n"]), int(row["seqs"])) async for row in cursor}
 
     async def call_log(self, call_id: str) -> list[Sequenced]:
         """Every logged event of a call, in stream order."""

@@ -33,8 +33,10 @@ class ArchiveSettings(ServiceSettings, frozen=True, kw_only=True):
     #: Call events taken from the stream and written together at most (one insert, one
     #: count of their calls' logs, one bulk write per collection); 1 writes them one by one.
     archive_batch_events: BatchSize = 256
-    #: Logged events the archive remembers (of the calls it folded lately), so a batch
-    #: need not read their logs back; 0 reads every log back. About 1 KiB each.
+    #: Logged events the archive remembers (of the calls it folded lately, with their
+    #: documents as last written), so a batch need not read their logs back nor rewrite
+    #: unchanged documents; about 1 KiB each, plus the documents. 0 remembers nothing:
+    #: every log is read back and every document written again.
     archive_cache_events: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 100_000
     #: Every MongoDB wait (server selection, connect, socket read, whole operation) gives
     #: up after this long; the archive then keeps the message in hand and retries.

@@ -20,7 +20,7 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from gateway.archive.call_cache import CallCache
 from gateway.archive.documents import CaptionRecord, TranscriptionRecord, Versioned
 from gateway.archive.projection import Folded, LoggedCallEvent, Sequenced, epoch_ms, fold
-from gateway.archive.repository import ArchiveRepository
+from gateway.archive.repository import ArchiveRepository, LogCount
 from schemas import metrics
 from schemas.bus import Incoming
 from schemas.call_events import (
@@ -224,9 +224,13 @@ class ArchiveWriter:
             return await self._read_logs(ids, msgs)
         mine: dict[str, list[Sequenced]] = {}
         redelivered: dict[str, set[str]] = {}
+        taken: set[str] = set()
         for row in rows:
             event = row[0]
+            if event.event_id in taken:
+                continue  # a second copy in the batch: the insert kept the first
             if event.event_id in logged:
+                taken.add(event.event_id)
                 mine.setdefault(event.call_id, []).append(ArchiveRepository.as_read_back(row))
             else:
                 redelivered.setdefault(event.call_id, set()).add(event.event_id)
@@ -238,7 +242,7 @@ class ArchiveWriter:
                 call_id,
                 mine.get(call_id, ()),
                 redelivered.get(call_id, ()),
-                counts.get(call_id, 0),
+                counts.get(call_id, LogCount(0, 0)),
             )
             if known is None:
                 unknown.append(call_id)

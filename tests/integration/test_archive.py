@@ -420,7 +420,8 @@ async def test_an_event_logged_is_read_back_as_the_writer_remembers_it(
     read: list[Sequenced] = (await repo.call_logs([rec.call_id]))[rec.call_id]
     assert read == remembered
     assert remembered[0].stored_at is not None and remembered[0].stored_at.microsecond == 123000
-    assert await repo.log_counts([rec.call_id, f"none-{uid}"]) == {rec.call_id: len(rows)}
+    counted = await repo.log_counts([rec.call_id, f"none-{uid}"])
+    assert counted == {rec.call_id: r.LogCount(len(rows), sum(row[1] for row in rows))}
 
 
 async def test_logging_several_events_tells_the_new_from_the_redelivered(
@@ -541,3 +542,36 @@ async def test_times_read_back_are_in_utc_after_documents_were_updated(
         collect(msgspec.to_builtins(doc, builtin_types=(datetime,)))
     assert session.ended_at is not None and len(times) > len(participants) + 2
     assert all(t.utcoffset() == timedelta(0) for t in times), times
+
+
+async def test_a_copy_in_the_batch_cannot_make_up_for_an_event_another_writer_logged(
+    mongo_server: MongoServer, uid: str
+) -> None:
+    """Writer A remembers a call; B logs one of its events; A then gets the next event
+    twice in one batch (published again after the de-duplication window). Counting the
+    copy as new would match MongoDB's count by accident and fold a log missing B's event:
+    A must read the log back and write what one writer alone writes."""
+    from gateway.archive.documents import CallSession
+    from gateway.archive.writer import ArchiveWriter
+
+    rec = recorded_call(uid)
+    delivered = _delivered([*rec.events, rec.events[-1]])
+    first, foreign = delivered[:-3], delivered[-3]
+    twice = delivered[-2:]
+    sessions = []
+    for mode in ("alone", "two"):
+        repo = ArchiveRepository.connect(mongo_server.url, f"db-{uid}-{mode}")
+        try:
+            a = ArchiveWriter(repo, accepting=lambda: True)
+            b = ArchiveWriter(repo, accepting=lambda: True) if mode == "two" else a
+            await a.on_events(first)  # type: ignore[arg-type]
+            await b.on_events([foreign])  # type: ignore[list-item]
+            await a.on_events(twice)  # type: ignore[arg-type]
+            session = await repo.session(rec.call_id)
+            assert isinstance(session, CallSession)
+            sessions.append(session)
+        finally:
+            repo.close()
+    alone, two = sessions
+    assert alone.missing_revisions == [] and alone.pending_events == 0
+    assert two == alone

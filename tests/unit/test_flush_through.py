@@ -83,9 +83,10 @@ async def test_the_last_pong_answers_a_ping_written_after_the_subscription(
 async def test_nats_pys_own_flush_answers_before_the_subscription_is_read(
     fake: tuple[PingPongServer, Client],
 ) -> None:
-    """Why ``flush_through`` exists: if nats-py fixes its ``flush``, this fails, and the
-    second round trip can go."""
+    """Why ``flush_through`` exists (skipped, to say so, once a nats-py fixes it: the
+    second round trip can then go)."""
     server, nc = fake
     await nc.subscribe("calls.y")
     await nc.flush()
-    assert not sub_answered(server, b"calls.y")
+    if sub_answered(server, b"calls.y"):
+        pytest.skip("this nats-py's flush waits for the commands before it")
