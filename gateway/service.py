@@ -31,7 +31,8 @@ from gateway.http_server import EmbeddedServer
 from gateway.media.coordinator import MediaCoordinator
 from gateway.media.node_events import NodeEvents
 from gateway.media.sessions import MediaSessions
-from gateway.presence import PresenceHealth, PresenceReader, PresenceWriter
+from gateway.presence import PresenceReader, PresenceWriter
+from gateway.presence_health import PresenceHealth
 from gateway.rate_limit import RateLimiter
 from gateway.settings import GatewaySettings
 from gateway.sockets.authority import SocketAuthority

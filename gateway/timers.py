@@ -23,7 +23,8 @@ from nats.js.kv import KeyValue
 
 from gateway.call_store import CallStore
 from gateway.errors import CallError
-from gateway.presence import PresenceReader, vouched
+from gateway.presence import PresenceReader
+from gateway.presence_health import vouched
 from gateway.state_machine import apply_due, last_seen, next_deadline
 from schemas.call_state import CallState
 from schemas.codec import decoder_for
@@ -180,8 +181,7 @@ class Sweeper:
         # Due by what we knew: read the heartbeats before deciding anyone is gone, and
         # believe a stale one only if heartbeats could be written all along.
         seen = await self._presence.refresh(state)
-        trusted = self._presence.health.trusted_since()
-        presence = vouched(state, seen, trusted, time.time())
+        presence = vouched(state, seen, self._presence.health, time.time())
         deadline = next_deadline(state, presence)
         if deadline is None or deadline > now:
             return False
@@ -199,11 +199,14 @@ class Sweeper:
             call_id=call_id,
             status=outcome.state.status,
             end_reason=outcome.state.end_reason,
-            # Why: how long ago each participant was last heard of, and since when (if
-            # ever) heartbeats could not be written.
+            # Why: how long ago each participant was last heard of, and how much of that
+            # time this gateway could not handle heartbeats in (not counted).
             last_seen_s_ago={
-                p.participant_id: round(at - last_seen(p, presence), 2) for p in state.participants
+                p.participant_id: round(at - last_seen(p, seen), 2) for p in state.participants
             },
-            presence_trusted_since_s_ago=None if trusted is None else round(at - trusted, 2),
+            outage_s={
+                p.participant_id: round(presence[p.participant_id] - last_seen(p, seen), 2)
+                for p in state.participants
+            },
         )
         return True

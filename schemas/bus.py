@@ -33,7 +33,8 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, PubAck
-from nats.js.client import JetStreamContext
+from nats.js.client import KV_PRE_TEMPLATE, KV_STREAM_TEMPLATE, JetStreamContext
+from nats.js.kv import KeyValue
 from opentelemetry import trace as trace_api
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -893,9 +894,14 @@ class Bus:
     # --- key-value ----------------------------------------------------------------------
     async def kv(self, bucket: str, type_: type[T] | Any) -> "TypedKv[T]":
         """A typed handle on an existing bucket (see :mod:`schemas.provisioning`)."""
-        return TypedKv(
-            await self.js.key_value(bucket),
-            bucket,
-            type_,
-            reads=await self._kv_reads.key_value(bucket),
+        kv = await self.js.key_value(bucket)
+        # The same bucket through the short-timeout context (no second lookup: a bucket's
+        # stream and subject prefix are fixed by its name).
+        reads = KeyValue(
+            name=bucket,
+            stream=KV_STREAM_TEMPLATE.format(bucket=bucket),
+            pre=KV_PRE_TEMPLATE.format(bucket=bucket),
+            js=self._kv_reads,
+            direct=kv._direct,  # nats-py keeps it only there
         )
+        return TypedKv(kv, bucket, type_, reads=reads)

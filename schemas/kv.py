@@ -1,5 +1,6 @@
 """A typed view of one JetStream key-value bucket, changed only by compare-and-set."""
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -12,6 +13,10 @@ from schemas.errors import CorruptEntry, KeyExists, RevisionMismatch
 from schemas.js_retry import DEFAULT_BUDGET_S, retry_transient
 
 T = TypeVar("T")
+Entry = KeyValue.Entry
+
+#: Read attempts made through the short-timeout context before the normal one.
+QUICK_READ_ATTEMPTS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +43,20 @@ class TypedKv(Generic[T]):
     async def get(self, key: str, *, budget_s: float = DEFAULT_BUDGET_S) -> KvEntry[T] | None:
         """The current value, or ``None`` if the key is absent or deleted. Retried through a
         leader election of the bucket for up to ``budget_s``; then the last error."""
+        attempts = 0
+
+        def read() -> Awaitable[Entry]:
+            # The first attempts wait briefly (a leaderless bucket does not answer at all);
+            # later ones as long as any JetStream request, so a bus merely slow under load
+            # (answers in 2 to 5 s) is not refused every time.
+            nonlocal attempts
+            attempts += 1
+            return (self._reads if attempts <= QUICK_READ_ATTEMPTS else self._kv).get(key)
+
         try:
             # A read is idempotent: retried through a leader election of the bucket.
             entry = await retry_transient(
-                lambda: self._reads.get(key),
-                what=f"kv:{self.bucket}",
-                idempotent=True,
-                budget_s=budget_s,
+                read, what=f"kv:{self.bucket}", idempotent=True, budget_s=budget_s
             )
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             return None

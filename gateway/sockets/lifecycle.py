@@ -178,8 +178,9 @@ class Lifecycle:
     async def heartbeat(self, session: SocketSession, who: Principal, data: Any) -> Ack:
         req = decode(data, CallRef)
         pid = require_bound(session, req.call_id)
-        # Whether heartbeats get through here is what lets a stale one mean "gone".
-        with self.presence.health.watch():
+        # Whether heartbeats get through here is what lets a stale one mean "gone" (a
+        # prompt answer proves nothing by itself: a throttled heartbeat writes nothing).
+        with self.presence.health.watch(proves=False):
             state = await self.calls.current(req.call_id)
             if state.status == "ended":
                 raise CallError("call_ended", "the call has ended")

@@ -193,18 +193,18 @@ async def test_events_of_a_writer_that_died_before_publishing_are_recovered_once
 async def test_stale_heartbeats_time_nobody_out_while_presence_is_unavailable(
     bus: Bus, uid: str
 ) -> None:
-    """Two people whose last heartbeats are long past the timeout: a sweeper that cannot
-    currently handle heartbeats leaves them in; once presence is back it waits a whole
-    timeout from that moment, then sweeps them."""
-    from gateway.presence import PresenceHealth
+    """Two people whose last heartbeats are long past the timeout: a sweeper whose gateway
+    cannot currently handle heartbeats leaves them in; once presence is back, they are swept
+    when they have been silent a whole timeout outside the outage."""
+    from gateway.presence_health import PresenceHealth
 
     calls_kv: TypedKv[CallState] = await bus.kv(subjects.CALLS_BUCKET, CallState)
     claims_kv: TypedKv[ActiveCallClaim] = await bus.kv(subjects.CALL_CLAIMS_BUCKET, ActiveCallClaim)
     presence: TypedKv[Presence] = await bus.kv(subjects.PRESENCE_BUCKET, Presence)
     store = CallStore(bus, calls_kv, claims_kv)
-    long_ago = time.time() - 30
+    long_ago = time.time() - 60
     timers = sm.Timers(
-        ring_timeout_s=60, heartbeat_timeout_s=2, reconnect_grace_s=5, max_duration_s=600
+        ring_timeout_s=600, heartbeat_timeout_s=6, reconnect_grace_s=5, max_duration_s=3600
     )
     conv = ConversationRecord(
         conversation_id=f"pr-{uid}",
@@ -232,34 +232,39 @@ async def test_stale_heartbeats_time_nobody_out_while_presence_is_unavailable(
         may_join=True,
     )
     await store.apply(started.call_id, lambda s: joined)
-    clock_at = [time.time()]
-    health = PresenceHealth(clock=lambda: clock_at[0])
-    health.ended(health.started(), ok=False)  # heartbeats cannot be handled right now
+    stopped_at: list[float | None] = [long_ago + 1]
+    health = PresenceHealth(clock=lambda: stopped_at[0] or time.time())
+    failed = health.started()
+    health.ended(failed, ok=False)  # the bus stopped answering a second after their beats
+    stopped_at[0] = None  # and the clock is the real one from here
     mirror = CallMirror(await bus.js.key_value(subjects.CALLS_BUCKET))
     await mirror.start()
     sweeper = Sweeper(
-        store, mirror, PresenceReader(presence, health), interval_s=1, retention_s=3600
+        store, mirror, PresenceReader(presence, health), interval_s=0.1, retention_s=3600
     )
+
+    async def status() -> str:
+        entry = await calls_kv.get(started.call_id)
+        assert entry is not None
+        return entry.value.status
+
     try:
-        await eventually(lambda: len(mirror.get(started.call_id).participants) == 2, 10)  # type: ignore[union-attr]
-
-        async def status() -> str:
-            entry = await calls_kv.get(started.call_id)
-            assert entry is not None
-            return entry.value.status
-
+        await eventually(
+            lambda: len(getattr(mirror.get(started.call_id), "participants", ())) == 2, 10
+        )
+        # The sweeper's read of their presence is answered: the outage ends now, and their
+        # 60 s of silence are 1 s outside it, of the 6 s timeout.
         await sweeper.sweep_once()
         assert await status() == "active"
-        clock_at[0] = time.time()  # back now: the timeout counts from here
-        health.ended(health.started(), ok=True)
-        await sweeper.sweep_once()
-        assert await status() == "active"
-        clock_at[0] = time.time() - 3  # back longer than a timeout ago
-        health.ended(health.started(), ok=False)
-        health.ended(health.started(), ok=True)
-        await sweeper.sweep_once()
-        assert await status() == "ended"
+        assert health.outage_within(long_ago, time.time()) > 50
+        sweeper.start()
+
+        async def swept() -> bool:
+            return await status() == "ended"
+
+        await eventually(swept, 20)
         entry = await calls_kv.get(started.call_id)
         assert entry is not None and entry.value.end_reason == "heartbeat_timeout"
     finally:
+        await sweeper.stop()
         await mirror.stop()
