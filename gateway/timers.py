@@ -178,8 +178,8 @@ class Sweeper:
         deadline = next_deadline(state, self._presence.cached(call_id))
         if deadline is None or deadline > now:
             return False
-        # Due by what we knew: read the heartbeats before deciding anyone is gone, and
-        # believe a stale one only if heartbeats could be written all along.
+        # Due by what we knew: read the heartbeats before deciding anyone is gone, and count
+        # only the silence outside this gateway's outages (gateway/presence_health.py).
         seen = await self._presence.refresh(state)
         presence = vouched(state, seen, self._presence.health, time.time())
         deadline = next_deadline(state, presence)
