@@ -144,7 +144,7 @@ def _aware(value: Any) -> Any:
     return value
 
 
-def _load(raw: dict[str, Any], type_: type[D]) -> D:
+def load_document(raw: dict[str, Any], type_: type[D]) -> D:
     """A stored document as its Struct, times in UTC. nx-27017 hands back a top-level time
     written by an update's ``$set`` as a string without a zone ("2026-12-01 09:00:00.1"),
     which the conversion reads as a naive time; MongoDB hands back an aware one."""
@@ -440,19 +440,19 @@ class ArchiveRepository:
             .sort([("created_ms", DESCENDING), ("call_id", DESCENDING)])
             .limit(limit)
         )
-        return [_load(raw, HistoryEntry) async for raw in cursor]
+        return [load_document(raw, HistoryEntry) async for raw in cursor]
 
     async def history_entry(self, principal_id: str, call_id: str) -> HistoryEntry | None:
         raw = await self.db[HISTORY].find_one({"_id": f"{principal_id}:{call_id}"})
-        return None if raw is None else _load(raw, HistoryEntry)
+        return None if raw is None else load_document(raw, HistoryEntry)
 
     async def session(self, call_id: str) -> CallSession | None:
         raw = await self.db[SESSIONS].find_one({"_id": call_id})
-        return None if raw is None else _load(raw, CallSession)
+        return None if raw is None else load_document(raw, CallSession)
 
     async def participants(self, call_id: str) -> list[ParticipantRecord]:
         cursor = self.db[PARTICIPANTS].find({"call_id": call_id}).sort("joined_at", ASCENDING)
-        return [_load(raw, ParticipantRecord) async for raw in cursor]
+        return [load_document(raw, ParticipantRecord) async for raw in cursor]
 
     async def transcript(
         self, call_id: str, *, after: Cursor | None = None, limit: int = 500
@@ -470,12 +470,12 @@ class ArchiveRepository:
             .sort([("spoken_ms", ASCENDING), ("utterance_id", ASCENDING)])
             .limit(limit)
         )
-        segments = [_load(raw, TranscriptionRecord) async for raw in cursor]
+        segments = [load_document(raw, TranscriptionRecord) async for raw in cursor]
         if not segments:
             return [], []
         ids = [s.utterance_id for s in segments]
         caption_cursor = self.db[CAPTIONS].find({"call_id": call_id, "utterance_id": {"$in": ids}})
-        captions = [_load(raw, CaptionRecord) async for raw in caption_cursor]
+        captions = [load_document(raw, CaptionRecord) async for raw in caption_cursor]
         return segments, captions
 
     async def dump(self, collection: str) -> list[dict[str, Any]]:

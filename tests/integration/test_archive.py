@@ -16,7 +16,13 @@ import msgspec
 import pytest
 
 from gateway.archive import repository as r
-from gateway.archive.documents import CallSession
+from gateway.archive.documents import (
+    CallSession,
+    CaptionRecord,
+    HistoryEntry,
+    ParticipantRecord,
+    TranscriptionRecord,
+)
 from gateway.archive.repository import ArchiveRepository
 from gateway.archive.service import ArchiveService
 from gateway.archive.settings import ArchiveSettings
@@ -57,21 +63,39 @@ async def publish_transcripts(bus: Bus, rec: RecordedCall) -> None:
     await bus.flush()
 
 
-async def snapshot(repo: ArchiveRepository, call_id: str) -> dict[str, list[dict[str, Any]]]:
-    """Every archived document of one call."""
+#: The projected collections, and what each document reads as.
+_TYPED: dict[str, type[msgspec.Struct]] = {
+    r.SESSIONS: CallSession,
+    r.PARTICIPANTS: ParticipantRecord,
+    r.HISTORY: HistoryEntry,
+    r.TRANSCRIPTIONS: TranscriptionRecord,
+    r.CAPTIONS: CaptionRecord,
+}
+
+
+async def snapshot(repo: ArchiveRepository, call_id: str | None) -> dict[str, list[dict[str, Any]]]:
+    """Every archived document of one call (``None``: of every call); a projected one as
+    the API reads it (nx-27017 hands back a time an update wrote as a string, one an insert
+    wrote as a time: a document written once and one written twice differ in form, not in
+    content)."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for collection in (
-        r.EVENTS,
-        r.SESSIONS,
-        r.PARTICIPANTS,
-        r.HISTORY,
-        r.TRANSCRIPTIONS,
-        r.CAPTIONS,
-    ):
-        docs = await repo.dump(collection)
-        out[collection] = [
-            d for d in docs if d.get("call_id") == call_id or d.get("_id") == call_id
+    for collection in (r.EVENTS, *_TYPED):
+        docs = [
+            d
+            for d in await repo.dump(collection)
+            if call_id is None or d.get("call_id") == call_id or d.get("_id") == call_id
         ]
+        if collection in _TYPED:
+            docs = [
+                {
+                    "_id": d["_id"],
+                    **msgspec.to_builtins(
+                        r.load_document(d, _TYPED[collection]), builtin_types=(datetime,)
+                    ),
+                }
+                for d in docs
+            ]
+        out[collection] = docs
     return out
 
 
@@ -379,12 +403,10 @@ async def test_writing_in_batches_gives_the_documents_written_one_by_one(
                 assert writers[0].logs_known > 0  # the memory was used
             if mode == "two_writers":
                 assert all(w.logs_known > 0 and w.logs_read > len(recs) for w in writers)
-            dumps[mode] = {
-                c: await repo.dump(c) for c in (r.EVENTS, r.SESSIONS, r.PARTICIPANTS, r.HISTORY)
-            }
+            dumps[mode] = await snapshot(repo, None)
         finally:
             repo.close()
-    assert all(dumps["one_by_one"][c] for c in dumps["one_by_one"])
+    assert all(dumps["one_by_one"][c] for c in (r.EVENTS, r.SESSIONS, r.PARTICIPANTS, r.HISTORY))
     for mode in ("batches", "batches_no_memory", "two_writers"):
         assert dumps[mode] == dumps["one_by_one"], mode
 
